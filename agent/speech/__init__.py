@@ -1,0 +1,2 @@
+"""Local speech models (Whisper STT, Hibari/Piper voices, Silero VAD), loaded once per process, and the pipecat
+services that use them."""

@@ -1,0 +1,106 @@
+"""The one voice pipeline every entry point runs (replay, browser, phone), assembled here and nowhere else.
+
+One turn, in order:
+  transport in -> Silero VAD -> Whisper STT -> user context aggregator (turn taking, barge-in)
+  -> streaming chat LLM -> clause-chunked local TTS -> transport out -> assistant context aggregator.
+
+The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
+actually played: on barge-in the unplayed rest of the answer never enters the conversation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.observers.base_observer import BaseObserver
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+
+from agent.latency.observer import TurnLatencyObserver
+from agent.latency.turns import LatencyBudget
+from agent.llm.service import StreamingChatLLMService
+from agent.runtime import AgentRuntime
+from agent.speech.stt import WhisperSTTService
+from agent.speech.tts import LocalTTSService
+
+
+@dataclass
+class VoiceCall:
+    """One caller's pipeline, ready to run, with its latency observer and conversation context."""
+
+    worker: PipelineWorker
+    latency: TurnLatencyObserver
+    context: LLMContext
+
+
+def build_voice_call(
+    runtime: AgentRuntime,
+    transport: BaseTransport,
+    *,
+    sample_rate_in: int,
+    sample_rate_out: int,
+    observers: Sequence[BaseObserver] = (),
+) -> VoiceCall:
+    settings = runtime.settings
+    vad = SileroVADAnalyzer(
+        sample_rate=sample_rate_in,
+        params=VADParams(
+            confidence=0.6, start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs, min_volume=0.3
+        ),
+    )
+    context = LLMContext()
+    aggregators = LLMContextAggregatorPair(
+        context,
+        user_params=LLMUserAggregatorParams(
+            user_turn_strategies=UserTurnStrategies(
+                start=[VADUserTurnStartStrategy()],
+                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.end_of_turn_wait_s)],
+            ),
+        ),
+    )
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            VADProcessor(vad_analyzer=vad),
+            WhisperSTTService(runtime.transcriber),
+            aggregators.user(),
+            StreamingChatLLMService(runtime.llm, system_prompt=settings.system_prompt),
+            LocalTTSService(runtime.voice, first_clause_min_words=settings.first_clause_min_words),
+            transport.output(),
+            aggregators.assistant(),
+        ]
+    )
+    latency = TurnLatencyObserver(LatencyBudget(total_ms=settings.latency_budget_ms))
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_in_sample_rate=sample_rate_in,
+            audio_out_sample_rate=sample_rate_out,
+            enable_metrics=True,
+        ),
+        observers=[latency, *observers],
+        enable_rtvi=False,
+        idle_timeout_secs=None,
+    )
+    return VoiceCall(worker=worker, latency=latency, context=context)
+
+
+async def run_voice_call(call: VoiceCall) -> None:
+    """Run one call's pipeline until it ends (EndFrame, cancel, or the transport closing)."""
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(call.worker)
+    await runner.run()
