@@ -24,6 +24,20 @@ from agent.speech.whisper import WhisperTranscriber
 
 
 @dataclass
+class SpeechModels:
+    """The local speech models: heavy to load, safe to share between calls and runtimes."""
+
+    transcriber: WhisperTranscriber
+    voice: Voice
+
+    @classmethod
+    def load(cls, settings: Settings) -> SpeechModels:
+        transcriber = WhisperTranscriber(threads=settings.stt_threads)
+        transcriber.warm_up()
+        return cls(transcriber=transcriber, voice=load_voice(settings.tts_engine))
+
+
+@dataclass
 class AgentRuntime:
     settings: Settings
     transcriber: WhisperTranscriber
@@ -36,7 +50,7 @@ class AgentRuntime:
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, settings: Settings) -> AsyncIterator[AgentRuntime]:
+    async def start(cls, settings: Settings, speech: SpeechModels | None = None) -> AsyncIterator[AgentRuntime]:
         started = time.perf_counter()
         local_server: LocalLLMServer | None = None
         if wants_local_llm(settings):
@@ -47,9 +61,7 @@ class AgentRuntime:
             provider = cerebras_provider(settings)
             server_started = None
         try:
-            transcriber = await asyncio.to_thread(WhisperTranscriber, threads=settings.stt_threads)
-            await asyncio.to_thread(transcriber.warm_up)
-            voice = await asyncio.to_thread(load_voice, settings.tts_engine)
+            speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
             if server_started:
                 await server_started
             llm = ChatCompletionClient(
@@ -57,7 +69,7 @@ class AgentRuntime:
                 first_token_timeout_s=settings.llm_first_token_timeout_s,
                 idle_timeout_s=settings.llm_stream_idle_timeout_s,
             )
-            runtime = cls(settings=settings, transcriber=transcriber, voice=voice, llm=llm)
+            runtime = cls(settings=settings, transcriber=speech.transcriber, voice=speech.voice, llm=llm)
             try:
                 await llm.connect()
                 await runtime._warm_llm()

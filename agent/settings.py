@@ -47,6 +47,7 @@ class Settings:
     cerebras_model: str = "gpt-oss-120b"
     reasoning_effort: str = "low"
     max_completion_tokens: int = 160
+    max_spoken_sentences: int = 2
     temperature: float = 0.6
     system_prompt: str = (
         "You are a friendly voice assistant on a phone call. Answer in one or two short spoken sentences. "

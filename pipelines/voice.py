@@ -78,7 +78,9 @@ def build_voice_call(
             VADProcessor(vad_analyzer=vad),
             WhisperSTTService(runtime.transcriber),
             aggregators.user(),
-            StreamingChatLLMService(runtime.llm, system_prompt=settings.system_prompt),
+            StreamingChatLLMService(
+                runtime.llm, system_prompt=settings.system_prompt, max_sentences=settings.max_spoken_sentences
+            ),
             LocalTTSService(runtime.voice, first_clause_min_words=settings.first_clause_min_words),
             transport.output(),
             aggregators.assistant(),

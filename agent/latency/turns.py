@@ -7,6 +7,7 @@ clamped to be no earlier than the one before), so they add up to the voice-to-vo
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +110,7 @@ class Turn:
 
 
 def summarize(values: list[float]) -> dict[str, float | int | None]:
-    """p50/p95/max of a list of milliseconds (nearest-rank percentiles)."""
+    """Median, p95 (nearest rank) and max of a list of milliseconds."""
     if not values:
         return {"count": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
     ordered = sorted(values)
@@ -118,4 +119,4 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
         k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
         return round(ordered[k], 1)
 
-    return {"count": len(ordered), "p50_ms": pct(50), "p95_ms": pct(95), "max_ms": round(ordered[-1], 1)}
+    return {"count": len(ordered), "p50_ms": round(statistics.median(ordered), 1), "p95_ms": pct(95), "max_ms": round(ordered[-1], 1)}

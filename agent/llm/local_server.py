@@ -39,7 +39,7 @@ class LocalLLMServer:
         self._threads = threads
         self._n_ctx = n_ctx
         self._process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+        self.log_path = Path(tempfile.gettempdir()) / f"llama-server-{self.port}.log"
 
     @property
     def base_url(self) -> str:
@@ -57,7 +57,8 @@ class LocalLLMServer:
             "--n_threads_batch", str(self._threads),
         ]  # fmt: skip
         logger.info(f"starting local LLM server on 127.0.0.1:{self.port}")
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=1.0) as http:
             while time.monotonic() < deadline:
@@ -82,7 +83,7 @@ class LocalLLMServer:
         self._process = None
 
     def _log_tail(self) -> str:
-        return "\n".join(Path(self._log.name).read_text(errors="replace").splitlines()[-15:])
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
 
     async def __aenter__(self) -> LocalLLMServer:
         await self.start()

@@ -7,6 +7,7 @@ the deadline) the caller hears a short apology instead of silence and the call g
 
 from __future__ import annotations
 
+import re
 from contextlib import aclosing
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from pipecat.services.settings import LLMSettings
 
 from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
 
+_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
 APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
 
 
@@ -44,7 +46,15 @@ class CompletionStatsFrame(DataFrame):
 class StreamingChatLLMService(LLMService):
     """Streams answers from an OpenAI-compatible provider through a shared, pre-warmed client."""
 
-    def __init__(self, client: ChatCompletionClient, *, system_prompt: str, apology: str = APOLOGY, **kwargs) -> None:
+    def __init__(
+        self,
+        client: ChatCompletionClient,
+        *,
+        system_prompt: str,
+        max_sentences: int = 3,
+        apology: str = APOLOGY,
+        **kwargs,
+    ) -> None:
         provider = client.provider
         super().__init__(
             settings=LLMSettings(
@@ -65,6 +75,7 @@ class StreamingChatLLMService(LLMService):
         )
         self._client = client
         self._apology = apology
+        self._max_sentences = max_sentences
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -85,7 +96,7 @@ class StreamingChatLLMService(LLMService):
     async def _answer(self, context: LLMContext) -> None:
         provider = self._client.provider
         stats = StreamStats()
-        spoken = False
+        spoken = ""
         error: str | None = None
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
@@ -94,11 +105,14 @@ class StreamingChatLLMService(LLMService):
             messages = await self._messages(context)
             async with aclosing(self._client.stream(messages, stats)) as chunks:
                 async for chunk in chunks:
-                    if chunk.content:
-                        if not spoken:
-                            await self.stop_ttfb_metrics()
-                            spoken = True
-                        await self._push_llm_text(chunk.content)
+                    if not chunk.content:
+                        continue
+                    if not spoken:
+                        await self.stop_ttfb_metrics()
+                    spoken += chunk.content
+                    await self._push_llm_text(chunk.content)
+                    if len(_SENTENCE_END.findall(spoken)) >= self._max_sentences:
+                        break  # a voice answer stays short; closing the stream stops the provider too
         except ProviderError as e:
             error = str(e)
             logger.warning(f"LLM {provider.describe()} failed: {error}")

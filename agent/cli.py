@@ -1,0 +1,86 @@
+"""`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline) and
+`call` (dial a server over the Twilio Media Streams protocol, as a carrier would)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+from agent.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voice-agent", description=__doc__)
+    parser.add_argument("--env-file", default=".env", help="settings file read before the environment")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (pipecat's frame-level logs)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the browser demo and phone bridge server")
+    serve.add_argument("--host", help="listen address (HOST)")
+    serve.add_argument("--port", type=int, help="listen port (PORT)")
+
+    replay = commands.add_parser("replay", help="play a recorded call (16/8 kHz mono WAV) into the agent")
+    replay.add_argument("wav", type=Path)
+    replay.add_argument("--report", type=Path, help="write the per-turn JSON report here")
+    replay.add_argument("--out", type=Path, help="write the agent's replies (on the call's timeline) here")
+
+    call = commands.add_parser("call", help="dial a server over Twilio Media Streams with a WAV as the caller")
+    call.add_argument("wav", type=Path)
+    call.add_argument("--url", default="ws://127.0.0.1:7860/twilio/stream", help="the stream websocket URL")
+    call.add_argument("--out", type=Path, help="write what the caller heard here")
+    call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
+
+    args = parser.parse_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
+    try:
+        settings = Settings.load(args.env_file)
+        if args.command == "serve":
+            from agent.server.app import serve as run_server
+
+            overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+            run_server(Settings.load(args.env_file, **overrides))
+            return 0
+        if args.command == "replay":
+            return asyncio.run(_replay(settings, args.wav, args.report, args.out))
+        from agent.phone_client import dial
+
+        return asyncio.run(dial(args.wav, args.url, out=args.out, report=args.report))
+    except (SettingsError, ValueError, RuntimeError, OSError) as e:
+        print(f"voice-agent: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _replay(settings: Settings, wav: Path, report: Path | None, out: Path | None) -> int:
+    from agent.runtime import AgentRuntime
+    from pipelines.replay import read_call_wav, replay_call, write_wav
+
+    read_call_wav(wav)  # fail fast, before loading any model
+    async with AgentRuntime.start(settings) as runtime:
+        result = await replay_call(runtime, wav)
+    for turn in result.turns:
+        latency = turn["voice_to_voice_ms"]
+        print(
+            f"turn {turn['turn']}: caller: {turn['user_text']!r}\n"
+            f"        agent:  {turn['bot_text']!r}\n"
+            f"        voice-to-voice: {'-' if latency is None else f'{latency:.0f} ms'}"
+            f"{'  (interrupted)' if turn['interrupted'] else ''}"
+        )
+    s = result.summary
+    if s["count"]:
+        print(f"{s['count']} turns: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, max {s['max_ms']:.0f} ms")
+    if report:
+        report.write_text(result.to_json())
+    if out:
+        write_wav(out, result.reply_audio, result.reply_sample_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

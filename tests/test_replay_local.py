@@ -1,0 +1,51 @@
+"""Whole-pipeline replays of real recorded speech on the local models (Whisper, Hibari, SmolLM2 via llama.cpp)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.replay import replay_call
+from tests.audio import build_call, transcripts, voiced_spans, word_error_rate
+
+QUESTIONS = ["ill_disposed.wav", "ten_of_clubs.wav", "five_five.wav"]
+
+
+@pytest.fixture(scope="module")
+async def three_turn_call(local_runtime, tmp_path_factory):
+    path = build_call(
+        tmp_path_factory.mktemp("calls") / "three.wav",
+        [0.5, QUESTIONS[0], 6.0, QUESTIONS[1], 6.0, QUESTIONS[2], 0.5],
+    )
+    return await replay_call(local_runtime, path)
+
+
+async def test_every_turn_is_transcribed_and_answered(three_turn_call):
+    result = three_turn_call
+    expected = transcripts()
+    assert [t["turn"] for t in result.turns] == [1, 2, 3], result.turns
+    for turn, name in zip(result.turns, QUESTIONS, strict=True):
+        wer = word_error_rate(expected[name], turn["user_text"])
+        assert wer <= 0.35, (name, turn["user_text"], wer)
+        assert turn["bot_text"].strip(), turn
+        assert turn["voice_to_voice_ms"] is not None and turn["voice_to_voice_ms"] > 0
+        assert not turn["interrupted"]
+
+
+async def test_replies_are_audible_after_each_question(three_turn_call):
+    result = three_turn_call
+    spans = voiced_spans(result.reply_audio, result.reply_sample_rate)
+    assert len(spans) >= 3, spans
+    for turn in result.turns:
+        assert sum(turn["stages_ms"].values()) == pytest.approx(turn["voice_to_voice_ms"], abs=2.0)
+    # Nothing is played while the caller asks the first question.
+    assert spans[0][0] > 0.5 + 2.9
+
+
+async def test_report_has_stages_verdict_and_summary(three_turn_call):
+    result = three_turn_call
+    for turn in result.turns:
+        assert {"vad_stop", "stt", "llm_ttft", "tts", "output"} <= set(turn["stages_ms"]), turn["stages_ms"]
+        assert turn["verdict"]["budget_ms"] == 800
+        assert turn["llm"]["provider"] == "local"
+    assert result.summary["count"] == 3
+    assert result.summary["p50_ms"] <= result.summary["p95_ms"] <= result.summary["max_ms"]
