@@ -146,6 +146,7 @@ class ReplayResult:
     reply_audio: bytes
     reply_sample_rate: int
     summary: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"turns": self.turns, "summary": self.summary}, indent=2)
@@ -166,7 +167,13 @@ async def replay_call(runtime: AgentRuntime, path: str | Path, *, max_tail_s: fl
     turns = call.latency.reports
     latencies = [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
     audio = bytes(transport.output().audio)
-    return ReplayResult(turns=turns, reply_audio=audio, reply_sample_rate=out_rate, summary=summarize(latencies))
+    return ReplayResult(
+        turns=turns,
+        reply_audio=audio,
+        reply_sample_rate=out_rate,
+        summary=summarize(latencies),
+        messages=[dict(m) for m in call.context.get_messages()],
+    )
 
 
 async def _wait_until_answered(call: VoiceCall, transport: ReplayTransport, max_tail_s: float) -> None:

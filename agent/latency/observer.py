@@ -14,7 +14,7 @@ from typing import Any
 from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
-    InterruptionFrame,
+    BotStoppedSpeakingFrame,
     LLMContextFrame,
     LLMTextFrame,
     TranscriptionFrame,
@@ -68,7 +68,7 @@ class TurnLatencyObserver(BaseObserver):
     # -- frames ----------------------------------------------------------------------------------
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if data.direction != FrameDirection.DOWNSTREAM and not isinstance(frame, BotStartedSpeakingFrame):
+        if data.direction != FrameDirection.DOWNSTREAM:
             return
         at = self._monotonic(data)
         if isinstance(frame, VADUserStartedSpeakingFrame):
@@ -84,6 +84,9 @@ class TurnLatencyObserver(BaseObserver):
             turn.user_text += " " + frame.text
             turn.mark("transcript", at, overwrite=True)
         elif isinstance(frame, UserStartedSpeakingFrame):
+            turn = self._turn
+            if turn and "llm_request" in turn.marks and "bot_stopped" not in turn.marks:
+                turn.interrupted = True  # the caller spoke over (or before) the answer
             self._current()
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._turn:
             self._turn.mark("turn_end", at, overwrite=True)
@@ -101,8 +104,8 @@ class TurnLatencyObserver(BaseObserver):
                 self._turn.mark("tts_first_audio", at)
         elif isinstance(frame, BotStartedSpeakingFrame) and data.direction == FrameDirection.DOWNSTREAM:
             await self.audio_sent(at)
-        elif isinstance(frame, InterruptionFrame) and self._turn and "llm_request" in self._turn.marks:
-            self._turn.interrupted = True
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self._turn:
+            self._turn.mark("bot_stopped", at)
 
     def _current(self) -> Turn:
         """The turn being heard now; a new one once the previous got its answer under way."""

@@ -1,7 +1,8 @@
 """The pipecat TTS stage: speaks each text chunk with the shared local voice, streaming audio per sentence.
 
 Text is chunked by `ClauseTextAggregator`, so the first clause of an answer is synthesised while the LLM is
-still writing the rest.
+still writing the rest. Each word gets an estimated time in the audio (proportional to its length), so pipecat
+releases word-level `TTSTextFrame`s as the audio plays: on barge-in the context keeps exactly the words heard.
 """
 
 from __future__ import annotations
@@ -31,21 +32,35 @@ class LocalTTSService(TTSService):
             settings=TTSSettings(model=voice.name, voice=voice.name, language="en"),
             push_start_frame=True,
             push_stop_frames=True,
+            push_text_frames=False,
             stop_frame_timeout_s=0.5,
             **kwargs,
         )
         self._voice = voice
         # pipecat's TTSService takes no aggregator argument; the clause chunker replaces its sentence one.
         self._text_aggregator = ClauseTextAggregator(min_clause_words=first_clause_min_words)
+        # Where the next chunk's audio starts within the current context (one context per answer).
+        self._context_id: str | None = None
+        self._context_offset_s = 0.0
 
     def can_generate_metrics(self) -> bool:
         return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         await self.start_tts_usage_metrics(text)
+        if context_id != self._context_id:
+            self._context_id, self._context_offset_s = context_id, 0.0
+        samples = 0
+
+        async def counted(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            nonlocal samples
+            async for piece in pieces:
+                samples += len(piece) // 2
+                yield piece
+
         try:
             async for frame in self._stream_audio_frames_from_iterator(
-                _in_thread(self._voice.synthesize(text)),
+                counted(_in_thread(self._voice.synthesize(text))),
                 in_sample_rate=self._voice.sample_rate,
                 context_id=context_id,
             ):
@@ -53,3 +68,18 @@ class LocalTTSService(TTSService):
                 yield frame
         finally:
             await self.stop_ttfb_metrics()
+        duration = samples / self._voice.sample_rate
+        await self.add_word_timestamps(word_times(text, self._context_offset_s, duration), context_id)
+        self._context_offset_s += duration
+
+
+def word_times(text: str, start_s: float, duration_s: float) -> list[tuple[str, float]]:
+    """Estimated start time of each word of `text` spoken over `duration_s` from `start_s`, by character count."""
+    words = text.split()
+    total = sum(len(w) + 1 for w in words)
+    times: list[tuple[str, float]] = []
+    position = 0
+    for word in words:
+        times.append((word, start_s + duration_s * position / max(1, total)))
+        position += len(word) + 1
+    return times
