@@ -63,7 +63,7 @@ class Settings:
     # Turn taking.
     vad_stop_secs: float = 0.2
     vad_start_secs: float = 0.15
-    end_of_turn_wait_s: float = 0.0
+    end_of_turn_wait_s: float = 0.25
     first_clause_min_words: int = 4
     # Latency budget.
     latency_budget_ms: int = 800

@@ -10,7 +10,7 @@ from agent.settings import Settings
 
 def local_settings(**overrides) -> Settings:
     """Local models; one-sentence answers keep the real-time replays short."""
-    return Settings.load(None, llm_provider="local", max_spoken_sentences=1, **overrides)
+    return Settings.load(None, **{"llm_provider": "local", "max_spoken_sentences": 1, **overrides})
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,7 @@ class ChatCompletionClient:
             http2=False,
         )
         self._warm_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     async def list_models(self) -> list[str]:
         response = await self._request("GET", "models")
@@ -108,10 +109,7 @@ class ChatCompletionClient:
     async def _keep_warm(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self._request("GET", "models")
-            except ProviderError as e:
-                logger.debug(f"keep-warm ping failed: {e}")
+            await self._ping()
 
     async def aclose(self) -> None:
         if self._warm_task:
@@ -140,6 +138,7 @@ class ChatCompletionClient:
         stats = stats or StreamStats()
         body = self.request_body(messages, **overrides)
         name = self.provider.name
+        completed = False
         try:
             async with self._http.stream("POST", "chat/completions", json=body) as response:
                 if response.status_code >= 400:
@@ -172,8 +171,26 @@ class ChatCompletionClient:
                     yield chunk
                 if not finished:
                     raise ProviderError(name, "stream ended before the answer was finished")
+                completed = True
         except httpx.HTTPError as e:
             raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut") from e
+        finally:
+            if not completed:
+                self._rewarm()
+
+    def _rewarm(self) -> None:
+        """A stream left unfinished (barge-in, error) closes its connection: open a fresh one in the background
+        so the next turn does not pay the TCP/TLS set-up."""
+        if self._warm_task is not None:  # only once the runtime has asked to keep the pool warm
+            task = asyncio.ensure_future(self._ping())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _ping(self) -> None:
+        try:
+            await self._request("GET", "models")
+        except ProviderError as e:
+            logger.debug(f"keep-warm ping failed: {e}")
 
     async def _request(self, method: str, path: str) -> httpx.Response:
         try:

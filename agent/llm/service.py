@@ -105,14 +105,12 @@ class StreamingChatLLMService(LLMService):
             messages = await self._messages(context)
             async with aclosing(self._client.stream(messages, stats)) as chunks:
                 async for chunk in chunks:
-                    if not chunk.content:
-                        continue
+                    if not chunk.content or len(_SENTENCE_END.findall(spoken)) >= self._max_sentences:
+                        continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
                     if not spoken:
                         await self.stop_ttfb_metrics()
                     spoken += chunk.content
                     await self._push_llm_text(chunk.content)
-                    if len(_SENTENCE_END.findall(spoken)) >= self._max_sentences:
-                        break  # a voice answer stays short; closing the stream stops the provider too
         except ProviderError as e:
             error = str(e)
             logger.warning(f"LLM {provider.describe()} failed: {error}")

@@ -1,0 +1,85 @@
+"""The whole pipeline on the Cerebras provider path, against the local server speaking Cerebras' wire format:
+answers stream into speech, and provider failures become a short spoken apology while the call goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.runtime import AgentRuntime
+from agent.settings import Secret
+from bench.provider_sim import ProviderSim
+from pipelines.replay import replay_call
+from tests.audio import build_call, voiced_spans
+from tests.conftest import local_settings
+
+APOLOGY_START = "Sorry, I'm having trouble"
+
+
+@pytest.fixture(scope="module")
+def sim():
+    server = ProviderSim(first_token_s=0.05).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+async def cerebras_runtime(sim, speech):
+    settings = local_settings(
+        llm_provider="auto",
+        cerebras_api_key=Secret(sim.api_key),
+        cerebras_base_url=sim.base_url,
+        llm_first_token_timeout_s=1.0,
+    )
+    async with AgentRuntime.start(settings, speech=speech) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module")
+def two_questions(tmp_path_factory):
+    return build_call(tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3])
+
+
+async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: str):
+    sim.scenario = scenario
+    sim.requests.clear()
+    try:
+        return await replay_call(runtime, path)
+    finally:
+        sim.scenario = "ok"
+
+
+async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebras_runtime, two_questions):
+    assert cerebras_runtime.provider.name == "cerebras"
+    result = await replay_with(sim, cerebras_runtime, two_questions, "ok")
+    assert len(result.turns) == 2, result.turns
+    for turn in result.turns:
+        assert turn["bot_text"] == "Sure, here is the short answer."  # one spoken sentence, reasoning never spoken
+        assert turn["llm"]["time_info"]["total_time"] > 0 and turn["llm"]["usage"]["completion_tokens"] > 0
+        assert turn["llm"]["reasoning_chars"] > 0
+    second = sim.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    assert second[2]["content"] == "Sure, here is the short answer."
+
+
+@pytest.mark.parametrize("scenario", ["503", "429", "401"])
+async def test_provider_error_is_an_apology_and_the_call_goes_on(sim, cerebras_runtime, two_questions, scenario):
+    result = await replay_with(sim, cerebras_runtime, two_questions, scenario)
+    assert len(result.turns) == 2, result.turns
+    for turn in result.turns:
+        assert turn["bot_text"].startswith(APOLOGY_START), turn
+        assert scenario in turn["llm"]["error"] and "test-key" not in turn["llm"]["error"]
+    assert len(voiced_spans(result.reply_audio, result.reply_sample_rate)) >= 2
+
+
+async def test_stream_cut_mid_answer_keeps_what_was_said_then_apologises(sim, cerebras_runtime, two_questions):
+    result = await replay_with(sim, cerebras_runtime, two_questions, "cut")
+    first = result.turns[0]
+    assert first["bot_text"].startswith("Sure, here is the")
+    assert APOLOGY_START in first["bot_text"]
+
+
+async def test_first_token_that_never_comes_gets_an_apology_in_time(sim, cerebras_runtime, two_questions):
+    result = await replay_with(sim, cerebras_runtime, two_questions, "stall")
+    for turn in result.turns:
+        assert turn["bot_text"].startswith(APOLOGY_START)
+        assert turn["voice_to_voice_ms"] < 1000 + 1200, turn  # deadline 1.0 s plus the usual pipeline
