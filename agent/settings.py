@@ -64,7 +64,8 @@ class Settings:
     vad_stop_secs: float = 0.2
     vad_start_secs: float = 0.15
     end_of_turn_wait_s: float = 0.25
-    first_clause_min_words: int = 4
+    first_clause_min_words: int = 2
+    first_clause_max_words: int = 6
     # Latency budget.
     latency_budget_ms: int = 800
     # Server.

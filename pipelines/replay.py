@@ -197,4 +197,3 @@ def write_wav(path: str | Path, pcm: bytes, sample_rate: int) -> None:
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm)
-

@@ -81,7 +81,11 @@ def build_voice_call(
             StreamingChatLLMService(
                 runtime.llm, system_prompt=settings.system_prompt, max_sentences=settings.max_spoken_sentences
             ),
-            LocalTTSService(runtime.voice, first_clause_min_words=settings.first_clause_min_words),
+            LocalTTSService(
+                runtime.voice,
+                first_clause_min_words=settings.first_clause_min_words,
+                first_clause_max_words=settings.first_clause_max_words,
+            ),
             transport.output(),
             aggregators.assistant(),
         ]

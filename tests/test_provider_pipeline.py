@@ -36,7 +36,9 @@ async def cerebras_runtime(sim, speech):
 
 @pytest.fixture(scope="module")
 def two_questions(tmp_path_factory):
-    return build_call(tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3])
+    return build_call(
+        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3]
+    )
 
 
 async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: str):

@@ -49,3 +49,11 @@ async def test_report_has_stages_verdict_and_summary(three_turn_call):
         assert turn["llm"]["provider"] == "local"
     assert result.summary["count"] == 3
     assert result.summary["p50_ms"] <= result.summary["p95_ms"] <= result.summary["max_ms"]
+
+
+async def test_phone_rate_recording(local_runtime, tmp_path):
+    path = build_call(tmp_path / "phone.wav", [0.4, "eight_of_spades.wav", 0.4], rate=8000)
+    result = await replay_call(local_runtime, path)
+    assert len(result.turns) == 1, result.turns
+    assert word_error_rate(transcripts()["eight_of_spades.wav"], result.turns[0]["user_text"]) <= 0.35
+    assert result.turns[0]["bot_text"]

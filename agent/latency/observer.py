@@ -90,7 +90,9 @@ class TurnLatencyObserver(BaseObserver):
             self._current()
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._turn:
             self._turn.mark("turn_end", at, overwrite=True)
-        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, StreamingChatLLMService) and self._turn:
+        elif (
+            isinstance(frame, LLMContextFrame) and isinstance(data.destination, StreamingChatLLMService) and self._turn
+        ):
             self._turn.mark("llm_request", at)
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService) and self._turn:
             self._turn.mark("llm_first_token", at)

@@ -7,6 +7,7 @@ clamped to be no earlier than the one before), so they add up to the voice-to-vo
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,9 +46,7 @@ class LatencyBudget:
     allocations_ms: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ALLOCATIONS_MS))
 
     def judge(self, stages_ms: dict[str, float], total_ms: float) -> dict[str, Any]:
-        overruns = [
-            name for name, ms in stages_ms.items() if ms > self.allocations_ms.get(name, float("inf"))
-        ]
+        overruns = [name for name, ms in stages_ms.items() if ms > self.allocations_ms.get(name, float("inf"))]
         return {"within_budget": total_ms <= self.total_ms, "budget_ms": self.total_ms, "overran": overruns}
 
 
@@ -116,7 +115,12 @@ def summarize(values: list[float]) -> dict[str, float | int | None]:
     ordered = sorted(values)
 
     def pct(p: float) -> float:
-        k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+        k = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
         return round(ordered[k], 1)
 
-    return {"count": len(ordered), "p50_ms": round(statistics.median(ordered), 1), "p95_ms": pct(95), "max_ms": round(ordered[-1], 1)}
+    return {
+        "count": len(ordered),
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": pct(95),
+        "max_ms": round(ordered[-1], 1),
+    }

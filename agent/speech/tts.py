@@ -27,7 +27,9 @@ async def _in_thread(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
 
 
 class LocalTTSService(TTSService):
-    def __init__(self, voice: Voice, *, first_clause_min_words: int = 2, **kwargs) -> None:
+    def __init__(
+        self, voice: Voice, *, first_clause_min_words: int = 2, first_clause_max_words: int = 6, **kwargs
+    ) -> None:
         super().__init__(
             settings=TTSSettings(model=voice.name, voice=voice.name, language="en"),
             push_start_frame=True,
@@ -38,7 +40,9 @@ class LocalTTSService(TTSService):
         )
         self._voice = voice
         # pipecat's TTSService takes no aggregator argument; the clause chunker replaces its sentence one.
-        self._text_aggregator = ClauseTextAggregator(min_clause_words=first_clause_min_words)
+        self._text_aggregator = ClauseTextAggregator(
+            min_clause_words=first_clause_min_words, max_first_words=first_clause_max_words
+        )
         # Where the next chunk's audio starts within the current context (one context per answer).
         self._context_id: str | None = None
         self._context_offset_s = 0.0
