@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from agent.latency.turns import LatencyBudget
 from agent.llm.client import ChatCompletionClient
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import Provider, cerebras_provider, local_provider, wants_local_llm
@@ -47,6 +48,10 @@ class AgentRuntime:
     @property
     def provider(self) -> Provider:
         return self.llm.provider
+
+    @property
+    def budget(self) -> LatencyBudget:
+        return LatencyBudget(total_ms=self.settings.latency_budget_ms)
 
     @classmethod
     @asynccontextmanager

@@ -76,6 +76,7 @@ class Settings:
     public_url: str = ""
     twilio_account_sid: str = ""
     twilio_auth_token: Secret = field(default_factory=lambda: Secret(""))
+    twilio_api_base_url: str = ""
 
     @classmethod
     def load(cls, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 import wave
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from agent.latency.observer import TurnLatencyObserver
 from agent.latency.turns import summarize
 from agent.runtime import AgentRuntime
 from pipelines.voice import VoiceCall, build_voice_call, run_voice_call
@@ -96,9 +98,16 @@ class ReplayInput(BaseInputTransport):
 class ReplayOutput(BaseOutputTransport):
     """Plays bot audio in real time into a buffer on the caller's timeline."""
 
-    def __init__(self, timeline_start: ReplayInput, params: TransportParams, **kwargs) -> None:
+    def __init__(
+        self,
+        timeline_start: ReplayInput,
+        on_audio_written: Callable[[], Awaitable[None]],
+        params: TransportParams,
+        **kwargs,
+    ) -> None:
         super().__init__(params, **kwargs)
         self._input = timeline_start
+        self._on_audio_written = on_audio_written
         self.audio = bytearray()
         self.last_audio_at = 0.0
         self._next_write = 0.0
@@ -117,12 +126,15 @@ class ReplayOutput(BaseOutputTransport):
         duration = len(frame.audio) / 2 / self.sample_rate
         self._next_write = max(self._next_write, now) + duration
         self.last_audio_at = now
+        await self._on_audio_written()
         await asyncio.sleep(max(0.0, self._next_write - time.monotonic()))
         return True
 
 
 class ReplayTransport(BaseTransport):
-    def __init__(self, pcm: bytes, sample_rate: int, out_sample_rate: int) -> None:
+    def __init__(
+        self, pcm: bytes, sample_rate: int, out_sample_rate: int, on_audio_written: Callable[[], Awaitable[None]]
+    ) -> None:
         super().__init__()
         params = TransportParams(
             audio_in_enabled=True,
@@ -131,7 +143,7 @@ class ReplayTransport(BaseTransport):
             audio_out_sample_rate=out_sample_rate,
         )
         self._input = ReplayInput(pcm, sample_rate, params, name="replay-in")
-        self._output = ReplayOutput(self._input, params, name="replay-out")
+        self._output = ReplayOutput(self._input, on_audio_written, params, name="replay-out")
 
     def input(self) -> ReplayInput:
         return self._input
@@ -155,8 +167,9 @@ class ReplayResult:
 async def replay_call(runtime: AgentRuntime, path: str | Path, *, max_tail_s: float = 20.0) -> ReplayResult:
     pcm, rate = read_call_wav(path)
     out_rate = 16000
-    transport = ReplayTransport(pcm, rate, out_rate)
-    call = build_voice_call(runtime, transport, sample_rate_in=rate, sample_rate_out=out_rate)
+    latency = TurnLatencyObserver(runtime.budget)
+    transport = ReplayTransport(pcm, rate, out_rate, latency.audio_sent)
+    call = build_voice_call(runtime, transport, latency, sample_rate_in=rate, sample_rate_out=out_rate)
     runner = asyncio.create_task(run_voice_call(call))
     try:
         await _wait_until_answered(call, transport, max_tail_s)

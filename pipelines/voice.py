@@ -31,7 +31,6 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from agent.latency.observer import TurnLatencyObserver
-from agent.latency.turns import LatencyBudget
 from agent.llm.service import StreamingChatLLMService
 from agent.runtime import AgentRuntime
 from agent.speech.stt import WhisperSTTService
@@ -50,6 +49,7 @@ class VoiceCall:
 def build_voice_call(
     runtime: AgentRuntime,
     transport: BaseTransport,
+    latency: TurnLatencyObserver,
     *,
     sample_rate_in: int,
     sample_rate_out: int,
@@ -90,7 +90,6 @@ def build_voice_call(
             aggregators.assistant(),
         ]
     )
-    latency = TurnLatencyObserver(LatencyBudget(total_ms=settings.latency_budget_ms))
     worker = PipelineWorker(
         pipeline,
         params=PipelineParams(

@@ -18,7 +18,7 @@ async def test_sse_events_comments_multiline_and_done():
     got = [
         d
         async for d in iter_sse_data(
-            lines(": keep-alive", "", "data: {\"a\": 1}", "", "data: x", "data: y", "", "data: [DONE]", "", "data: z", "")
+            lines(": keep-alive", "", 'data: {"a": 1}', "", "data: x", "data: y", "", "data: [DONE]", "", "data: z", "")
         )
     ]
     assert got == ['{"a": 1}', "x\ny"]
@@ -38,7 +38,9 @@ async def test_first_clause_goes_early_then_sentences():
 
 
 async def test_first_chunk_without_punctuation_is_cut_at_max_words():
-    got = await chunks(ClauseTextAggregator(max_first_words=4), [w + " " for w in "one two three four five six".split()])
+    got = await chunks(
+        ClauseTextAggregator(max_first_words=4), [w + " " for w in ["one", "two", "three", "four", "five", "six"]]
+    )
     assert got[0] == "one two three four"
 
 

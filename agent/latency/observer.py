@@ -1,8 +1,9 @@
 """Watches one call's frames and builds each turn's latency timeline (see `turns.py`).
 
 The observer reads the pipeline clock stamp of every push, not the moment the (queued) observer runs, so its
-marks are exact. Transports add the marks only they can see: `audio_sent()` when the first bot audio of a turn
-leaves the socket, `playout_started()` when the client says the sound started.
+marks are exact. Transports add the marks only they can see: `audio_sent()` after every bot audio write to the
+socket (the first one after a turn's LLM request is the turn's first audio out), `playout_started()` when the
+client says the sound started.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
-    BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     LLMContextFrame,
     LLMTextFrame,
@@ -59,11 +59,14 @@ class TurnLatencyObserver(BaseObserver):
             turn.mark("audio_out", at or time.monotonic())
             await self._finish(turn)
 
-    async def playout_started(self, at: float | None = None) -> None:
-        """The client heard the first audio of the last answered turn."""
+    async def playout_started(self, at: float | None = None) -> dict[str, Any] | None:
+        """The client heard the first audio of the last answered turn: returns that turn's updated report."""
         answered = [t for t in self.turns if t.answered and "playout" not in t.marks]
-        if answered:
-            answered[-1].mark("playout", at or time.monotonic())
+        if not answered:
+            return None
+        turn = answered[-1]
+        turn.mark("playout", at or time.monotonic())
+        return turn.report(self.budget)
 
     # -- frames ----------------------------------------------------------------------------------
     async def on_push_frame(self, data: FramePushed) -> None:
@@ -104,8 +107,6 @@ class TurnLatencyObserver(BaseObserver):
         elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService) and self._turn:
             if "first_clause" in self._turn.marks:
                 self._turn.mark("tts_first_audio", at)
-        elif isinstance(frame, BotStartedSpeakingFrame) and data.direction == FrameDirection.DOWNSTREAM:
-            await self.audio_sent(at)
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._turn:
             self._turn.mark("bot_stopped", at)
 

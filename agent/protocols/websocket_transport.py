@@ -1,0 +1,59 @@
+"""pipecat's FastAPI websocket transport, with an output that reports every bot audio write the moment it has
+gone to the socket (for true voice-to-voice timing) and the end of each utterance (for Twilio marks)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import WebSocket
+from pipecat.frames.frames import BotStoppedSpeakingFrame, Frame, OutputAudioRawFrame
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketOutputTransport,
+    FastAPIWebsocketParams,
+    FastAPIWebsocketTransport,
+)
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def _nothing() -> None:
+    return None
+
+
+class _ReportingOutput(FastAPIWebsocketOutputTransport):
+    def __init__(self, *args, on_audio_written: Hook, on_utterance_end: Hook, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_audio_written = on_audio_written
+        self._on_utterance_end = on_utterance_end
+
+    async def push_frame(self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM) -> None:
+        if direction == FrameDirection.DOWNSTREAM and isinstance(frame, BotStoppedSpeakingFrame):
+            await self._on_utterance_end()
+        await super().push_frame(frame, direction)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        written = await super().write_audio_frame(frame)
+        if written:
+            await self._on_audio_written()
+        return written
+
+
+class VoiceWebsocketTransport(FastAPIWebsocketTransport):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        params: FastAPIWebsocketParams,
+        *,
+        on_audio_written: Hook = _nothing,
+        on_utterance_end: Hook = _nothing,
+    ) -> None:
+        super().__init__(websocket, params)
+        self._output = _ReportingOutput(
+            self,
+            self._client,
+            self._params,
+            on_audio_written=on_audio_written,
+            on_utterance_end=on_utterance_end,
+            name=self._output_name,
+        )

@@ -1,0 +1,134 @@
+"""The FastAPI app behind `voice-agent serve`.
+
+Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
+bridge, `/metrics` Prometheus, `/health`. Models load and warm up in the lifespan, before the first caller is
+accepted; every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from loguru import logger
+
+from agent.runtime import AgentRuntime
+from agent.server.metrics import TurnMetrics
+from agent.server.twilio import add_twilio_routes
+from agent.settings import Settings
+from pipelines.browser import run_browser_call
+
+WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
+PAGE_HEADERS = {
+    "Content-Security-Policy": "frame-ancestors 'self'",
+    "X-Frame-Options": "SAMEORIGIN",
+    "Cache-Control": "no-store",
+}
+
+
+class SessionSlots:
+    """At most `limit` calls at once, across the browser and the phone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def claim(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active = max(0, self.active - 1)
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
+    """Allowed origins from settings; with none configured, only the page's own origin (same host and port)."""
+    if not origin:
+        return False
+    origin = origin.rstrip("/")
+    if allowed:
+        return origin in allowed or "*" in allowed
+    return bool(host) and urlsplit(origin).netloc == host
+
+
+def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastAPI:
+    """The app; with `runtime` given (tests), it is used as is instead of being started in the lifespan."""
+    metrics = TurnMetrics()
+    slots = SessionSlots(settings.max_sessions)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if runtime is not None:
+            app.state.runtime = runtime
+            yield
+            return
+        async with AgentRuntime.start(settings) as started:
+            app.state.runtime = started
+            logger.info(f"serving on http://{settings.host}:{settings.port}")
+            yield
+
+    app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.slots = slots
+    app.state.metrics = metrics
+    app.state.recent_turns = deque(maxlen=200)  # (channel, report), newest last: for operators and tests
+
+    def record_turn(channel: str) -> Callable[[dict[str, Any]], None]:
+        def record(report: dict[str, Any]) -> None:
+            metrics.record(channel, report)
+            app.state.recent_turns.append((channel, report))
+
+        return record
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/")
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        provider = request.app.state.runtime.provider
+        return JSONResponse(
+            {"status": "ok", "provider": provider.name, "model": provider.model, "sessions": slots.active}
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.websocket("/ws")
+    async def browser_call(websocket: WebSocket) -> None:
+        if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings.origins):
+            logger.warning(f"browser: refused a websocket from origin {websocket.headers.get('origin')!r}")
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        if not slots.claim():
+            await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
+            await websocket.close(code=1013)
+            return
+        metrics.sessions.labels("browser").inc()
+        try:
+            await run_browser_call(websocket, websocket.app.state.runtime, record_turn("browser"))
+        except Exception:
+            logger.exception("browser: call failed")
+        finally:
+            slots.release()
+            metrics.sessions.labels("browser").dec()
+
+    add_twilio_routes(app, settings, slots, metrics, record_turn("phone"))
+    return app
+
+
+def serve(settings: Settings) -> None:
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", ws="websockets")

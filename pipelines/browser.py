@@ -1,0 +1,125 @@
+"""Browser entry: one page websocket = one call. Wires the socket to the voice pipeline and streams the page's
+live view (transcripts, the agent's words, barge-in, each turn's latency waterfall) as JSON events."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import WebSocket
+from loguru import logger
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    InterimTranscriptionFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
+from starlette.websockets import WebSocketState
+
+from agent.latency.observer import TurnLatencyObserver
+from agent.latency.turns import summarize
+from agent.llm.service import StreamingChatLLMService
+from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
+from agent.protocols.websocket_transport import VoiceWebsocketTransport
+from agent.runtime import AgentRuntime
+from pipelines.voice import build_voice_call, run_voice_call
+
+TurnSink = Callable[[dict[str, Any]], None]
+
+
+class PageEvents(BaseObserver):
+    """Turns pipeline frames into the page's JSON events."""
+
+    def __init__(self, websocket: WebSocket, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._websocket = websocket
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self._websocket.application_state != WebSocketState.CONNECTED:
+            return
+        try:
+            await self._websocket.send_text(json.dumps(event))
+        except Exception as e:  # the page went away mid-send: the transport ends the call
+            logger.debug(f"browser: event not sent ({type(e).__name__})")
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        frame = data.frame
+        if data.direction != FrameDirection.DOWNSTREAM:
+            return
+        if isinstance(frame, UserStartedSpeakingFrame):
+            await self.send({"type": "user_started"})
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            await self.send({"type": "user_stopped"})
+        elif isinstance(frame, InterimTranscriptionFrame):
+            await self.send({"type": "transcript", "final": False, "text": frame.text})
+        elif isinstance(frame, TranscriptionFrame):
+            await self.send({"type": "transcript", "final": True, "text": frame.text})
+        elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService):
+            await self.send({"type": "bot_text", "text": frame.text})
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            await self.send({"type": "bot_started"})
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            await self.send({"type": "bot_stopped"})
+
+
+async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnSink) -> None:
+    """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics)."""
+    latency = TurnLatencyObserver(runtime.budget)
+    events = PageEvents(websocket)
+
+    async def on_client_event(event: dict[str, Any]) -> None:
+        if event["type"] == "playout_started":
+            if report := await latency.playout_started():
+                await send_turn(report)
+        else:
+            logger.debug(f"browser: ignored client event {event['type']!r}")
+
+    async def send_turn(report: dict[str, Any]) -> None:
+        on_turn(report)
+        totals = [r["heard_ms"] or r["voice_to_voice_ms"] for r in latency.reports if r["voice_to_voice_ms"]]
+        await events.send({"type": "turn", "report": report, "session": summarize(totals)})
+
+    latency.add_listener(send_turn)
+    transport = VoiceWebsocketTransport(
+        websocket,
+        FastAPIWebsocketParams(
+            audio_in_enabled=True,
+            audio_in_sample_rate=BROWSER_SAMPLE_RATE,
+            audio_out_enabled=True,
+            audio_out_sample_rate=BROWSER_SAMPLE_RATE,
+            add_wav_header=False,
+            serializer=BrowserSerializer(on_client_event),
+        ),
+        on_audio_written=latency.audio_sent,
+    )
+    call = build_voice_call(
+        runtime,
+        transport,
+        latency,
+        sample_rate_in=BROWSER_SAMPLE_RATE,
+        sample_rate_out=BROWSER_SAMPLE_RATE,
+        observers=[events],
+    )
+
+    @transport.event_handler("on_client_disconnected")
+    async def _closed(_transport: Any, _websocket: WebSocket) -> None:
+        await call.worker.cancel(reason="page closed")
+
+    provider = runtime.provider
+    await events.send(
+        {
+            "type": "session",
+            "provider": provider.name,
+            "model": provider.model,
+            "budget_ms": runtime.settings.latency_budget_ms,
+            "sample_rate": BROWSER_SAMPLE_RATE,
+        }
+    )
+    await run_voice_call(call)
