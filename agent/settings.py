@@ -72,6 +72,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     max_sessions: int = 4
+    max_call_seconds: float = 900.0
     allowed_origins: str = ""
     public_url: str = ""
     twilio_account_sid: str = ""

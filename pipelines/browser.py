@@ -29,9 +29,9 @@ from agent.llm.service import StreamingChatLLMService
 from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
 from agent.protocols.websocket_transport import VoiceWebsocketTransport
 from agent.runtime import AgentRuntime
-from pipelines.voice import build_voice_call, run_voice_call
+from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
 
-TurnSink = Callable[[dict[str, Any]], None]
+TurnSink = Callable[[str, dict[str, Any]], None]
 
 
 class PageEvents(BaseObserver):
@@ -76,13 +76,12 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
 
     async def on_client_event(event: dict[str, Any]) -> None:
         if event["type"] == "playout_started":
-            if report := await latency.playout_started():
-                await send_turn(report)
+            await latency.playout_started()
         else:
             logger.debug(f"browser: ignored client event {event['type']!r}")
 
-    async def send_turn(report: dict[str, Any]) -> None:
-        on_turn(report)
+    async def send_turn(event: str, report: dict[str, Any]) -> None:
+        on_turn(event, report)
         totals = [r["heard_ms"] or r["voice_to_voice_ms"] for r in latency.reports if r["voice_to_voice_ms"]]
         await events.send({"type": "turn", "report": report, "session": summarize(totals)})
 
@@ -122,4 +121,4 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
             "sample_rate": BROWSER_SAMPLE_RATE,
         }
     )
-    await run_voice_call(call)
+    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)

@@ -21,20 +21,19 @@ from agent.latency.observer import TurnLatencyObserver
 from agent.protocols.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
 from agent.protocols.websocket_transport import VoiceWebsocketTransport
 from agent.runtime import AgentRuntime
-from pipelines.voice import build_voice_call, run_voice_call
+from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
 
-TurnSink = Callable[[dict[str, Any]], None]
+TurnSink = Callable[[str, dict[str, Any]], None]
 FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
 
 
 class UtteranceMarks:
     """Sends `<n>-start` after an answer's first audio and `<n>-end` after its last; reads Twilio's echoes."""
 
-    def __init__(self, websocket: WebSocket, stream_sid: str, latency: TurnLatencyObserver, on_turn: TurnSink):
+    def __init__(self, websocket: WebSocket, stream_sid: str, latency: TurnLatencyObserver):
         self._websocket = websocket
         self._stream_sid = stream_sid
         self._latency = latency
-        self._on_turn = on_turn
         self._numbers = itertools.count(1)
         self._current: int | None = None
         self.echoed: list[str] = []
@@ -60,9 +59,7 @@ class UtteranceMarks:
     async def echoed_back(self, name: str) -> None:
         self.echoed.append(name)
         if name.endswith("-start"):
-            report = await self._latency.playout_started(time.monotonic() - FIRST_CHUNK_S)
-            if report:
-                self._on_turn(report)
+            await self._latency.playout_started(time.monotonic() - FIRST_CHUNK_S)
 
 
 async def run_phone_call(websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnSink) -> None:
@@ -70,7 +67,7 @@ async def run_phone_call(websocket: WebSocket, start: StreamStart, runtime: Agen
     settings = runtime.settings
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
-    marks = UtteranceMarks(websocket, start.stream_sid, latency, on_turn)
+    marks = UtteranceMarks(websocket, start.stream_sid, latency)
     stopped: list[bool] = []
 
     async def on_stop() -> None:
@@ -107,5 +104,5 @@ async def run_phone_call(websocket: WebSocket, start: StreamStart, runtime: Agen
         await call.worker.cancel(reason="twilio socket closed")
 
     logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    await run_voice_call(call)
+    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
     logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")

@@ -10,11 +10,14 @@ actually played: on barge-in the unplayed rest of the answer never enters the co
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loguru import logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import EndFrame, Frame, TTSSpeakFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -35,6 +38,8 @@ from agent.llm.service import StreamingChatLLMService
 from agent.runtime import AgentRuntime
 from agent.speech.stt import WhisperSTTService
 from agent.speech.tts import LocalTTSService
+
+CALL_LIMIT_GOODBYE = "We have reached the time limit for this call. Thank you for calling, goodbye!"
 
 
 @dataclass
@@ -104,8 +109,24 @@ def build_voice_call(
     return VoiceCall(worker=worker, latency=latency, context=context)
 
 
-async def run_voice_call(call: VoiceCall) -> None:
-    """Run one call's pipeline until it ends (EndFrame, cancel, or the transport closing)."""
+async def run_voice_call(call: VoiceCall, *, max_duration_s: float | None = None, goodbye: str = "") -> None:
+    """Run one call's pipeline until it ends (EndFrame, cancel, or the transport closing).
+
+    With `max_duration_s`, the agent ends the call itself at that point: it says `goodbye`, then an EndFrame
+    closes the pipeline (and the transport: a phone call is hung up).
+    """
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(call.worker)
-    await runner.run()
+    limit = asyncio.create_task(_end_after(call, max_duration_s, goodbye)) if max_duration_s else None
+    try:
+        await runner.run()
+    finally:
+        if limit:
+            limit.cancel()
+
+
+async def _end_after(call: VoiceCall, seconds: float, goodbye: str) -> None:
+    await asyncio.sleep(seconds)
+    logger.info(f"call time limit of {seconds:.0f} s reached: ending the call")
+    frames: list[Frame] = [TTSSpeakFrame(goodbye)] if goodbye else []
+    await call.worker.queue_frames([*frames, EndFrame()])

@@ -40,8 +40,8 @@ async def server(local_runtime):
         yield running
 
 
-def phone_turns(app) -> list[dict]:
-    return [r for channel, r in app.state.recent_turns if channel == "phone" and r.get("heard_ms") is None]
+def phone_turns(app, event: str = "closed") -> list[dict]:
+    return [r for channel, e, r in app.state.recent_turns if channel == "phone" and e == event]
 
 
 def start_message(stream_sid: str = "MZtest", media_format: dict | None = None) -> str:
@@ -82,7 +82,7 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     assert word_error_rate(expected["ten_of_clubs.wav"], turns[1]["user_text"]) <= 0.35
     assert all(t["bot_text"] for t in turns)
     # The echoed start marks gave the server the phone side's playout time.
-    heard = [r for channel, r in server.app.state.recent_turns if channel == "phone" and r.get("heard_ms")]
+    heard = phone_turns(server.app, "heard")
     assert len(heard) == 2 and all(r["heard_ms"] >= r["voice_to_voice_ms"] for r in heard)
     metrics = (await http_get(f"{server.http}/metrics")).text
     assert 'voice_agent_voice_to_voice_seconds_count{channel="phone"}' in metrics
@@ -94,7 +94,7 @@ async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
     result = await place_call(call, f"{server.ws}/twilio/stream")
     assert result.clears >= 1
     turns = phone_turns(server.app)
-    assert turns[0]["interrupted"] and turns[-1]["bot_text"]
+    assert turns[0]["interrupted"] and turns[-1]["bot_text"], (turns, result.turns)
     # The cut answer's audio stopped soon after the caller started talking over it (at 4.75 s in the call).
     heard = result.heard_audio
     barge_at = 0.5 + 2.99 + 1.6
@@ -130,7 +130,7 @@ async def test_bad_messages_are_ignored_and_the_call_goes_on(server):
         assert got_media, "the agent never answered after the bad messages"
         await ws.send(json.dumps({"event": "stop", "streamSid": "MZtest"}))
     await wait_for(lambda: server.app.state.slots.active == 0)
-    assert phone_turns(server.app)[0]["user_text"]
+    assert phone_turns(server.app, "answered")[0]["user_text"]
 
 
 @pytest.mark.parametrize(
@@ -192,24 +192,35 @@ async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
         running.app.state.slots.active = 0
 
 
-async def test_call_is_hung_up_through_the_rest_api_when_credentials_are_set(local_runtime, tmp_path):
+async def test_agent_ending_the_call_hangs_up_through_the_rest_api(local_runtime, tmp_path):
     hangups: list[dict] = []
 
     async def call_resource(request: Request) -> JSONResponse:
-        hangups.append(
-            {"path": request.url.path, "form": dict(await request.form()), "auth": request.headers.get("authorization")}
-        )
+        form = dict(await request.form())
+        hangups.append({"path": request.url.path, "form": form, "auth": request.headers.get("authorization")})
         return JSONResponse({"sid": request.path_params["sid"], "status": "completed"})
 
-    rest = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json", call_resource, methods=["POST"])])
-    async with serving(rest) as twilio_rest:
+    route = Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json", call_resource, methods=["POST"])
+    async with serving(Starlette(routes=[route])) as twilio_rest:
         settings = local_settings(
-            twilio_account_sid="AC123", twilio_auth_token=Secret("tok"), twilio_api_base_url=twilio_rest.http
+            twilio_account_sid="AC123",
+            twilio_auth_token=Secret("tok"),
+            twilio_api_base_url=twilio_rest.http,
+            max_call_seconds=2.5,
         )
         async with serving(create_app(settings, runtime=local_runtime)) as running:
-            call = build_call(tmp_path / "one.wav", [0.3, "ten_of_clubs.wav", 0.3])
-            await place_call(call, f"{running.ws}/twilio/stream")
+            call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 8.0])
+            result = await place_call(call, f"{running.ws}/twilio/stream")
             await wait_for(lambda: bool(hangups))
     assert hangups[0]["form"] == {"Status": "completed"}
     assert hangups[0]["path"].startswith("/2010-04-01/Accounts/AC123/Calls/CA")
     assert hangups[0]["auth"].startswith("Basic ")
+    assert result.closed_by_server  # and the stream was closed from our side
+
+
+async def test_without_credentials_the_agent_closes_the_stream_cleanly(local_runtime, tmp_path):
+    async with serving(create_app(local_settings(max_call_seconds=2.0), runtime=local_runtime)) as running:
+        call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 8.0])
+        result = await place_call(call, f"{running.ws}/twilio/stream")
+        assert result.closed_by_server
+        await wait_for(lambda: running.app.state.slots.active == 0)

@@ -32,7 +32,9 @@ from pipecat.services.tts_service import TTSService
 from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.service import CompletionStatsFrame, StreamingChatLLMService
 
-TurnListener = Callable[[dict[str, Any]], Awaitable[None] | None]
+# Called as listener(event, report): "answered" when a turn's first audio left the socket, "heard" when the client
+# reported playout, "closed" when the answer finished or was cut off (the report then has all the bot's text).
+TurnListener = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 
 class TurnLatencyObserver(BaseObserver):
@@ -45,7 +47,7 @@ class TurnLatencyObserver(BaseObserver):
         self._listeners: list[TurnListener] = []
 
     def add_listener(self, listener: TurnListener) -> None:
-        """Called with each finished turn's report (a dict, the same one the replay report holds)."""
+        """Called with each turn's report (a dict, the same one the replay report holds) as it progresses."""
         self._listeners.append(listener)
 
     @property
@@ -57,16 +59,19 @@ class TurnLatencyObserver(BaseObserver):
         turn = self._turn
         if turn and "llm_request" in turn.marks and "audio_out" not in turn.marks:
             turn.mark("audio_out", at or time.monotonic())
-            await self._finish(turn)
+            report = turn.report(self.budget)
+            logger.bind(turn=report).info(
+                f"turn {turn.index}: {report['voice_to_voice_ms']} ms voice-to-voice "
+                f"({'within' if report['verdict']['within_budget'] else 'OVER'} budget) stages={report['stages_ms']}"
+            )
+            await self._notify("answered", turn)
 
-    async def playout_started(self, at: float | None = None) -> dict[str, Any] | None:
-        """The client heard the first audio of the last answered turn: returns that turn's updated report."""
+    async def playout_started(self, at: float | None = None) -> None:
+        """The client started playing the last answered turn."""
         answered = [t for t in self.turns if t.answered and "playout" not in t.marks]
-        if not answered:
-            return None
-        turn = answered[-1]
-        turn.mark("playout", at or time.monotonic())
-        return turn.report(self.budget)
+        if answered:
+            answered[-1].mark("playout", at or time.monotonic())
+            await self._notify("heard", answered[-1])
 
     # -- frames ----------------------------------------------------------------------------------
     async def on_push_frame(self, data: FramePushed) -> None:
@@ -90,6 +95,7 @@ class TurnLatencyObserver(BaseObserver):
             turn = self._turn
             if turn and "llm_request" in turn.marks and "bot_stopped" not in turn.marks:
                 turn.interrupted = True  # the caller spoke over (or before) the answer
+                await self._close(turn)
             self._current()
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._turn:
             self._turn.mark("turn_end", at, overwrite=True)
@@ -107,8 +113,9 @@ class TurnLatencyObserver(BaseObserver):
         elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService) and self._turn:
             if "first_clause" in self._turn.marks:
                 self._turn.mark("tts_first_audio", at)
-        elif isinstance(frame, BotStoppedSpeakingFrame) and self._turn:
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self._turn and self._turn.answered:
             self._turn.mark("bot_stopped", at)
+            await self._close(self._turn)
 
     def _current(self) -> Turn:
         """The turn being heard now; a new one once the previous got its answer under way."""
@@ -122,14 +129,15 @@ class TurnLatencyObserver(BaseObserver):
             self._mono_origin_ns = time.monotonic_ns() - data.source.get_clock().get_time()
         return (self._mono_origin_ns + data.timestamp) / 1e9
 
-    async def _finish(self, turn: Turn) -> None:
+    async def _close(self, turn: Turn) -> None:
+        if not turn.closed:
+            turn.closed = True
+            await self._notify("closed", turn)
+
+    async def _notify(self, event: str, turn: Turn) -> None:
         report = turn.report(self.budget)
-        logger.bind(turn=report).info(
-            f"turn {turn.index}: {report['voice_to_voice_ms']} ms voice-to-voice "
-            f"({'within' if report['verdict']['within_budget'] else 'OVER'} budget) stages={report['stages_ms']}"
-        )
         for listener in self._listeners:
-            result = listener(report)
+            result = listener(event, report)
             if result is not None:
                 await result
 

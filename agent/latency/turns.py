@@ -59,6 +59,7 @@ class Turn:
     user_text: str = ""
     bot_text: str = ""
     interrupted: bool = False
+    closed: bool = False
     llm: dict[str, Any] = field(default_factory=dict)
 
     def mark(self, name: str, at: float, *, overwrite: bool = False) -> None:

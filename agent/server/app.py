@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,14 +64,15 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
 
 
 def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastAPI:
-    """The app; with `runtime` given (tests), it is used as is instead of being started in the lifespan."""
+    """The app. With `runtime` given (tests), its models and LLM client are reused instead of being started in the
+    lifespan, under this app's `settings`."""
     metrics = TurnMetrics()
     slots = SessionSlots(settings.max_sessions)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if runtime is not None:
-            app.state.runtime = runtime
+            app.state.runtime = replace(runtime, settings=settings)
             yield
             return
         async with AgentRuntime.start(settings) as started:
@@ -81,14 +83,15 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.slots = slots
     app.state.metrics = metrics
-    app.state.recent_turns = deque(maxlen=200)  # (channel, report), newest last: for operators and tests
+    app.state.recent_turns = deque(maxlen=500)  # (channel, event, report), newest last: for operators and tests
 
-    def record_turn(channel: str) -> Callable[[dict[str, Any]], None]:
-        def record(report: dict[str, Any]) -> None:
-            metrics.record(channel, report)
-            app.state.recent_turns.append((channel, report))
+    def record_turn(channel: str) -> Callable[[str, dict[str, Any]], None]:
+        def record(event: str, report: dict[str, Any]) -> None:
+            metrics.record(channel, event, report)
+            app.state.recent_turns.append((channel, event, report))
 
         return record
+
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/")

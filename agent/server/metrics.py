@@ -41,13 +41,13 @@ class TurnMetrics:
         )
         self.sessions = Gauge("voice_agent_active_sessions", "Calls in progress.", ["channel"], registry=self.registry)
 
-    def record(self, channel: str, report: dict[str, Any]) -> None:
-        """Record a finished turn once, and its heard time when the client reports playout."""
-        if report.get("heard_ms") is not None:
+    def record(self, channel: str, event: str, report: dict[str, Any]) -> None:
+        """A turn's latency when it is answered, and its heard time when the client reports playout."""
+        if event == "heard" and report.get("heard_ms") is not None:
             self.heard.labels(channel).observe(report["heard_ms"] / 1000)
             self.stage.labels("playout").observe(report["stages_ms"].get("playout", 0.0) / 1000)
             return
-        if report.get("voice_to_voice_ms") is None:
+        if event != "answered" or report.get("voice_to_voice_ms") is None:
             return
         self.total.labels(channel).observe(report["voice_to_voice_ms"] / 1000)
         for stage, ms in report["stages_ms"].items():
