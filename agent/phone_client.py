@@ -190,9 +190,12 @@ async def place_call(
                         pending_marks[i] = (0.0, name)
 
         tasks = [asyncio.create_task(t()) for t in (echo_marks, send_audio, receive)]
-        receiver = tasks[2]
+        sender, receiver = tasks[1], tasks[2]
         try:
-            await recording_done.wait()
+            # The recording plays out, unless the server ends the call first.
+            done = asyncio.create_task(recording_done.wait())
+            await asyncio.wait([done, sender, receiver], return_when=asyncio.FIRST_COMPLETED)
+            done.cancel()
             ended = handset.now()
             while handset.now() - ended < max_tail_s and not receiver.done():
                 await asyncio.sleep(0.05)

@@ -18,7 +18,7 @@ from loguru import logger
 from agent.latency.turns import LatencyBudget
 from agent.llm.client import ChatCompletionClient
 from agent.llm.local_server import LocalLLMServer
-from agent.llm.providers import Provider, cerebras_provider, local_provider, wants_local_llm
+from agent.llm.providers import Provider, cerebras_provider, fallback_provider, local_provider, wants_local_llm
 from agent.settings import Settings
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
@@ -30,20 +30,23 @@ class SpeechModels:
 
     transcriber: WhisperTranscriber
     voice: Voice
+    phrases: dict[str, list[bytes]]  # pre-synthesised audio of the phrases said without an LLM
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
-        transcriber = WhisperTranscriber(threads=settings.stt_threads)
+        transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_s)
         transcriber.warm_up()
-        return cls(transcriber=transcriber, voice=load_voice(settings.tts_engine))
+        voice = load_voice(settings.tts_engine)
+        phrases = {text: list(voice.synthesize(text)) for text in filter(None, [settings.acknowledgement])}
+        return cls(transcriber=transcriber, voice=voice, phrases=phrases)
 
 
 @dataclass
 class AgentRuntime:
     settings: Settings
-    transcriber: WhisperTranscriber
-    voice: Voice
+    speech: SpeechModels
     llm: ChatCompletionClient
+    fallback: ChatCompletionClient | None = None
 
     @property
     def provider(self) -> Provider:
@@ -51,49 +54,54 @@ class AgentRuntime:
 
     @property
     def budget(self) -> LatencyBudget:
-        return LatencyBudget(total_ms=self.settings.latency_budget_ms)
+        return LatencyBudget.from_settings(self.settings.latency_budget_ms, self.settings.latency_stage_budgets_ms)
 
     @classmethod
     @asynccontextmanager
     async def start(cls, settings: Settings, speech: SpeechModels | None = None) -> AsyncIterator[AgentRuntime]:
         started = time.perf_counter()
-        local_server: LocalLLMServer | None = None
-        if wants_local_llm(settings):
+        budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
+        logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
+        primary_is_local = wants_local_llm(settings)
+        local_server = None
+        if primary_is_local or settings.fallback_base_url == "local":
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
-            provider = local_provider(settings, local_server.base_url)
-            server_started = asyncio.create_task(local_server.start())
-        else:
-            provider = cerebras_provider(settings)
-            server_started = None
+        server_started = asyncio.create_task(local_server.start()) if local_server else None
+        clients: list[ChatCompletionClient] = []
         try:
             speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
             if server_started:
                 await server_started
-            llm = ChatCompletionClient(
-                provider,
-                first_token_timeout_s=settings.llm_first_token_timeout_s,
-                idle_timeout_s=settings.llm_stream_idle_timeout_s,
+            local_url = local_server.base_url if local_server else ""
+            primary = local_provider(settings, local_url) if primary_is_local else cerebras_provider(settings)
+            backup = fallback_provider(settings, local_url)
+            for provider in filter(None, [primary, backup]):
+                client = ChatCompletionClient(
+                    provider,
+                    first_token_timeout_s=settings.llm_first_token_timeout_s,
+                    idle_timeout_s=settings.llm_stream_idle_timeout_s,
+                )
+                clients.append(client)
+                await client.connect()
+                await _warm(client, settings.system_prompt)
+                client.keep_warm()
+            runtime = cls(settings=settings, speech=speech, llm=clients[0], fallback=clients[1] if backup else None)
+            logger.info(
+                f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {primary.describe()}"
+                + (f"; fallback: {backup.describe()}" if backup else "")
             )
-            runtime = cls(settings=settings, transcriber=speech.transcriber, voice=speech.voice, llm=llm)
-            try:
-                await llm.connect()
-                await runtime._warm_llm()
-                llm.keep_warm()
-                logger.info(f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {provider.describe()}")
-                yield runtime
-            finally:
-                await llm.aclose()
+            yield runtime
         finally:
+            for client in clients:
+                await client.aclose()
             if server_started and not server_started.done():
                 server_started.cancel()
             if local_server:
                 await local_server.stop()
 
-    async def _warm_llm(self) -> None:
-        """One tiny completion with the real system prompt: primes the server's prompt cache and our pool."""
-        messages = [
-            {"role": "system", "content": self.settings.system_prompt},
-            {"role": "user", "content": "Hi."},
-        ]
-        async for _ in self.llm.stream(messages, **{self.provider.token_limit_param: 1}):
-            pass
+
+async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:
+    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool."""
+    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi."}]
+    async for _ in client.stream(messages, **{client.provider.token_limit_param: 1}):
+        pass

@@ -55,19 +55,30 @@ class Settings:
     )
     llm_first_token_timeout_s: float = 3.0
     llm_stream_idle_timeout_s: float = 5.0
+    # Hedging: a second OpenAI-compatible provider ("local" = the embedded model) raced when the first is slow.
+    fallback_base_url: str = ""
+    fallback_model: str = ""
+    fallback_api_key: Secret = field(default_factory=lambda: Secret(""))
+    hedge_after_ms: float = 250.0
+    acknowledge_after_ms: float = 350.0
+    acknowledgement: str = "Let me think."
     # Local models.
     local_llm_threads: int = 2
     local_llm_ctx: int = 2048
     tts_engine: str = "hibari"
     stt_threads: int = 2
+    stt_window_s: float = 15.0
     # Turn taking.
-    vad_stop_secs: float = 0.2
-    vad_start_secs: float = 0.15
-    end_of_turn_wait_s: float = 0.25
+    vad_stop_secs: float = 0.12
+    vad_start_secs: float = 0.1
+    end_of_turn_min_s: float = 0.2
+    end_of_turn_max_s: float = 0.6
+    speculate: bool = True
     first_clause_min_words: int = 2
     first_clause_max_words: int = 6
     # Latency budget.
     latency_budget_ms: int = 800
+    latency_stage_budgets_ms: str = ""
     # Server.
     host: str = "127.0.0.1"
     port: int = 7860

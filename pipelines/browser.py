@@ -38,7 +38,7 @@ class PageEvents(BaseObserver):
     """Turns pipeline frames into the page's JSON events."""
 
     def __init__(self, websocket: WebSocket, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(observe_every_push=False, **kwargs)
         self._websocket = websocket
 
     async def send(self, event: dict[str, Any]) -> None:

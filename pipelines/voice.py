@@ -1,8 +1,12 @@
 """The one voice pipeline every entry point runs (replay, browser, phone), assembled here and nowhere else.
 
 One turn, in order:
-  transport in -> Silero VAD -> Whisper STT -> user context aggregator (turn taking, barge-in)
-  -> streaming chat LLM -> clause-chunked local TTS -> transport out -> assistant context aggregator.
+  transport in -> Silero VAD -> Whisper STT -> speculation trigger -> user context aggregator (turn taking,
+  barge-in) -> streaming chat LLM -> clause-chunked local TTS -> transport out -> assistant context aggregator.
+
+The VAD calls speech over at the first moment of silence; Whisper transcribes then, and the speculation trigger
+starts the LLM on those words while the (adaptive) end-of-turn wait runs, so by the time the turn is confirmed
+the answer is usually already streaming.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -29,7 +33,6 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
@@ -38,6 +41,7 @@ from agent.llm.service import StreamingChatLLMService
 from agent.runtime import AgentRuntime
 from agent.speech.stt import WhisperSTTService
 from agent.speech.tts import LocalTTSService
+from agent.turn_taking import AdaptiveTurnStopStrategy, SpeculationTrigger
 
 CALL_LIMIT_GOODBYE = "We have reached the time limit for this call. Thank you for calling, goodbye!"
 
@@ -73,21 +77,36 @@ def build_voice_call(
         user_params=LLMUserAggregatorParams(
             user_turn_strategies=UserTurnStrategies(
                 start=[VADUserTurnStartStrategy()],
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=settings.end_of_turn_wait_s)],
+                stop=[
+                    AdaptiveTurnStopStrategy(
+                        short_wait_s=settings.end_of_turn_min_s, long_wait_s=settings.end_of_turn_max_s
+                    )
+                ],
             ),
         ),
     )
+    llm = StreamingChatLLMService(
+        runtime.llm,
+        context=context,
+        system_prompt=settings.system_prompt,
+        max_sentences=settings.max_spoken_sentences,
+        fallback=runtime.fallback,
+        hedge_after_s=settings.hedge_after_ms / 1000 if runtime.fallback else None,
+        acknowledgement=settings.acknowledgement,
+        acknowledge_after_s=settings.acknowledge_after_ms / 1000 or None,
+    )
+    speech = runtime.speech
     pipeline = Pipeline(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            WhisperSTTService(runtime.transcriber),
+            WhisperSTTService(speech.transcriber),
+            *([SpeculationTrigger(llm)] if settings.speculate else []),
             aggregators.user(),
-            StreamingChatLLMService(
-                runtime.llm, system_prompt=settings.system_prompt, max_sentences=settings.max_spoken_sentences
-            ),
+            llm,
             LocalTTSService(
-                runtime.voice,
+                speech.voice,
+                phrases=speech.phrases,
                 first_clause_min_words=settings.first_clause_min_words,
                 first_clause_max_words=settings.first_clause_max_words,
             ),

@@ -82,15 +82,15 @@ async def test_talk_to_the_agent_from_the_page(local_runtime, tmp_path):
 
 async def test_busy_server_says_so_on_the_page(local_runtime, tmp_path):
     microphone = build_call(tmp_path / "mic.wav", [1.0])
-    async with serving(create_app(local_settings(max_sessions=0), runtime=local_runtime)) as server:
-        async with async_playwright() as playwright:
-            context, page = await open_page(playwright, tmp_path, f"{server.http}/", microphone)
-            try:
-                await page.click("#start")
-                await page.wait_for_function("document.body.dataset.state === 'busy'", timeout=10_000)
-                assert "busy" in (await page.inner_text("#banner")).lower()
-            finally:
-                await context.close()
+    app = create_app(local_settings(max_sessions=0), runtime=local_runtime)
+    async with serving(app) as server, async_playwright() as playwright:
+        context, page = await open_page(playwright, tmp_path, f"{server.http}/", microphone)
+        try:
+            await page.click("#start")
+            await page.wait_for_function("document.body.dataset.state === 'busy'", timeout=10_000)
+            assert "busy" in (await page.inner_text("#banner")).lower()
+        finally:
+            await context.close()
 
 
 async def test_websocket_from_another_origin_is_refused(local_runtime):

@@ -39,7 +39,7 @@ TurnListener = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 class TurnLatencyObserver(BaseObserver):
     def __init__(self, budget: LatencyBudget | None = None, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(observe_every_push=False, **kwargs)
         self.budget = budget or LatencyBudget()
         self.turns: list[Turn] = []
         self._turn: Turn | None = None
@@ -144,7 +144,13 @@ class TurnLatencyObserver(BaseObserver):
 
 def _llm_summary(frame: CompletionStatsFrame) -> dict[str, Any]:
     stats = frame.stats
-    summary: dict[str, Any] = {"provider": frame.provider, "model": frame.model}
+    summary: dict[str, Any] = {
+        "provider": frame.provider,
+        "model": frame.model,
+        "speculative": frame.speculative,
+        "hedged": frame.hedged,
+        "acknowledged": frame.acknowledged,
+    }
     if frame.error:
         summary["error"] = frame.error
     if stats:
@@ -152,6 +158,8 @@ def _llm_summary(frame: CompletionStatsFrame) -> dict[str, Any]:
             summary["first_token_ms"] = round(stats.first_token_s * 1000, 1)
         if stats.first_content_s is not None:
             summary["first_content_ms"] = round(stats.first_content_s * 1000, 1)
+            if stats.first_token_s is not None:  # the part of the wait spent on (unspoken) reasoning tokens
+                summary["reasoning_ms"] = round((stats.first_content_s - stats.first_token_s) * 1000, 1)
         summary["reasoning_chars"] = stats.reasoning_chars
         if stats.usage:
             summary["usage"] = stats.usage

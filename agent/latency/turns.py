@@ -45,6 +45,20 @@ class LatencyBudget:
     total_ms: float = 800.0
     allocations_ms: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ALLOCATIONS_MS))
 
+    @classmethod
+    def from_settings(cls, total_ms: float, overrides: str) -> LatencyBudget:
+        """`overrides` like "stt=150,llm_ttft=250" replaces those stages' default allocations."""
+        allocations = dict(DEFAULT_ALLOCATIONS_MS)
+        for item in filter(None, (part.strip() for part in overrides.split(","))):
+            name, _, value = item.partition("=")
+            if name.strip() not in allocations:
+                raise ValueError(f"LATENCY_STAGE_BUDGETS_MS: unknown stage {name.strip()!r}")
+            try:
+                allocations[name.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"LATENCY_STAGE_BUDGETS_MS: {item!r} is not stage=milliseconds") from None
+        return cls(total_ms=total_ms, allocations_ms=allocations)
+
     def judge(self, stages_ms: dict[str, float], total_ms: float) -> dict[str, Any]:
         overruns = [name for name, ms in stages_ms.items() if ms > self.allocations_ms.get(name, float("inf"))]
         return {"within_budget": total_ms <= self.total_ms, "budget_ms": self.total_ms, "overran": overruns}

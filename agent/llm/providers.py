@@ -62,3 +62,22 @@ def local_provider(settings: Settings, base_url: str) -> Provider:
         temperature=settings.temperature,
         token_limit_param="max_tokens",
     )
+
+
+def fallback_provider(settings: Settings, local_base_url: str) -> Provider | None:
+    """The provider raced against the first one when it is slow or fails: FALLBACK_BASE_URL, or "local"."""
+    if not settings.fallback_base_url:
+        return None
+    if settings.fallback_base_url == "local":
+        return local_provider(settings, local_base_url)
+    if not settings.fallback_model:
+        raise SettingsError("FALLBACK_BASE_URL needs FALLBACK_MODEL")
+    return Provider(
+        name="fallback",
+        base_url=settings.fallback_base_url,
+        model=settings.fallback_model,
+        api_key=settings.fallback_api_key,
+        max_completion_tokens=settings.max_completion_tokens,
+        temperature=settings.temperature,
+        reasoning_effort=settings.reasoning_effort or None,
+    )

@@ -26,9 +26,20 @@ async def _in_thread(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield piece  # type: ignore[misc]
 
 
+async def _cached(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
 class LocalTTSService(TTSService):
     def __init__(
-        self, voice: Voice, *, first_clause_min_words: int = 2, first_clause_max_words: int = 6, **kwargs
+        self,
+        voice: Voice,
+        *,
+        phrases: dict[str, list[bytes]] | None = None,
+        first_clause_min_words: int = 2,
+        first_clause_max_words: int = 6,
+        **kwargs,
     ) -> None:
         super().__init__(
             settings=TTSSettings(model=voice.name, voice=voice.name, language="en"),
@@ -39,6 +50,7 @@ class LocalTTSService(TTSService):
             **kwargs,
         )
         self._voice = voice
+        self._phrases = phrases or {}  # text -> audio synthesised at start-up (the acknowledgement)
         # pipecat's TTSService takes no aggregator argument; the clause chunker replaces its sentence one.
         self._text_aggregator = ClauseTextAggregator(
             min_clause_words=first_clause_min_words, max_first_words=first_clause_max_words
@@ -64,7 +76,9 @@ class LocalTTSService(TTSService):
 
         try:
             async for frame in self._stream_audio_frames_from_iterator(
-                counted(_in_thread(self._voice.synthesize(text))),
+                counted(
+                    _cached(self._phrases[text]) if text in self._phrases else _in_thread(self._voice.synthesize(text))
+                ),
                 in_sample_rate=self._voice.sample_rate,
                 context_id=context_id,
             ):
