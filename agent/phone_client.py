@@ -25,6 +25,7 @@ import websockets
 
 from agent.latency.turns import summarize
 from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE
+from agent.speech.energy import speech_spans
 from pipelines.replay import read_call_wav
 
 FRAME_S = 0.02
@@ -39,25 +40,6 @@ def to_phone_audio(pcm: bytes, rate: int) -> bytes:
         samples = np.frombuffer(pcm, np.int16).astype(np.float32)
         pcm = soxr.resample(samples, rate, TWILIO_RATE).clip(-32768, 32767).astype(np.int16).tobytes()
     return audioop.lin2ulaw(pcm, 2)
-
-
-def utterance_ends(pcm: bytes, rate: int, min_gap_s: float = 0.6) -> list[tuple[float, float]]:
-    """(start, end) of each utterance in the caller's recording, by frame energy against the recording's peak."""
-    samples = np.abs(np.frombuffer(pcm, np.int16).astype(np.int32))
-    win = int(rate * FRAME_S)
-    n = len(samples) // win
-    if n == 0:
-        return []
-    energy = samples[: n * win].reshape(n, win).mean(axis=1)
-    threshold = max(150.0, 0.08 * float(energy.max()))
-    spans: list[tuple[float, float]] = []
-    for i in np.flatnonzero(energy > threshold):
-        t = i * FRAME_S
-        if spans and t - spans[-1][1] <= min_gap_s:
-            spans[-1] = (spans[-1][0], t + FRAME_S)
-        else:
-            spans.append((t, t + FRAME_S))
-    return [s for s in spans if s[1] - s[0] >= 0.15]
 
 
 @dataclass
@@ -210,7 +192,7 @@ async def place_call(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    turns = _turns(utterance_ends(pcm, rate), handset.reply_starts)
+    turns = pair_replies(speech_spans(pcm, rate), handset.reply_starts)
     latencies = [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
@@ -223,7 +205,7 @@ async def place_call(
     )
 
 
-def _turns(utterances: list[tuple[float, float]], reply_starts: list[float]) -> list[dict[str, Any]]:
+def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float]) -> list[dict[str, Any]]:
     """Pair each utterance with the first reply that starts after it ends (and before the next one ends)."""
     turns = []
     for i, (start, end) in enumerate(utterances):

@@ -28,7 +28,14 @@ from pipecat.utils.string import TextPartForConcatenation, concatenate_aggregate
 
 from agent.llm.service import StreamingChatLLMService
 
-_TRAILING = {"and", "but", "or", "so", "because", "um", "uh", "er", "like", "the", "a", "an", "to", "of", "with"}
+# Words a finished sentence rarely ends on: Whisper still ends such fragments with a period ("He was not.").
+_TRAILING = set(
+    """and but or so because if when while although though since unless until than that which who whose where
+    the a an this these those my your his her our their some any every
+    to of with in on at for from by about into onto over under through after before like as
+    is was are were be been being am do does did have has had will would can could should shall may might must
+    not i you he she we they um uh er hmm""".split()
+)
 _FINISHED = re.compile(r"[.?!][\"')\]]*$")
 _TRAILS_OFF = re.compile(r"([,;:\-–—]|\.\.\.|…)$")
 
@@ -39,9 +46,9 @@ def end_of_turn_wait(text: str, short_s: float, long_s: float) -> float:
     words = re.findall(r"[a-z0-9']+", text.lower())
     if not words or words[-1] in _TRAILING or _TRAILS_OFF.search(text):
         return long_s
-    if _FINISHED.search(text):
+    if _FINISHED.search(text) and len(words) > 1:
         return short_s
-    return (short_s + long_s) / 2
+    return (short_s + long_s) / 2  # no punctuation to go by, or a single word ("Yes." may be the start of more)
 
 
 class AdaptiveTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):

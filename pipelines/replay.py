@@ -164,12 +164,18 @@ class ReplayResult:
         return json.dumps({"turns": self.turns, "summary": self.summary}, indent=2)
 
 
-async def replay_call(runtime: AgentRuntime, path: str | Path, *, max_tail_s: float = 20.0) -> ReplayResult:
+CallBuilder = Callable[..., VoiceCall]
+
+
+async def replay_call(
+    runtime: AgentRuntime, path: str | Path, *, max_tail_s: float = 20.0, build: CallBuilder = build_voice_call
+) -> ReplayResult:
+    """Replay one recording. `build` assembles the pipeline (the benchmark passes a vanilla pipecat one)."""
     pcm, rate = read_call_wav(path)
     out_rate = 16000
     latency = TurnLatencyObserver(runtime.budget)
     transport = ReplayTransport(pcm, rate, out_rate, latency.audio_sent)
-    call = build_voice_call(runtime, transport, latency, sample_rate_in=rate, sample_rate_out=out_rate)
+    call = build(runtime, transport, latency, sample_rate_in=rate, sample_rate_out=out_rate)
     runner = asyncio.create_task(run_voice_call(call))
     try:
         await _wait_until_answered(call, transport, max_tail_s)

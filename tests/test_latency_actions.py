@@ -132,7 +132,8 @@ async def test_first_clause_is_spoken_before_the_sentence_is_written(sims, speec
 @pytest.mark.parametrize(
     ("text", "wait"),
     [("He was not an ill-disposed young man.", 0.15), ("Is it?", 0.15), ("I want to go and", 0.6),
-     ("Well,", 0.6), ("ten of clubs", 0.375), ("um", 0.6)],
+     ("Well,", 0.6), ("ten of clubs", 0.375), ("um", 0.6), ("He was not.", 0.6), ("5.", 0.375),
+     ("Yes.", 0.375), ("What time is it?", 0.15)],
 )  # fmt: skip
 def test_end_of_turn_wait_adapts_to_how_the_words_end(text, wait):
     assert end_of_turn_wait(text, 0.15, 0.6) == pytest.approx(wait)

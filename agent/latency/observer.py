@@ -27,10 +27,12 @@ from pipecat.frames.frames import (
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
 from agent.latency.turns import LatencyBudget, Turn
-from agent.llm.service import CompletionStatsFrame, StreamingChatLLMService
+from agent.llm.service import CompletionStatsFrame
+from agent.speech.stt import SpeechEndFrame
 
 # Called as listener(event, report): "answered" when a turn's first audio left the socket, "heard" when the client
 # reported playout, "closed" when the answer finished or was cut off (the report then has all the bot's text).
@@ -87,6 +89,12 @@ class TurnLatencyObserver(BaseObserver):
             turn = self._current()
             turn.mark("vad_stop", at, overwrite=True)
             turn.mark("speech_end", at - frame.stop_secs, overwrite=True)
+        elif isinstance(frame, SpeechEndFrame) and self._turn and "vad_stop" in self._turn.marks:
+            # The energy-based end of speech: earlier than the VAD's stop minus stop_secs, and the true one.
+            vad_stop = self._turn.marks["vad_stop"]
+            self._turn.mark(
+                "speech_end", min(self._turn.marks["speech_end"], vad_stop - frame.silence_s), overwrite=True
+            )
         elif isinstance(frame, TranscriptionFrame):
             turn = self._current()
             turn.user_text += " " + frame.text
@@ -99,11 +107,9 @@ class TurnLatencyObserver(BaseObserver):
             self._current()
         elif isinstance(frame, UserStoppedSpeakingFrame) and self._turn:
             self._turn.mark("turn_end", at, overwrite=True)
-        elif (
-            isinstance(frame, LLMContextFrame) and isinstance(data.destination, StreamingChatLLMService) and self._turn
-        ):
+        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService) and self._turn:
             self._turn.mark("llm_request", at)
-        elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService) and self._turn:
+        elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and self._turn:
             self._turn.mark("llm_first_token", at)
             self._turn.bot_text += frame.text
         elif isinstance(frame, CompletionStatsFrame) and self._turn:

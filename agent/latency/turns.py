@@ -14,7 +14,7 @@ from typing import Any
 
 # (stage name, mark that ends it). Each stage starts at the previous stage's end; the first at `speech_end`.
 STAGES: tuple[tuple[str, str], ...] = (
-    ("vad_stop", "vad_stop"),  # silence the VAD needs to call the speech over
+    ("vad_stop", "vad_stop"),  # silence until the VAD calls the speech over (its stop_secs plus its smoothing)
     ("stt", "transcript"),  # Whisper finishing the last utterance
     ("end_of_turn", "turn_end"),  # the rest of the end-of-turn wait
     ("llm_request", "llm_request"),  # context aggregation, request sent

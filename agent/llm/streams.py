@@ -69,6 +69,7 @@ class AnswerStream:
         self._queue: asyncio.Queue[tuple[BufferedStream, Any]] = asyncio.Queue()
         primary.redirect(self._queue)
         self._messages = primary.messages
+        self._primary = primary
         self._streams = [primary]
         self._fallback = fallback
         self._hedge_at = time.monotonic() + hedge_after_s if hedge_after_s and fallback else None
@@ -78,11 +79,11 @@ class AnswerStream:
 
     @property
     def stats(self) -> StreamStats:
-        return (self.winner or self._streams[0]).stats
+        return (self.winner or self._primary).stats
 
     @property
     def provider(self) -> str:
-        return (self.winner or self._streams[0]).provider
+        return (self.winner or self._primary).provider
 
     async def next_chunk(self, timeout_s: float | None = None) -> ChatChunk | None:
         """The next chunk of the winning stream, None at its end. Raises TimeoutError (nothing is lost) or the

@@ -1,16 +1,29 @@
-"""The pipecat STT stage: transcribes each VAD-bounded utterance with the shared Whisper model."""
+"""The pipecat STT stage: transcribes each VAD-bounded utterance with the shared Whisper model.
+
+It also tells the latency tracker where the speech really ended: the VAD calls it over only after its smoothing
+has let go, so the segment's trailing silence (by energy) is reported in a `SpeechEndFrame`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 
-from pipecat.frames.frames import Frame, TranscriptionFrame
+from pipecat.frames.frames import Frame, SystemFrame, TranscriptionFrame, VADUserStoppedSpeakingFrame
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.utils.time import time_now_iso8601
 
+from agent.speech.energy import trailing_silence_s
 from agent.speech.whisper import WhisperTranscriber
+
+
+@dataclass
+class SpeechEndFrame(SystemFrame):
+    """The caller's speech ended `silence_s` before the VAD stop that precedes this frame."""
+
+    silence_s: float = 0.0
 
 
 class WhisperSTTService(SegmentedSTTService):
@@ -29,6 +42,11 @@ class WhisperSTTService(SegmentedSTTService):
 
     def can_generate_metrics(self) -> bool:
         return True
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        silence = trailing_silence_s(bytes(self._audio_buffer), self.sample_rate)
+        await self.push_frame(SpeechEndFrame(silence_s=silence))
+        await super()._handle_user_stopped_speaking(frame)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
