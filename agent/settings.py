@@ -60,7 +60,7 @@ class Settings:
     fallback_model: str = ""
     fallback_api_key: Secret = field(default_factory=lambda: Secret(""))
     hedge_after_ms: float = 250.0
-    acknowledge_after_ms: float = 350.0
+    acknowledge_after_ms: float = 620.0
     acknowledgement: str = "Let me think."
     # Local models.
     local_llm_threads: int = 2

@@ -29,13 +29,14 @@ from pipecat.utils.string import TextPartForConcatenation, concatenate_aggregate
 from agent.llm.service import StreamingChatLLMService
 
 # Words a finished sentence rarely ends on: Whisper still ends such fragments with a period ("He was not.").
-_TRAILING = set(
-    """and but or so because if when while although though since unless until than that which who whose where
-    the a an this these those my your his her our their some any every
-    to of with in on at for from by about into onto over under through after before like as
-    is was are were be been being am do does did have has had will would can could should shall may might must
-    not i you he she we they um uh er hmm""".split()
-)
+_TRAILING_WORDS = """
+and but or so because if when while although though since unless until than that which who whose where
+the a an this these those my your his her our their some any every
+to of with in on at for from by about into onto over under through after before like as
+is was are were be been being am do does did have has had will would can could should shall may might must
+not i you he she we they um uh er hmm
+"""
+_TRAILING = frozenset(_TRAILING_WORDS.split())
 _FINISHED = re.compile(r"[.?!][\"')\]]*$")
 _TRAILS_OFF = re.compile(r"([,;:\-–—]|\.\.\.|…)$")
 

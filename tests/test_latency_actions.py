@@ -113,7 +113,7 @@ async def test_acknowledgement_fills_the_silence_when_nothing_can_come_in_time(s
     primary, _ = sims
     primary.first_token_s = 1.5
     call = build_call(tmp_path / "short.wav", [0.3, "ten_of_clubs.wav", 3.0])
-    settings = provider_settings(primary, acknowledge_after_ms=300, end_of_turn_min_s=0.2, end_of_turn_max_s=0.4)
+    settings = provider_settings(primary, acknowledge_after_ms=620, end_of_turn_min_s=0.2, end_of_turn_max_s=0.4)
     [turn] = await replay(settings, speech, call)
     assert turn["llm"]["acknowledged"]
     assert turn["bot_text"].startswith("Let me think. Sure, here is")

@@ -30,9 +30,9 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
+from agent.frames import SpeechEndFrame
 from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.service import CompletionStatsFrame
-from agent.speech.stt import SpeechEndFrame
 
 # Called as listener(event, report): "answered" when a turn's first audio left the socket, "heard" when the client
 # reported playout, "closed" when the answer finished or was cut off (the report then has all the bot's text).

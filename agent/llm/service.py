@@ -6,7 +6,8 @@ Latency actions, each optional:
   the turn ends with the same words the answer is already streaming, otherwise it is thrown away;
 - hedging: no spoken token from the provider by `hedge_after_s` (or an error) sends the same request to the
   fallback provider, and whichever speaks first is kept;
-- acknowledgement: still nothing to say at `acknowledge_after_s`: a short pre-synthesised phrase is spoken.
+- acknowledgement: still nothing to say `acknowledge_after_s` after the caller stopped speaking: a short
+  pre-synthesised phrase is spoken, so the caller is not left in silence past the budget.
 
 Reasoning text is counted, never spoken. When every provider fails (401/429/503, a cut stream, no first token) the
 caller hears a short apology instead of silence and the call goes on.
@@ -32,6 +33,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
+from agent.frames import SpeechEndFrame
 from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
 from agent.llm.streams import AnswerStream, BufferedStream
 
@@ -99,6 +101,7 @@ class StreamingChatLLMService(LLMService):
         self._acknowledgement = acknowledgement
         self._acknowledge_after_s = acknowledge_after_s if acknowledgement else None
         self._speculation: BufferedStream | None = None
+        self._speech_ended_at: float | None = None
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -107,8 +110,10 @@ class StreamingChatLLMService(LLMService):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame):
             await self._answer(frame.context)
-        else:
-            await self.push_frame(frame, direction)
+            return
+        if isinstance(frame, SpeechEndFrame):
+            self._speech_ended_at = time.monotonic() - frame.silence_s
+        await self.push_frame(frame, direction)
 
     # -- speculation ---------------------------------------------------------------------------------
     async def speculate(self, user_text: str) -> None:
@@ -153,7 +158,8 @@ class StreamingChatLLMService(LLMService):
             fallback=self._start_fallback if self._fallback else None,
             hedge_after_s=self._hedge_after_s,
         )
-        acknowledge_at = time.monotonic() + self._acknowledge_after_s if self._acknowledge_after_s else None
+        speech_ended_at, self._speech_ended_at = self._speech_ended_at or time.monotonic(), None
+        acknowledge_at = speech_ended_at + self._acknowledge_after_s if self._acknowledge_after_s else None
         spoken = ""
         acknowledged = False
         error: str | None = None

@@ -8,22 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 
-from pipecat.frames.frames import Frame, SystemFrame, TranscriptionFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStoppedSpeakingFrame
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.utils.time import time_now_iso8601
 
+from agent.frames import SpeechEndFrame
 from agent.speech.energy import trailing_silence_s
 from agent.speech.whisper import WhisperTranscriber
-
-
-@dataclass
-class SpeechEndFrame(SystemFrame):
-    """The caller's speech ended `silence_s` before the VAD stop that precedes this frame."""
-
-    silence_s: float = 0.0
 
 
 class WhisperSTTService(SegmentedSTTService):
