@@ -19,7 +19,16 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 
-def chromium_args(microphone: Path) -> list[str]:
+def chromium_args(microphone: Path | None) -> list[str]:
+    media = (
+        [
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}",
+        ]
+        if microphone
+        else ["--use-fake-device-for-media-stream", "--deny-permission-prompts"]
+    )
     return [
         "--headless=new",
         "--no-sandbox",
@@ -29,14 +38,12 @@ def chromium_args(microphone: Path) -> list[str]:
         "--disable-component-update",
         "--disable-sync",
         "--disable-quic",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}",
         "--autoplay-policy=no-user-gesture-required",
+        *media,
     ]
 
 
-async def open_page(playwright, tmp_path: Path, url: str, microphone: Path):
+async def open_page(playwright, tmp_path: Path, url: str, microphone: Path | None):
     context = await playwright.chromium.launch_persistent_context(
         str(tmp_path / "profile"),  # a fresh profile every time
         executable_path=CHROMIUM,
@@ -102,3 +109,28 @@ async def test_websocket_from_another_origin_is_refused(local_runtime):
         assert refused.value.response.status_code == 403
         async with websockets.connect(f"{server.ws}/ws", origin=server.http) as ws:
             assert '"type": "session"' in await ws.recv()
+
+
+async def test_denied_microphone_is_explained(local_runtime, tmp_path):
+    async with serving(create_app(local_settings(), runtime=local_runtime)) as server, async_playwright() as pw:
+        context, page = await open_page(pw, tmp_path, f"{server.http}/", microphone=None)
+        try:
+            await page.click("#start")
+            await page.wait_for_function("!document.getElementById('banner').hidden", timeout=10_000)
+            assert "microphone" in (await page.inner_text("#banner")).lower()
+        finally:
+            await context.close()
+
+
+async def test_dropped_socket_is_reported_and_retried(local_runtime, tmp_path):
+    microphone = build_call(tmp_path / "mic.wav", [1.0])
+    async with async_playwright() as pw:
+        async with serving(create_app(local_settings(), runtime=local_runtime)) as server:
+            context, page = await open_page(pw, tmp_path, f"{server.http}/", microphone)
+            await page.click("#start")
+            await page.wait_for_function("document.body.dataset.state === 'connected'", timeout=15_000)
+        try:  # the server is gone: the page says so and keeps trying
+            await page.wait_for_function("document.body.dataset.state === 'reconnecting'", timeout=10_000)
+            assert "reconnecting" in (await page.inner_text("#banner")).lower()
+        finally:
+            await context.close()

@@ -92,7 +92,10 @@ class AnswerStream:
         while True:
             wait = self._wait_time(deadline)
             try:
-                stream, item = await asyncio.wait_for(self._queue.get(), wait)
+                if self._queue.empty():
+                    stream, item = await asyncio.wait_for(self._queue.get(), wait)
+                else:  # what is already here is read even when the deadline has passed
+                    stream, item = self._queue.get_nowait()
             except TimeoutError:
                 if self._hedge_at is not None and time.monotonic() >= self._hedge_at:
                     self._hedge()

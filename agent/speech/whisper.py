@@ -47,19 +47,30 @@ class WhisperTranscriber:
 
     def transcribe(self, pcm: bytes, sample_rate: int) -> str:
         """Blocking (run it in a worker thread). Never drops a quiet or short utterance as 'no speech'."""
+        with self._lock:
+            return self._transcribe(pcm, sample_rate)
+
+    def transcribe_if_idle(self, pcm: bytes, sample_rate: int) -> str | None:
+        """Like `transcribe`, but None at once when another transcription is running (for interim results)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._transcribe(pcm, sample_rate)
+        finally:
+            self._lock.release()
+
+    def _transcribe(self, pcm: bytes, sample_rate: int) -> str:
         audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         if sample_rate != WHISPER_RATE:
             audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
-        with self._lock:
-            frames = len(audio) // HOP + 50  # a little trailing silence helps the last word
-            window = max(self._window_frames, math.ceil(frames / 100) * 100)
-            if window <= FULL_WINDOW_FRAMES:
-                tokens = self._decode(audio, window)
-                if window == FULL_WINDOW_FRAMES or not _loops(tokens):
-                    return self._tokenizer.decode(tokens).strip()
-                tokens = self._decode(audio, FULL_WINDOW_FRAMES)
-                return self._tokenizer.decode(tokens).strip()
+        frames = len(audio) // HOP + 50  # a little trailing silence helps the last word
+        window = max(self._window_frames, math.ceil(frames / 100) * 100)
+        if window > FULL_WINDOW_FRAMES:
             return self._long(audio)
+        tokens = self._decode(audio, window)
+        if window < FULL_WINDOW_FRAMES and _loops(tokens):
+            tokens = self._decode(audio, FULL_WINDOW_FRAMES)
+        return self._tokenizer.decode(tokens).strip()
 
     def _decode(self, audio: np.ndarray, window: int) -> list[int]:
         padded = np.zeros(window * HOP, np.float32)
