@@ -37,6 +37,14 @@ def provider_settings(primary: ProviderSim, **overrides):
     )
 
 
+def fallback_to(backup: ProviderSim) -> dict:
+    return {
+        "fallback_base_url": backup.base_url,
+        "fallback_model": "llama3.1-8b",
+        "fallback_api_key": Secret(backup.api_key),
+    }
+
+
 @pytest.fixture(scope="module")
 def question(tmp_path_factory):
     return build_call(tmp_path_factory.mktemp("calls") / "q.wav", [0.3, "ill_disposed.wav", 3.0])
@@ -78,13 +86,7 @@ async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     primary.first_token_s = 2.0
     backup.first_token_s = 0.05
     backup.answer = "The backup answers first."
-    settings = provider_settings(
-        primary,
-        fallback_base_url=backup.base_url,
-        fallback_model="llama3.1-8b",
-        fallback_api_key=Secret(backup.api_key),
-        hedge_after_ms=200,
-    )
+    settings = provider_settings(primary, hedge_after_ms=200, **fallback_to(backup))
     turns = await replay(settings, speech, question)
     assert len(turns) == 1, turns
     turn = turns[0]
@@ -96,13 +98,7 @@ async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
 async def test_failing_provider_is_hedged_to_the_fallback_at_once(sims, speech, question):
     primary, backup = sims
     backup.answer = "The backup answers."
-    settings = provider_settings(
-        primary,
-        fallback_base_url=backup.base_url,
-        fallback_model="llama3.1-8b",
-        fallback_api_key=Secret(backup.api_key),
-        hedge_after_ms=5000,
-    )
+    settings = provider_settings(primary, hedge_after_ms=5000, **fallback_to(backup))
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         primary.scenario = "503"  # healthy at start-up, failing by the first turn
         [turn] = (await replay_call(runtime, question)).turns

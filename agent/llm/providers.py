@@ -38,18 +38,23 @@ def wants_local_llm(settings: Settings) -> bool:
     return choice == "local" or (choice == "auto" and not settings.cerebras_api_key)
 
 
-def cerebras_provider(settings: Settings) -> Provider:
-    if not settings.cerebras_api_key:
-        raise SettingsError("LLM_PROVIDER=cerebras needs CEREBRAS_API_KEY")
+def _remote(settings: Settings, name: str, base_url: str, model: str, api_key: Secret) -> Provider:
+    """An OpenAI-compatible provider on the network, with the answer settings shared by all of them."""
     return Provider(
-        name="cerebras",
-        base_url=settings.cerebras_base_url,
-        model=settings.cerebras_model,
-        api_key=settings.cerebras_api_key,
+        name=name,
+        base_url=base_url,
+        model=model,
+        api_key=api_key,
         max_completion_tokens=settings.max_completion_tokens,
         temperature=settings.temperature,
         reasoning_effort=settings.reasoning_effort or None,
     )
+
+
+def cerebras_provider(settings: Settings) -> Provider:
+    if not settings.cerebras_api_key:
+        raise SettingsError("LLM_PROVIDER=cerebras needs CEREBRAS_API_KEY")
+    return _remote(settings, "cerebras", settings.cerebras_base_url, settings.cerebras_model, settings.cerebras_api_key)
 
 
 def local_provider(settings: Settings, base_url: str) -> Provider:
@@ -72,12 +77,4 @@ def fallback_provider(settings: Settings, local_base_url: str) -> Provider | Non
         return local_provider(settings, local_base_url)
     if not settings.fallback_model:
         raise SettingsError("FALLBACK_BASE_URL needs FALLBACK_MODEL")
-    return Provider(
-        name="fallback",
-        base_url=settings.fallback_base_url,
-        model=settings.fallback_model,
-        api_key=settings.fallback_api_key,
-        max_completion_tokens=settings.max_completion_tokens,
-        temperature=settings.temperature,
-        reasoning_effort=settings.reasoning_effort or None,
-    )
+    return _remote(settings, "fallback", settings.fallback_base_url, settings.fallback_model, settings.fallback_api_key)
