@@ -24,7 +24,7 @@ import soxr
 import websockets
 
 from agent.latency.turns import summarize
-from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE
+from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message
 from agent.speech.energy import speech_spans
 from pipelines.replay import read_call_wav
 
@@ -124,7 +124,7 @@ async def place_call(
                 while pending_marks and pending_marks[0][0] <= now:
                     _, name = pending_marks.pop(0)
                     marks.append(name)
-                    await ws.send(json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}))
+                    await ws.send(mark_message(stream_sid, name))
                 await asyncio.sleep(0.005)
 
         async def send_audio() -> None:

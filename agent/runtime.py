@@ -60,6 +60,7 @@ class AgentRuntime:
     @asynccontextmanager
     async def start(cls, settings: Settings, speech: SpeechModels | None = None) -> AsyncIterator[AgentRuntime]:
         started = time.perf_counter()
+        # Parsed here too so that a bad LATENCY_STAGE_BUDGETS_MS is a start-up error, not a first-turn one.
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
         logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
         primary_is_local = wants_local_llm(settings)

@@ -4,7 +4,6 @@ live view (transcripts, the agent's words, barge-in, each turn's latency waterfa
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -21,17 +20,14 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
-from starlette.websockets import WebSocketState
 
-from agent.latency.observer import TurnLatencyObserver
+from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.latency.turns import summarize
 from agent.llm.service import StreamingChatLLMService
 from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
-from agent.protocols.websocket_transport import VoiceWebsocketTransport
+from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
-
-TurnSink = Callable[[str, dict[str, Any]], None]
 
 
 class PageEvents(BaseObserver):
@@ -42,12 +38,7 @@ class PageEvents(BaseObserver):
         self._websocket = websocket
 
     async def send(self, event: dict[str, Any]) -> None:
-        if self._websocket.application_state != WebSocketState.CONNECTED:
-            return
-        try:
-            await self._websocket.send_text(json.dumps(event))
-        except Exception as e:  # the page went away mid-send: the transport ends the call
-            logger.debug(f"browser: event not sent ({type(e).__name__})")
+        await send_text_if_open(self._websocket, json.dumps(event))
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
@@ -69,7 +60,7 @@ class PageEvents(BaseObserver):
             await self.send({"type": "bot_stopped"})
 
 
-async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnSink) -> None:
+async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener) -> None:
     """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
@@ -81,7 +72,8 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
             logger.debug(f"browser: ignored client event {event['type']!r}")
 
     async def send_turn(event: str, report: dict[str, Any]) -> None:
-        on_turn(event, report)
+        if (result := on_turn(event, report)) is not None:
+            await result
         totals = [r["heard_ms"] or r["voice_to_voice_ms"] for r in latency.reports if r["voice_to_voice_ms"]]
         await events.send({"type": "turn", "report": report, "session": summarize(totals)})
 

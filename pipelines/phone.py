@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
 from loguru import logger
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
-from starlette.websockets import WebSocketState
 
-from agent.latency.observer import TurnLatencyObserver
+from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.protocols.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
-from agent.protocols.websocket_transport import VoiceWebsocketTransport
+from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
 
-TurnSink = Callable[[str, dict[str, Any]], None]
 FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
 
 
@@ -39,11 +36,7 @@ class UtteranceMarks:
         self.echoed: list[str] = []
 
     async def _send(self, name: str) -> None:
-        if self._websocket.application_state == WebSocketState.CONNECTED:
-            try:
-                await self._websocket.send_text(mark_message(self._stream_sid, name))
-            except Exception as e:
-                logger.debug(f"twilio: mark {name} not sent ({type(e).__name__})")
+        await send_text_if_open(self._websocket, mark_message(self._stream_sid, name))
 
     async def audio_written(self) -> None:
         await self._latency.audio_sent()
@@ -62,7 +55,9 @@ class UtteranceMarks:
             await self._latency.playout_started(time.monotonic() - FIRST_CHUNK_S)
 
 
-async def run_phone_call(websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnSink) -> None:
+async def run_phone_call(
+    websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnListener
+) -> None:
     """Run one phone call (after the `start` handshake) until Twilio stops the stream or the socket drops."""
     settings = runtime.settings
     latency = TurnLatencyObserver(runtime.budget)

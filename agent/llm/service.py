@@ -2,7 +2,7 @@
 `LLMTextFrame`s the moment it arrives.
 
 Latency actions, each optional:
-- speculation: `speculate(user_text)` starts the completion before the turn is over (see `speculation.py`); when
+- speculation: `speculate(user_text)` starts the completion before the turn is over (see `agent/turn_taking.py`); when
   the turn ends with the same words the answer is already streaming, otherwise it is thrown away;
 - hedging: no spoken token from the provider by `hedge_after_s` (or an error) sends the same request to the
   fallback provider, and whichever speaks first is kept;

@@ -24,16 +24,11 @@ _END = object()
 class BufferedStream:
     """One completion streaming in the background into `queue` as (self, chunk | error | _END)."""
 
-    def __init__(
-        self,
-        client: ChatCompletionClient,
-        messages: Sequence[dict[str, Any]],
-        queue: asyncio.Queue[tuple[BufferedStream, Any]] | None = None,
-    ) -> None:
+    def __init__(self, client: ChatCompletionClient, messages: Sequence[dict[str, Any]]) -> None:
         self.client = client
         self.messages = list(messages)
         self.stats = StreamStats()
-        self.queue: asyncio.Queue[tuple[BufferedStream, Any]] = queue or asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[BufferedStream, Any]] = asyncio.Queue()
         self._task = asyncio.create_task(self._run(), name=f"llm-stream-{client.provider.name}")
 
     @property

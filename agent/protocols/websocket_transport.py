@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import WebSocket
+from loguru import logger
 from pipecat.frames.frames import BotStoppedSpeakingFrame, Frame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.fastapi import (
@@ -13,12 +14,24 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
+from starlette.websockets import WebSocketState
 
 Hook = Callable[[], Awaitable[None]]
 
 
 async def _nothing() -> None:
     return None
+
+
+async def send_text_if_open(websocket: WebSocket, text: str) -> None:
+    """Send a text message beside the transport's own traffic; a client that has gone away is not an error
+    (the transport notices the close and ends the call)."""
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return
+    try:
+        await websocket.send_text(text)
+    except Exception as e:
+        logger.debug(f"websocket: message not sent, the client went away ({type(e).__name__})")
 
 
 class _ReportingOutput(FastAPIWebsocketOutputTransport):

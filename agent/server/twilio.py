@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from loguru import logger
 
+from agent.latency.observer import TurnListener
 from agent.protocols.twilio import (
     TwilioProtocolError,
     connect_stream_twiml,
@@ -18,7 +19,7 @@ from agent.protocols.twilio import (
 )
 from agent.server.metrics import TurnMetrics
 from agent.settings import Settings
-from pipelines.phone import TurnSink, run_phone_call
+from pipelines.phone import run_phone_call
 
 if TYPE_CHECKING:
     from agent.server.app import SessionSlots
@@ -28,7 +29,7 @@ TWIML = "application/xml"
 
 
 def add_twilio_routes(
-    app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnSink
+    app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnListener
 ) -> None:
     @app.post("/twilio/voice")
     async def incoming_call(request: Request) -> Response:
