@@ -34,7 +34,7 @@ class SpeechModels:
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
-        transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_s)
+        transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
         phrases = {text: list(voice.synthesize(text)) for text in filter(None, [settings.acknowledgement])}
@@ -79,8 +79,8 @@ class AgentRuntime:
             for provider in filter(None, [primary, backup]):
                 client = ChatCompletionClient(
                     provider,
-                    first_token_timeout_s=settings.llm_first_token_timeout_s,
-                    idle_timeout_s=settings.llm_stream_idle_timeout_s,
+                    first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
+                    idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
                 )
                 clients.append(client)
                 await client.connect()

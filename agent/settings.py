@@ -1,127 +1,142 @@
-"""Settings: every knob the agent reads, loaded once from the environment and an optional `.env`.
+"""Settings: every knob the agent reads, typed and checked once at start-up (pydantic-settings).
 
-Each field maps to one environment variable of the same name in upper case (see `.env.example`).
-Secrets are wrapped in `Secret` so they never show up in a repr, a log line or an error message.
+Each field is one environment variable of the same name in upper case (see `.env.example`), read from the process
+environment, then from an optional `.env` file. Values are strict: `SPECULATE=ture` is an error, not `False`; numbers
+have ranges. A bad value stops start-up with a `SettingsError` that names the variable.
+
+Units are in the names: durations inside a turn are milliseconds (`*_MS`), durations of a call are seconds
+(`*_SECONDS`). Secrets are `SecretStr`: they print as `**********` in a repr, a log line or an error message.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+Ms = Annotated[float, Field(ge=0, le=60_000)]
+PositiveMs = Annotated[float, Field(gt=0, le=60_000)]
 
-class Secret:
-    """A string that refuses to print itself."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
+# Variables that older releases read, and what replaced them: set, they stop start-up instead of being ignored.
+RENAMED = {
+    "VAD_STOP_SECS": "VAD_STOP_MS",
+    "VAD_START_SECS": "VAD_START_MS",
+    "END_OF_TURN_MIN_S": "END_OF_TURN_MIN_MS",
+    "END_OF_TURN_MAX_S": "END_OF_TURN_MAX_MS",
+    "LLM_FIRST_TOKEN_TIMEOUT_S": "LLM_FIRST_TOKEN_TIMEOUT_MS",
+    "LLM_STREAM_IDLE_TIMEOUT_S": "LLM_STREAM_IDLE_TIMEOUT_MS",
+    "STT_WINDOW_S": "STT_WINDOW_MS",
+}
 
 
 class SettingsError(ValueError):
-    """A setting has a value the agent cannot use."""
+    """A setting has a value the agent cannot use. The message names the variable and never holds a secret."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    # LLM provider. "auto" = Cerebras when CEREBRAS_API_KEY is set, else the local model.
-    llm_provider: str = "auto"
-    cerebras_api_key: Secret = field(default_factory=lambda: Secret(""))
+class Settings(BaseSettings):
+    """Everything the agent reads from its environment; build it with `Settings.load()`."""
+
+    model_config = SettingsConfigDict(
+        env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True, case_sensitive=False
+    )
+
+    # --- LLM provider ---
+    llm_provider: Literal["auto", "cerebras", "local"] = "auto"
+    cerebras_api_key: SecretStr = SecretStr("")
     cerebras_base_url: str = "https://api.cerebras.ai/v1"
     cerebras_model: str = "gpt-oss-120b"
-    reasoning_effort: str = "low"
-    max_completion_tokens: int = 160
-    max_spoken_sentences: int = 2
-    temperature: float = 0.6
+    reasoning_effort: Literal["", "low", "medium", "high"] = "low"
+    max_completion_tokens: int = Field(160, ge=16, le=8192)
+    max_spoken_sentences: int = Field(2, ge=1, le=20)
+    temperature: float = Field(0.6, ge=0, le=2)
     system_prompt: str = (
         "You are a friendly voice assistant on a phone call. Answer in one or two short spoken sentences. "
         "No lists, no markdown, no emoji."
     )
-    llm_first_token_timeout_s: float = 3.0
-    llm_stream_idle_timeout_s: float = 5.0
-    # Hedging: a second OpenAI-compatible provider ("local" = the embedded model) raced when the first is slow.
+    llm_first_token_timeout_ms: PositiveMs = 3000
+    llm_stream_idle_timeout_ms: PositiveMs = 5000
     fallback_base_url: str = ""
     fallback_model: str = ""
-    fallback_api_key: Secret = field(default_factory=lambda: Secret(""))
-    hedge_after_ms: float = 250.0
-    acknowledge_after_ms: float = 620.0
+    fallback_api_key: SecretStr = SecretStr("")
+    hedge_after_ms: Ms = 250
+    acknowledge_after_ms: Ms = 620
     acknowledgement: str = "Let me think."
-    # Local models.
-    local_llm_threads: int = 2
-    local_llm_ctx: int = 2048
-    tts_engine: str = "hibari"
-    stt_threads: int = 2
-    stt_window_s: float = 15.0
-    # Turn taking.
-    vad_stop_secs: float = 0.12
-    vad_start_secs: float = 0.1
-    end_of_turn_min_s: float = 0.2
-    end_of_turn_max_s: float = 0.6
+
+    # --- Local models ---
+    local_llm_threads: int = Field(2, ge=1, le=64)
+    local_llm_ctx: int = Field(2048, ge=256, le=32768)
+    tts_engine: Literal["hibari", "piper"] = "hibari"
+    stt_threads: int = Field(2, ge=1, le=64)
+    stt_window_ms: float = Field(15_000, ge=1000, le=30_000)
+
+    # --- Turn taking ---
+    vad_stop_ms: float = Field(120, ge=32, le=2000)
+    vad_start_ms: float = Field(100, ge=32, le=2000)
+    end_of_turn_min_ms: Ms = 200
+    end_of_turn_max_ms: Ms = 600
     speculate: bool = True
-    first_clause_min_words: int = 2
-    first_clause_max_words: int = 6
-    # Latency budget.
-    latency_budget_ms: int = 800
+    first_clause_min_words: int = Field(2, ge=1, le=50)
+    first_clause_max_words: int = Field(6, ge=1, le=50)
+
+    # --- Latency budget ---
+    latency_budget_ms: PositiveMs = 800
     latency_stage_budgets_ms: str = ""
-    # Server.
+
+    # --- Server ---
     host: str = "127.0.0.1"
-    port: int = 7860
-    max_sessions: int = 4
-    max_call_seconds: float = 900.0
+    port: int = Field(7860, ge=0, le=65535)
+    max_sessions: int = Field(4, ge=0, le=1000)
+    max_call_seconds: float = Field(900, gt=0, le=86_400)
     allowed_origins: str = ""
     public_url: str = ""
     twilio_account_sid: str = ""
-    twilio_auth_token: Secret = field(default_factory=lambda: Secret(""))
+    twilio_auth_token: SecretStr = SecretStr("")
     twilio_api_base_url: str = ""
+
+    @field_validator("public_url", "cerebras_base_url", "fallback_base_url", "twilio_api_base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and value != "local" and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @classmethod
     def load(cls, env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
-        """Read settings from `env_file` (if present), then the process environment, then `overrides`."""
-        raw: dict[str, str | None] = {}
-        if env_file and Path(env_file).is_file():
-            raw.update(dotenv_values(env_file))
-        raw.update(os.environ)
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            text = raw.get(f.name.upper())
-            if text is None or text == "":
-                continue
-            values[f.name] = _convert(f.name, f.type, text)
-        values.update(overrides)
-        return cls(**values)
+        """Settings from `overrides`, then the process environment, then `env_file` (if it exists).
+
+        Raises `SettingsError` naming the variable for any value the agent cannot use.
+        """
+        path = Path(env_file) if env_file else None
+        path = path if path and path.is_file() else None
+        _refuse_renamed(path)
+        try:
+            return cls(_env_file=path, **overrides)
+        except ValidationError as e:
+            raise SettingsError(_describe(e)) from None
 
     @property
     def origins(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
 
-def _convert(name: str, type_name: Any, text: str) -> Any:
-    kind = str(type_name)
-    try:
-        if kind == "Secret":
-            return Secret(text)
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "bool":
-            return text.strip().lower() in {"1", "true", "yes", "on"}
-    except ValueError as e:
-        raise SettingsError(f"{name.upper()}={text!r} is not a valid {kind}") from e
-    return text
+def _refuse_renamed(env_file: Path | None) -> None:
+    names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
+    names = {n.upper() for n in names}
+    for old, new in RENAMED.items():
+        if old in names:
+            raise SettingsError(f"{old} is no longer read: set {new} instead (in milliseconds)")
+
+
+def _describe(error: ValidationError) -> str:
+    """One line per bad variable, naming it; the offending value is shown unless the field is a secret."""
+    lines = []
+    for item in error.errors():
+        name = str(item["loc"][0]).upper() if item["loc"] else "?"
+        secret = Settings.model_fields.get(name.lower()) and Settings.model_fields[name.lower()].annotation is SecretStr
+        value = "" if secret or item["type"] == "missing" else f"={item.get('input')!r}"
+        lines.append(f"{name}{value}: {item['msg']}")
+    return "; ".join(lines)

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from pydantic import SecretStr
 
 from agent.latency.turns import STAGES, summarize
 from agent.phone_client import pair_replies
 from agent.runtime import AgentRuntime, SpeechModels
-from agent.settings import Secret, Settings
+from agent.settings import Settings
 from agent.speech.energy import speech_spans
 from bench.provider_sim import ProviderSim
 from bench.vanilla import build_vanilla_call
@@ -83,7 +84,7 @@ async def bench_platform(name: str, speech: SpeechModels, call: Path, rounds: in
         sim = ProviderSim(first_token_s=speed[0], tokens_per_s=speed[1], answer=ANSWER).start()
         overrides = {
             "llm_provider": "cerebras",
-            "cerebras_api_key": Secret(sim.api_key),
+            "cerebras_api_key": SecretStr(sim.api_key),
             "cerebras_base_url": sim.base_url,
             "tts_engine": tts,
         }

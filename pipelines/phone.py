@@ -74,7 +74,7 @@ async def run_phone_call(
         on_mark=marks.echoed_back,
         on_stop=on_stop,
         account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.reveal(),
+        auth_token=settings.twilio_auth_token.get_secret_value(),
         rest_base_url=settings.twilio_api_base_url or None,
     )
     transport = VoiceWebsocketTransport(

@@ -68,7 +68,10 @@ def build_voice_call(
     vad = SileroVADAnalyzer(
         sample_rate=sample_rate_in,
         params=VADParams(
-            confidence=0.6, start_secs=settings.vad_start_secs, stop_secs=settings.vad_stop_secs, min_volume=0.3
+            confidence=0.6,
+            start_secs=settings.vad_start_ms / 1000,
+            stop_secs=settings.vad_stop_ms / 1000,
+            min_volume=0.3,
         ),
     )
     context = LLMContext()
@@ -79,7 +82,7 @@ def build_voice_call(
                 start=[VADUserTurnStartStrategy()],
                 stop=[
                     AdaptiveTurnStopStrategy(
-                        short_wait_s=settings.end_of_turn_min_s, long_wait_s=settings.end_of_turn_max_s
+                        short_wait_s=settings.end_of_turn_min_ms / 1000, long_wait_s=settings.end_of_turn_max_ms / 1000
                     )
                 ],
             ),

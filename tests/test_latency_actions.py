@@ -4,9 +4,9 @@ local server that speaks Cerebras' wire format, and real recorded speech through
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from agent.runtime import AgentRuntime
-from agent.settings import Secret
 from agent.turn_taking import end_of_turn_wait
 from bench.provider_sim import ProviderSim
 from pipelines.replay import replay_call
@@ -26,12 +26,12 @@ def provider_settings(primary: ProviderSim, **overrides):
     return local_settings(
         **{
             "llm_provider": "cerebras",
-            "cerebras_api_key": Secret(primary.api_key),
+            "cerebras_api_key": SecretStr(primary.api_key),
             "cerebras_base_url": primary.base_url,
             "acknowledge_after_ms": 0,
             # A patient end of turn: these tests are about the LLM, so a pause inside a recording must not split it.
-            "end_of_turn_min_s": 0.4,
-            "end_of_turn_max_s": 0.6,
+            "end_of_turn_min_ms": 400,
+            "end_of_turn_max_ms": 600,
             **overrides,
         }
     )
@@ -41,7 +41,7 @@ def fallback_to(backup: ProviderSim) -> dict:
     return {
         "fallback_base_url": backup.base_url,
         "fallback_model": "llama3.1-8b",
-        "fallback_api_key": Secret(backup.api_key),
+        "fallback_api_key": SecretStr(backup.api_key),
     }
 
 
@@ -58,7 +58,7 @@ async def replay(settings, speech, path):
 async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, speech, question):
     primary, _ = sims
     primary.first_token_s = 0.3  # the delay speculation hides
-    slow_turn_end = {"end_of_turn_min_s": 0.45, "end_of_turn_max_s": 0.6}
+    slow_turn_end = {"end_of_turn_min_ms": 4005, "end_of_turn_max_ms": 600}
     [off] = await replay(provider_settings(primary, speculate=False, **slow_turn_end), speech, question)
     [on] = await replay(provider_settings(primary, speculate=True, **slow_turn_end), speech, question)
     assert not off["llm"]["speculative"] and on["llm"]["speculative"]
@@ -72,7 +72,7 @@ async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, 
     # "Ten of clubs" ... a 0.3 s pause (the recordings' own silences) ... "five five": one turn. The pause is long
     # enough to speculate on "10 of clubs" but shorter than the end-of-turn wait.
     call = build_call(tmp_path / "pause.wav", [0.3, "ten_of_clubs.wav", "five_five.wav", 3.0])
-    settings = provider_settings(primary, end_of_turn_min_s=0.6, end_of_turn_max_s=0.8, max_spoken_sentences=1)
+    settings = provider_settings(primary, end_of_turn_min_ms=600, end_of_turn_max_ms=800, max_spoken_sentences=1)
     turns = await replay(settings, speech, call)
     assert len(turns) == 1, turns
     user_messages = [r["body"]["messages"][-1]["content"] for r in primary.requests]
@@ -109,7 +109,7 @@ async def test_acknowledgement_fills_the_silence_when_nothing_can_come_in_time(s
     primary, _ = sims
     primary.first_token_s = 1.5
     call = build_call(tmp_path / "short.wav", [0.3, "ten_of_clubs.wav", 3.0])
-    settings = provider_settings(primary, acknowledge_after_ms=620, end_of_turn_min_s=0.2, end_of_turn_max_s=0.4)
+    settings = provider_settings(primary, acknowledge_after_ms=620, end_of_turn_min_ms=200, end_of_turn_max_ms=400)
     [turn] = await replay(settings, speech, call)
     assert turn["llm"]["acknowledged"]
     assert turn["bot_text"].startswith("Let me think. Sure, here is")

@@ -10,6 +10,7 @@ import json
 import httpx
 import pytest
 import websockets
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -18,7 +19,6 @@ from starlette.routing import Route
 from agent.phone_client import place_call, to_phone_audio
 from agent.protocols.twilio import MEDIA_FORMAT, twilio_signature
 from agent.server.app import create_app
-from agent.settings import Secret
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.conftest import local_settings
 from tests.servers import serving, wait_for
@@ -166,7 +166,7 @@ async def test_socket_dropped_mid_utterance_releases_the_call(server):
 
 
 async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
-    settings = local_settings(public_url="https://agent.example.com", twilio_auth_token=Secret("tok"))
+    settings = local_settings(public_url="https://agent.example.com", twilio_auth_token=SecretStr("tok"))
     async with serving(create_app(settings, runtime=local_runtime)) as running:
         form = {"CallSid": "CA1", "From": "+15550001111", "To": "+15550002222", "AccountSid": "AC1"}
         url = "https://agent.example.com/twilio/voice"
@@ -204,7 +204,7 @@ async def test_agent_ending_the_call_hangs_up_through_the_rest_api(local_runtime
     async with serving(Starlette(routes=[route])) as twilio_rest:
         settings = local_settings(
             twilio_account_sid="AC123",
-            twilio_auth_token=Secret("tok"),
+            twilio_auth_token=SecretStr("tok"),
             twilio_api_base_url=twilio_rest.http,
             max_call_seconds=2.5,
         )

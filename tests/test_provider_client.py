@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
 from agent.llm.providers import cerebras_provider
-from agent.settings import Secret, Settings
+from agent.settings import Settings
 from bench.provider_sim import ProviderSim
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
@@ -27,7 +28,9 @@ def reset(sim):
 
 
 def client_for(sim: ProviderSim, key: str = "test-key", model: str = "gpt-oss-120b", **kw) -> ChatCompletionClient:
-    settings = Settings.load(None, cerebras_api_key=Secret(key), cerebras_base_url=sim.base_url, cerebras_model=model)
+    settings = Settings.load(
+        None, cerebras_api_key=SecretStr(key), cerebras_base_url=sim.base_url, cerebras_model=model
+    )
     return ChatCompletionClient(cerebras_provider(settings), **kw)
 
 
@@ -119,7 +122,7 @@ async def test_first_token_deadline(reset):
 
 
 async def test_unreachable_provider(reset):
-    settings = Settings.load(None, cerebras_api_key=Secret("k"), cerebras_base_url="http://127.0.0.1:9/v1")
+    settings = Settings.load(None, cerebras_api_key=SecretStr("k"), cerebras_base_url="http://127.0.0.1:9/v1")
     client = ChatCompletionClient(cerebras_provider(settings))
     with pytest.raises(ProviderError, match="cannot reach"):
         await client.connect()

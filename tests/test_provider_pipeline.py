@@ -4,9 +4,9 @@ answers stream into speech, and provider failures become a short spoken apology 
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from agent.runtime import AgentRuntime
-from agent.settings import Secret
 from bench.provider_sim import ProviderSim
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
@@ -26,9 +26,9 @@ def sim():
 async def cerebras_runtime(sim, speech):
     settings = local_settings(
         llm_provider="auto",
-        cerebras_api_key=Secret(sim.api_key),
+        cerebras_api_key=SecretStr(sim.api_key),
         cerebras_base_url=sim.base_url,
-        llm_first_token_timeout_s=1.0,
+        llm_first_token_timeout_ms=1000,
     )
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         yield runtime

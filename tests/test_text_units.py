@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
+from pydantic import SecretStr
+
 from agent.latency.turns import LatencyBudget, Turn, summarize
 from agent.llm.sse import iter_sse_data
-from agent.settings import Secret, Settings
+from agent.settings import Settings, SettingsError
 from agent.speech.clauses import ClauseTextAggregator
 from agent.speech.tts import word_times
 
@@ -56,9 +61,9 @@ def test_word_times_cover_the_audio_in_order():
 
 
 def test_secrets_never_print():
-    s = Settings.load(None, cerebras_api_key=Secret("sk-abc"))
+    s = Settings.load(None, cerebras_api_key=SecretStr("sk-abc"))
     assert "sk-abc" not in repr(s) and "sk-abc" not in str(s.cerebras_api_key)
-    assert s.cerebras_api_key.reveal() == "sk-abc"
+    assert s.cerebras_api_key.get_secret_value() == "sk-abc"
 
 
 def test_settings_from_env_file_and_environment(tmp_path, monkeypatch):
@@ -66,7 +71,34 @@ def test_settings_from_env_file_and_environment(tmp_path, monkeypatch):
     env.write_text("PORT=9000\nLATENCY_BUDGET_MS=700\nCEREBRAS_API_KEY=from-file\n")
     monkeypatch.setenv("PORT", "9100")
     s = Settings.load(env)
-    assert s.port == 9100 and s.latency_budget_ms == 700 and s.cerebras_api_key.reveal() == "from-file"
+    assert s.port == 9100 and s.latency_budget_ms == 700 and s.cerebras_api_key.get_secret_value() == "from-file"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [("SPECULATE", "ture", "SPECULATE='ture'"), ("VAD_STOP_MS", "5", "VAD_STOP_MS='5'"),
+     ("PORT", "eighty", "PORT='eighty'"), ("LLM_PROVIDER", "gemini", "LLM_PROVIDER='gemini'"),
+     ("PUBLIC_URL", "agent.example.com", "PUBLIC_URL"), ("TTS_ENGINE", "espeak", "TTS_ENGINE")],
+)  # fmt: skip
+def test_a_bad_value_stops_start_up_naming_the_variable(monkeypatch, variable, value, says):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        Settings.load(None)
+
+
+def test_a_settings_error_never_shows_a_secret(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("CEREBRAS_API_KEY=sk-live-123\nVAD_STOP_MS=abc\n")
+    with pytest.raises(SettingsError) as failure:
+        Settings.load(env)
+    assert "VAD_STOP_MS='abc'" in str(failure.value) and "sk-live-123" not in str(failure.value)
+
+
+def test_renamed_variables_are_refused_not_ignored(tmp_path):
+    env = tmp_path / ".env"
+    env.write_text("VAD_STOP_SECS=0.3\n")
+    with pytest.raises(SettingsError, match="VAD_STOP_SECS is no longer read: set VAD_STOP_MS"):
+        Settings.load(env)
 
 
 def test_turn_stages_add_up_and_the_budget_names_the_overrun():

@@ -70,8 +70,8 @@ class ChatCompletionClient:
         self._first_token_timeout_s = first_token_timeout_s
         self._idle_timeout_s = idle_timeout_s
         headers = {"Accept": "text/event-stream", "User-Agent": "voice-agent/0.1"}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key.reveal()}"
+        if provider.api_key.get_secret_value():
+            headers["Authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
         self._http = httpx.AsyncClient(
             base_url=provider.base_url.rstrip("/") + "/",
             headers=headers,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.settings import Secret, Settings, SettingsError
+from pydantic import SecretStr
+
+from agent.settings import Settings, SettingsError
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,7 @@ class Provider:
     name: str
     base_url: str
     model: str
-    api_key: Secret
+    api_key: SecretStr
     max_completion_tokens: int = 160
     temperature: float = 0.6
     reasoning_effort: str | None = None
@@ -32,13 +34,11 @@ LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 
 
 def wants_local_llm(settings: Settings) -> bool:
-    choice = settings.llm_provider.lower()
-    if choice not in {"auto", "cerebras", "local"}:
-        raise SettingsError(f"LLM_PROVIDER must be auto, cerebras or local, not {settings.llm_provider!r}")
-    return choice == "local" or (choice == "auto" and not settings.cerebras_api_key)
+    choice = settings.llm_provider
+    return choice == "local" or (choice == "auto" and not settings.cerebras_api_key.get_secret_value())
 
 
-def _remote(settings: Settings, name: str, base_url: str, model: str, api_key: Secret) -> Provider:
+def _remote(settings: Settings, name: str, base_url: str, model: str, api_key: SecretStr) -> Provider:
     """An OpenAI-compatible provider on the network, with the answer settings shared by all of them."""
     return Provider(
         name=name,
@@ -52,7 +52,7 @@ def _remote(settings: Settings, name: str, base_url: str, model: str, api_key: S
 
 
 def cerebras_provider(settings: Settings) -> Provider:
-    if not settings.cerebras_api_key:
+    if not settings.cerebras_api_key.get_secret_value():
         raise SettingsError("LLM_PROVIDER=cerebras needs CEREBRAS_API_KEY")
     return _remote(settings, "cerebras", settings.cerebras_base_url, settings.cerebras_model, settings.cerebras_api_key)
 
@@ -62,7 +62,7 @@ def local_provider(settings: Settings, base_url: str) -> Provider:
         name="local",
         base_url=base_url,
         model=LOCAL_MODEL_NAME,
-        api_key=Secret(""),
+        api_key=SecretStr(""),
         max_completion_tokens=min(settings.max_completion_tokens, 80),
         temperature=settings.temperature,
         token_limit_param="max_tokens",

@@ -38,7 +38,7 @@ def add_twilio_routes(
         if settings.twilio_auth_token:
             url = f"{public}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
             if not signature_valid(
-                settings.twilio_auth_token.reveal(), url if public else str(request.url), form,
+                settings.twilio_auth_token.get_secret_value(), url if public else str(request.url), form,
                 request.headers.get("x-twilio-signature"),
             ):  # fmt: skip
                 logger.warning(f"twilio: refused a webhook with a bad signature (call {form.get('CallSid', '?')})")
