@@ -1,8 +1,8 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper and the TTS voice, picks the LLM provider (Cerebras with a key,
-else the embedded llama.cpp server it starts), opens and warms the provider connection, and checks the model.
-Every call's pipeline then shares these objects.
+`AgentRuntime.start(settings)` loads Whisper, Smart Turn and the TTS voice (and synthesises the fixed phrases),
+picks the LLM provider (Cerebras with a key, else the embedded llama.cpp server it starts), opens and warms the
+provider connections, and checks the model. Every call's pipeline then shares these objects.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from agent.frames import PhraseKind
 from agent.latency.turns import LatencyBudget
 from agent.llm.client import ChatCompletionClient
+from agent.llm.failover import ProviderChain
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import Provider, cerebras_provider, fallback_provider, local_provider, wants_local_llm
 from agent.settings import Settings
+from agent.speech.phrases import Phrase, synthesize_phrases
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
+from agent.turns.smart_turn import SmartTurnModel
 
 
 @dataclass
@@ -30,23 +34,34 @@ class SpeechModels:
 
     transcriber: WhisperTranscriber
     voice: Voice
-    phrases: dict[str, list[bytes]]  # pre-synthesised audio of the phrases said without an LLM
+    smart_turn: SmartTurnModel
+    phrases: dict[PhraseKind, Phrase]  # what the agent says without the LLM, synthesised once
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
         transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
-        phrases = {text: list(voice.synthesize(text)) for text in filter(None, [settings.acknowledgement])}
-        return cls(transcriber=transcriber, voice=voice, phrases=phrases)
+        return cls(
+            transcriber=transcriber,
+            voice=voice,
+            smart_turn=SmartTurnModel(),
+            phrases=synthesize_phrases(voice, settings.acknowledgement),
+        )
 
 
 @dataclass
 class AgentRuntime:
+    """Everything one process shares between its calls: settings, speech models, the provider chain."""
+
     settings: Settings
     speech: SpeechModels
-    llm: ChatCompletionClient
-    fallback: ChatCompletionClient | None = None
+    chain: ProviderChain
+
+    @property
+    def llm(self) -> ChatCompletionClient:
+        """The primary provider's client."""
+        return self.chain.clients[0]
 
     @property
     def provider(self) -> Provider:
@@ -86,7 +101,7 @@ class AgentRuntime:
                 await client.connect()
                 await _warm(client, settings.system_prompt)
                 client.keep_warm()
-            runtime = cls(settings=settings, speech=speech, llm=clients[0], fallback=clients[1] if backup else None)
+            runtime = cls(settings=settings, speech=speech, chain=ProviderChain(clients))
             logger.info(
                 f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {primary.describe()}"
                 + (f"; fallback: {backup.describe()}" if backup else "")
