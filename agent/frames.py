@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipecat.frames.frames import DataFrame, SpeechOutputAudioRawFrame, SystemFrame
+from pipecat.frames.frames import DataFrame, SpeechOutputAudioRawFrame, SystemFrame, TranscriptionFrame
 
 PhraseKind = Literal["acknowledgement", "apology", "goodbye"]
 
@@ -19,6 +19,16 @@ class SpeechEndFrame(SystemFrame):
     """
 
     silence_s: float = 0.0
+
+
+@dataclass
+class TurnTranscriptionFrame(TranscriptionFrame):
+    """The transcript after one more stretch of the caller's speech: `text` is what is new since the last one (what
+    the user aggregator appends to the turn), `turn_text` the whole turn so far, re-transcribed with all its audio
+    (what the end-of-turn strategy and the latency report read). The two agree unless Whisper revised earlier words.
+    """
+
+    turn_text: str = ""
 
 
 @dataclass

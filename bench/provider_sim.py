@@ -5,7 +5,11 @@ Used by the benchmark (to answer at Cerebras', Groq's, SambaNova's or an H100's 
 deltas, a final chunk with `usage` and `time_info`, `data: [DONE]`, and Cerebras' flat error bodies).
 
 `ProviderSim.scenario` switches behaviour for the next requests: "ok", "401", "429", "503", "cut" (the stream
-stops mid-answer), "stall" (no first token ever comes), "error_event" (an error object inside the stream).
+stops mid-answer), "stall" (no first token ever comes), "error_event" (an error object inside the stream),
+"malformed" (a chunk whose `choices` are not objects). Reasoning tokens count against the request's token limit, as
+they do at the provider: a limit they use up ends the stream with `finish_reason: "length"` and nothing to say.
+`first_token_s` may be a function, drawn per request (a heavy-tailed first-token time); `open_streams` counts the
+responses still streaming (to show that no stream outlives a hang-up).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,12 +57,13 @@ def error_body(status: int, message: str, kind: str, code: str, param: str = "")
 @dataclass
 class ProviderSim:
     api_key: str = "test-key"
-    first_token_s: float = 0.2
+    first_token_s: float | Callable[[], float] = 0.2
     tokens_per_s: float = 3000.0
     reasoning_tokens: int = 8
     answer: str = DEFAULT_ANSWER
     scenario: str = "ok"
     requests: list[dict[str, Any]] = field(default_factory=list)
+    open_streams: int = 0
     port: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -132,6 +137,14 @@ class ProviderSim:
         return StreamingResponse(self._stream(body), media_type="text/event-stream")
 
     async def _stream(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        self.open_streams += 1
+        try:
+            async for event in self._events(body):
+                yield event
+        finally:
+            self.open_streams -= 1
+
+    async def _events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         started = time.time()
         chunk_id = f"chatcmpl-{uuid.uuid4()}"
         model = body["model"]
@@ -150,15 +163,24 @@ class ProviderSim:
 
         if self.scenario == "stall":
             await asyncio.sleep(3600)
-        await asyncio.sleep(self.first_token_s)
+        first_token_s = self.first_token_s() if callable(self.first_token_s) else self.first_token_s
+        await asyncio.sleep(first_token_s)
         yield event({"role": "assistant"})
+        if self.scenario == "malformed":
+            yield f"data: {json.dumps({'id': chunk_id, 'choices': ['x']})}\n\n".encode()
         gap = 1.0 / self.tokens_per_s
-        if model.startswith("gpt-oss"):
-            for i in range(self.reasoning_tokens):
-                yield event({"reasoning": f"thinking{i} "})
-                await asyncio.sleep(gap)
         words = self.answer.split(" ")
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words)
+        reasoning = min(self.reasoning_tokens, limit) if model.startswith("gpt-oss") else 0
+        for i in range(reasoning):
+            yield event({"reasoning": f"thinking{i} "})
+            await asyncio.sleep(gap)
+        if reasoning >= limit:
+            usage = {"prompt_tokens": 42, "completion_tokens": limit, "total_tokens": 42 + limit}
+            yield event({}, "length", usage=usage)
+            yield b"data: [DONE]\n\n"
+            return
+        limit -= reasoning
         for i, word in enumerate(words[:limit]):
             if self.scenario == "cut" and i == 4:
                 return  # the connection ends mid-answer: no finish_reason, no [DONE]
@@ -168,13 +190,13 @@ class ProviderSim:
                 return
             yield event({"content": word if i == 0 else " " + word})
             await asyncio.sleep(gap)
-        completion = self.reasoning_tokens + min(limit, len(words))
+        completion = reasoning + min(limit, len(words))
         total = time.time() - started
         yield event(
             {},
             "stop",
             usage={"prompt_tokens": 42, "completion_tokens": completion, "total_tokens": 42 + completion},
-            time_info={"queue_time": 0.0001, "prompt_time": 0.002, "completion_time": total - self.first_token_s,
+            time_info={"queue_time": 0.0001, "prompt_time": 0.002, "completion_time": total - first_token_s,
                        "total_time": total, "created": started},
         )  # fmt: skip
         yield b"data: [DONE]\n\n"

@@ -50,7 +50,7 @@ class PageEvents(BaseObserver):
             await self.send({"type": "user_stopped"})
         elif isinstance(frame, InterimTranscriptionFrame):
             await self.send({"type": "transcript", "final": False, "text": frame.text})
-        elif isinstance(frame, TranscriptionFrame):
+        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
             await self.send({"type": "transcript", "final": True, "text": frame.text})
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService):
             await self.send({"type": "bot_text", "text": frame.text})

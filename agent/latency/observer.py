@@ -32,7 +32,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
-from agent.frames import CompletionStatsFrame, SpeechEndFrame
+from agent.frames import CompletionStatsFrame, SpeechEndFrame, TurnTranscriptionFrame
 from agent.latency.turns import FALSE_START_S, LatencyBudget, Turn
 
 AudioKind = Literal["answer", "filler"]
@@ -120,8 +120,12 @@ class TurnLatencyObserver(BaseObserver):
             vad_stop = open_turn.marks["vad_stop"]
             open_turn.mark("speech_end", min(open_turn.marks["speech_end"], vad_stop - frame.silence_s), overwrite=True)
         elif isinstance(frame, TranscriptionFrame) and open_turn:
-            open_turn.user_text += " " + frame.text
-            open_turn.mark("transcript", at, overwrite=True)
+            if isinstance(frame, TurnTranscriptionFrame):
+                open_turn.user_text = frame.turn_text
+            else:
+                open_turn.user_text = f"{open_turn.user_text} {frame.text}".strip()
+            if open_turn.user_text:
+                open_turn.mark("transcript", at, overwrite=True)
         elif isinstance(frame, UserStoppedSpeakingFrame) and open_turn:
             open_turn.mark("turn_end", at)
         elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService) and turn:

@@ -1,18 +1,21 @@
 """The pipecat STT stage: Whisper that has the transcript ready when the caller stops talking.
 
-Whisper is not a streaming model, so the streaming is done around it, on the audio of each utterance (from the VAD's
-start to its stop):
+Whisper is not a streaming model, so the streaming is done around it, on the audio of the caller's whole turn
+(from the VAD's first start until the turn is confirmed over, pauses included):
 
+- **whole-turn transcripts**: the VAD lets go at the first short silence, so one sentence can be several VAD
+  segments. Each time the VAD stops, the turn so far is transcribed with all its audio (not the last fragment alone,
+  which Whisper gets wrong) and sent as a `TurnTranscriptionFrame`: the new words for the user aggregator, the whole
+  text for the end-of-turn strategy;
 - **early start**: the moment the caller's audio goes quiet (`DIP_S` of low energy, before the VAD has decided
-  anything) the utterance so far is transcribed in the background. If the VAD then calls the speech over with no
-  new words since, that transcript is the final one, mostly finished already;
-- **pieces**: once the utterance is longer than `piece_s`, it is cut at the next pause; the piece is transcribed in
-  the background while the caller goes on, and later pieces get the text before them as Whisper's previous-text
+  anything) the turn so far is transcribed in the background. If the VAD then calls the speech over with no new
+  words since, that transcript is the final one, mostly finished already;
+- **pieces**: once the turn's audio is longer than `piece_s`, it is cut at the next pause; the piece is transcribed
+  in the background while the caller goes on, and later pieces get the text before them as Whisper's previous-text
   prompt. After the caller stops, only the last piece is left to decode, however long they talked;
 - **bounded**: a piece without any pause is cut at `3 * piece_s` anyway, so one caller's monologue costs one
   bounded transcription at a time and never stalls the shared Whisper for the other calls;
-- **interim** transcripts of the utterance so far go out about once a second for the live transcript, only when
-  Whisper is idle, so they never delay a final one.
+- **interim** transcripts go out about once a second for the live transcript, only when Whisper is idle.
 
 It also tells the latency tracker where the speech really ended (`SpeechEndFrame`).
 """
@@ -30,7 +33,7 @@ import numpy as np
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
-    TranscriptionFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -39,13 +42,14 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
-from agent.frames import SpeechEndFrame
+from agent.frames import SpeechEndFrame, TurnTranscriptionFrame
 from agent.speech.whisper import WhisperTranscriber
+from agent.text import words
 
 DIP_S = 0.04  # this much low-energy audio after speech and a transcription starts
 PRE_ROLL_S = 0.5  # audio kept from before the VAD's start (it decides only after some speech)
 INTERIM_EVERY_S = 1.0
-QUIET_FRACTION = 0.1  # a frame below this fraction of the utterance's speech level is quiet
+QUIET_FRACTION = 0.1  # a frame below this fraction of the turn's speech level is quiet
 MIN_SPEECH_RMS = 80.0
 
 JobKind = Literal["early", "piece", "interim"]
@@ -60,8 +64,8 @@ class Job:
     task: asyncio.Task
 
 
-class Utterance:
-    """One stretch of speech between the VAD's start and stop, and what is known of its words so far."""
+class TurnSpeech:
+    """The caller's audio since their turn began, and what is known of its words so far."""
 
     def __init__(self, pre_roll: bytes, bytes_per_s: int) -> None:
         self.pieces: list[str] = []  # the text of the pieces already cut off
@@ -71,9 +75,9 @@ class Utterance:
         self.quiet_s = 0.0
         self.speech_level = 0.0
         self.job: Job | None = None
-        self.ready: tuple[int, str] | None = None  # an early transcript: (bytes it covers, text)
+        self.ready: tuple[int, str] | None = None  # an early transcript of the piece: (bytes it covers, text)
         self.last_interim = time.monotonic()
-        self.finishing = False
+        self.sent_words: list[str] = []  # the words already given to the user aggregator
 
     @property
     def previous_text(self) -> str:
@@ -82,6 +86,11 @@ class Utterance:
     @property
     def trailing_silence_s(self) -> float:
         return (len(self.audio) - self.voiced_end) / self.bytes_per_s
+
+    @property
+    def covered(self) -> bool:
+        """Whether the early transcript covers every word spoken so far."""
+        return self.ready is not None and self.ready[0] >= self.voiced_end
 
     def add(self, audio: bytes) -> None:
         self.audio += audio
@@ -101,9 +110,19 @@ class Utterance:
         self.voiced_end = max(0, self.voiced_end - end)
         self.ready = None
 
+    def new_text(self, turn_text: str) -> str:
+        """What `turn_text` adds to the words already sent (all of it after the first word Whisper revised)."""
+        said = turn_text.split()
+        sent = self.sent_words
+        same = 0
+        while same < min(len(said), len(sent)) and words(said[same]) == words(sent[same]):
+            same += 1
+        self.sent_words = said
+        return " ".join(said[same:])
+
 
 class StreamingWhisperSTTService(STTService):
-    """Transcribes each utterance while it is spoken, so the final transcript is ready as the caller stops."""
+    """Transcribes each turn while it is spoken, so the transcript is ready as the caller stops."""
 
     def __init__(
         self, transcriber: WhisperTranscriber, *, piece_s: float = 3.0, interim_results: bool = True, **kwargs
@@ -113,7 +132,9 @@ class StreamingWhisperSTTService(STTService):
         self._piece_s = piece_s
         self._interim_results = interim_results
         self._pre_roll: deque[bytes] = deque()
-        self._utterance: Utterance | None = None
+        self._turn: TurnSpeech | None = None
+        self._speaking = False
+        self._final: asyncio.Task | None = None  # the last transcription after a VAD stop (they go out in order)
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -123,75 +144,86 @@ class StreamingWhisperSTTService(STTService):
         return self.sample_rate * 2
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame | None, None]:
-        if self._utterance is None:
+        if self._turn is None:
             self._pre_roll.append(audio)
             while sum(map(len, self._pre_roll)) > PRE_ROLL_S * self._bytes_per_s:
                 self._pre_roll.popleft()
         else:
-            self._utterance.add(audio)
-            self._maybe_start_job(self._utterance)
+            self._turn.add(audio)
+            if self._speaking:
+                self._maybe_start_job(self._turn)
         yield None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, VADUserStartedSpeakingFrame) and self._utterance is None:
-            self._utterance = Utterance(b"".join(self._pre_roll), self._bytes_per_s)
-            self._pre_roll.clear()
-        elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._utterance is not None:
-            utterance, self._utterance = self._utterance, None
-            await self.push_frame(SpeechEndFrame(silence_s=utterance.trailing_silence_s))
-            self.create_task(self._finish(utterance), "whisper-final")
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._speaking = True
+            if self._turn is None:
+                self._turn = TurnSpeech(b"".join(self._pre_roll), self._bytes_per_s)
+                self._pre_roll.clear()
+        elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._turn is not None:
+            self._speaking = False
+            await self.push_frame(SpeechEndFrame(silence_s=self._turn.trailing_silence_s))
+            self._final = self.create_task(self._transcribe_turn(self._turn, self._final), "whisper-final")
+        elif isinstance(frame, UserStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
+            self._turn = None  # the turn is over: the next words start a new one
 
-    async def _finish(self, utterance: Utterance) -> None:
-        """The final transcript: the early one when no words came after it, else the last piece decoded now."""
-        utterance.finishing = True
+    async def _transcribe_turn(self, turn: TurnSpeech, previous: asyncio.Task | None) -> None:
+        """The turn's transcript after a VAD stop: the early one when no words came after it, else the last piece
+        decoded now. Every VAD stop gets exactly one `TurnTranscriptionFrame`, in order, even when it adds nothing
+        (noise the VAD took for speech): the end-of-turn strategy waits for the one of the last stop."""
+        if previous:
+            await asyncio.shield(previous)
         await self.start_processing_metrics()
-        while utterance.job:  # a piece being cut off is needed; an early transcript may be the final one
-            await asyncio.shield(utterance.job.task)
-        if utterance.ready and utterance.ready[0] >= utterance.voiced_end:
-            tail = utterance.ready[1]
+        while turn.job and turn.job.kind != "interim":  # a piece being cut off is needed; an early one may do
+            await asyncio.shield(turn.job.task)
+        if turn.covered:
+            assert turn.ready is not None
+            tail = turn.ready[1]
         else:
             tail = await asyncio.to_thread(
-                self._whisper.transcribe, bytes(utterance.audio), self.sample_rate, utterance.previous_text
+                self._whisper.transcribe, bytes(turn.audio), self.sample_rate, turn.previous_text
             )
+            turn.ready = (len(turn.audio), tail)
         await self.stop_processing_metrics()
-        text = " ".join(filter(None, [*utterance.pieces, tail])).strip()
-        if text:
-            await self.push_frame(TranscriptionFrame(text, self._user_id, time_now_iso8601(), finalized=True))
+        turn_text = " ".join(filter(None, [*turn.pieces, tail])).strip()
+        frame = TurnTranscriptionFrame(turn.new_text(turn_text), self._user_id, time_now_iso8601(), finalized=True)
+        frame.turn_text = turn_text
+        await self.push_frame(frame)
 
     # -- background transcriptions -------------------------------------------------------------------
-    def _maybe_start_job(self, utterance: Utterance) -> None:
-        if utterance.job or utterance.finishing:
+    def _maybe_start_job(self, turn: TurnSpeech) -> None:
+        if turn.job:
             return
         piece_bytes = int(self._piece_s * self._bytes_per_s)
-        paused = utterance.quiet_s >= DIP_S
-        if (paused and len(utterance.audio) >= piece_bytes) or len(utterance.audio) >= 3 * piece_bytes:
-            self._transcribe_in_background(utterance, "piece")
-        elif paused and (utterance.ready is None or utterance.ready[0] < utterance.voiced_end):
-            self._transcribe_in_background(utterance, "early")
-        elif self._interim_results and time.monotonic() - utterance.last_interim >= INTERIM_EVERY_S:
-            utterance.last_interim = time.monotonic()
-            self._transcribe_in_background(utterance, "interim")
+        paused = turn.quiet_s >= DIP_S
+        if (paused and len(turn.audio) >= piece_bytes) or len(turn.audio) >= 3 * piece_bytes:
+            self._transcribe_in_background(turn, "piece")
+        elif paused and not turn.covered:
+            self._transcribe_in_background(turn, "early")
+        elif self._interim_results and time.monotonic() - turn.last_interim >= INTERIM_EVERY_S:
+            turn.last_interim = time.monotonic()
+            self._transcribe_in_background(turn, "interim")
 
-    def _transcribe_in_background(self, utterance: Utterance, kind: JobKind) -> None:
-        end, audio, previous = len(utterance.audio), bytes(utterance.audio), utterance.previous_text
+    def _transcribe_in_background(self, turn: TurnSpeech, kind: JobKind) -> None:
+        end, audio, previous = len(turn.audio), bytes(turn.audio), turn.previous_text
         transcribe = self._whisper.transcribe_if_idle if kind == "interim" else self._whisper.transcribe
 
         async def run() -> None:
             try:
                 text = await asyncio.to_thread(transcribe, audio, self.sample_rate, previous)
             finally:
-                utterance.job = None
+                turn.job = None
             if text is None:
                 return
             if kind == "piece":
-                utterance.cut(end, text)
+                turn.cut(end, text)
             elif kind == "early":
-                utterance.ready = (end, text)
-            elif text and utterance is self._utterance:
-                interim = " ".join([*utterance.pieces, text])
+                turn.ready = (end, text)
+            elif text and turn is self._turn:
+                interim = " ".join([*turn.pieces, text])
                 await self.push_frame(InterimTranscriptionFrame(interim, self._user_id, time_now_iso8601()))
-            if utterance is self._utterance:
-                self._maybe_start_job(utterance)
+            if turn is self._turn and self._speaking:
+                self._maybe_start_job(turn)
 
-        utterance.job = Job(kind, end, self.create_task(run(), f"whisper-{kind}"))
+        turn.job = Job(kind, end, self.create_task(run(), f"whisper-{kind}"))

@@ -35,6 +35,7 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
+from agent.frames import TurnTranscriptionFrame
 from agent.text import ends_sentence, same_words, trails_off, words
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 
@@ -87,6 +88,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._sample_rate = 16000
         self._decision: asyncio.Task | None = None
         self._speculated: str | None = None
+        # The STT sends one transcript per VAD segment, in order: decide only on the transcript of the last one.
+        self._segments_ended = 0
+        self._segments_transcribed = 0
 
     async def handle_user_turn_started(self) -> None:
         await self._reset()
@@ -108,9 +112,13 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speaking = False
             self._stopped_at = time.monotonic()
-        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
-            self._text = f"{self._text} {frame.text}".strip()
-            if not self._speaking:
+            self._segments_ended += 1
+        elif isinstance(frame, TranscriptionFrame):
+            self._segments_transcribed += 1
+            whole = frame.turn_text if isinstance(frame, TurnTranscriptionFrame) else f"{self._text} {frame.text}"
+            self._text = whole.strip()
+            caught_up = self._segments_transcribed >= self._segments_ended
+            if self._text and caught_up and not self._speaking:
                 await self._cancel_decision()
                 self._decision = self.task_manager.create_task(self._decide(self._text), f"{self}::decide")
         return ProcessFrameResult.CONTINUE
