@@ -17,7 +17,7 @@ from loguru import logger
 
 from agent.frames import PhraseKind
 from agent.latency.turns import LatencyBudget
-from agent.llm.client import ChatCompletionClient
+from agent.llm.client import ChatCompletionClient, ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import Provider, cerebras_provider, fallback_provider, local_provider, wants_local_llm
@@ -117,7 +117,11 @@ class AgentRuntime:
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:
-    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool."""
+    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool. A slow or
+    failed warm-up (a cold local model on a busy machine) is logged, not a reason not to serve."""
     messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi."}]
-    async for _ in client.stream(messages, **{client.provider.token_limit_param: 1}):
-        pass
+    try:
+        async for _ in client.stream(messages, **{client.provider.token_limit_param: 1}):
+            pass
+    except ProviderError as e:
+        logger.warning(f"LLM warm-up on {client.provider.describe()} failed: {e}")

@@ -55,7 +55,7 @@ async def replay(settings, speech, path):
 async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, speech, question):
     primary, _ = sims
     primary.first_token_s = 0.4  # the delay speculation hides
-    patient = {"end_of_turn_min_ms": 450, "end_of_turn_mid_ms": 500, "end_of_turn_max_ms": 600}
+    patient = {"end_of_turn_min_ms": 800, "end_of_turn_mid_ms": 800, "end_of_turn_max_ms": 800}
     [off] = await replay(provider_settings(primary, speculate=False, **patient), speech, question)
     [on] = await replay(provider_settings(primary, speculate=True, **patient), speech, question)
     assert not off["llm"]["speculative"] and on["llm"]["speculative"]
@@ -84,7 +84,7 @@ async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, 
 
 async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     primary, backup = sims
-    primary.first_token_s = 2.0
+    primary.first_token_s = 5.0
     backup.first_token_s = 0.05
     backup.answer = "The backup answers first."
     turns = await replay(provider_settings(primary, hedge_after_ms=200, **fallback_to(backup)), speech, question)
@@ -93,19 +93,19 @@ async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     assert turn["llm"]["hedged"] and turn["llm"]["provider"] == "fallback"
     assert turn["llm"]["providers_tried"] == ["cerebras", "fallback"]
     assert turn["bot_text"] == "The backup answers first."
-    assert turn["answer_ms"] < 1000, turn  # not the 2 s the primary would have taken
+    assert turn["answer_ms"] < 3500, turn  # not the 5 s the primary would have taken
     assert primary.open_streams == 0  # the loser's stream was closed
 
 
 async def test_failing_provider_fails_over_at_once(sims, speech, question):
     primary, backup = sims
     backup.answer = "The backup answers."
-    settings = provider_settings(primary, hedge_after_ms=5000, **fallback_to(backup))
+    settings = provider_settings(primary, hedge_after_ms=6000, **fallback_to(backup))
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         primary.scenario = "503"  # healthy at start-up, failing by the first turn
         [turn] = (await replay_call(runtime, question)).turns
     assert turn["bot_text"] == "The backup answers." and turn["llm"]["provider"] == "fallback"
-    assert turn["outcome"] == "answered" and turn["answer_ms"] < 1500  # it did not wait for the 5 s hedge
+    assert turn["outcome"] == "answered" and turn["answer_ms"] < 3500  # it did not wait for the 6 s hedge
 
 
 async def test_acknowledgement_fills_a_slow_provider_and_never_delays_the_answer(sims, speech, tmp_path):
