@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InterimTranscriptionFrame,
@@ -42,7 +43,7 @@ from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
-from agent.frames import SpeechEndFrame, TurnTranscriptionFrame
+from agent.frames import SpeakPhraseFrame, SpeechEndFrame, TurnTranscriptionFrame
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
 
@@ -175,16 +176,21 @@ class StreamingWhisperSTTService(STTService):
         if previous:
             await asyncio.shield(previous)
         await self.start_processing_metrics()
-        while turn.job and turn.job.kind != "interim":  # a piece being cut off is needed; an early one may do
-            await asyncio.shield(turn.job.task)
-        if turn.covered:
-            assert turn.ready is not None
-            tail = turn.ready[1]
-        else:
-            tail = await asyncio.to_thread(
-                self._whisper.transcribe, bytes(turn.audio), self.sample_rate, turn.previous_text
-            )
-            turn.ready = (len(turn.audio), tail)
+        try:
+            while turn.job and turn.job.kind != "interim":  # a piece being cut off is needed; an early one may do
+                await asyncio.shield(turn.job.task)
+            if turn.covered:
+                assert turn.ready is not None
+                tail = turn.ready[1]
+            else:
+                tail = await asyncio.to_thread(
+                    self._whisper.transcribe, bytes(turn.audio), self.sample_rate, turn.previous_text
+                )
+                turn.ready = (len(turn.audio), tail)
+        except Exception as e:  # the caller must not be left in silence: say sorry and let them repeat
+            logger.opt(exception=e).error("STT: transcription failed; apologising")
+            await self.push_frame(SpeakPhraseFrame(kind="apology"))
+            tail = ""
         await self.stop_processing_metrics()
         turn_text = " ".join(filter(None, [*turn.pieces, tail])).strip()
         frame = TurnTranscriptionFrame(turn.new_text(turn_text), self._user_id, time_now_iso8601(), finalized=True)

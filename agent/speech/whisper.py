@@ -65,10 +65,19 @@ class WhisperTranscriber:
         finally:
             self._lock.release()
 
+    def timed_words(self, pcm: bytes, sample_rate: int) -> list[tuple[str, float, float]]:
+        """Blocking: each word of `pcm` with its start and end in seconds (faster-whisper's word alignment; slower
+        than `transcribe`, for measuring what a caller heard, not for the live path)."""
+        audio = _float_audio(pcm, sample_rate)
+        with self._lock:
+            segments, _info = self._model.transcribe(
+                audio, language="en", beam_size=1, word_timestamps=True, vad_filter=False,
+                condition_on_previous_text=False, without_timestamps=False,
+            )  # fmt: skip
+            return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+
     def _transcribe(self, pcm: bytes, sample_rate: int, previous_text: str) -> str:
-        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        if sample_rate != WHISPER_RATE:
-            audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
+        audio = _float_audio(pcm, sample_rate)
         frames = len(audio) // HOP + 50  # a little trailing silence helps the last word
         window = max(self._window_frames, math.ceil(frames / 100) * 100)
         if window > FULL_WINDOW_FRAMES:
@@ -115,6 +124,13 @@ class WhisperTranscriber:
             no_speech_threshold=None,
         )
         return " ".join(s.text.strip() for s in segments).strip()
+
+
+def _float_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
+    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    if sample_rate != WHISPER_RATE:
+        audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
+    return audio
 
 
 def _loops(tokens: list[int]) -> bool:
