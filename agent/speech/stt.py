@@ -50,8 +50,10 @@ from agent.text import words
 DIP_S = 0.04  # this much low-energy audio after speech and a transcription starts
 PRE_ROLL_S = 0.5  # audio kept from before the VAD's start (it decides only after some speech)
 INTERIM_EVERY_S = 1.0
-QUIET_FRACTION = 0.1  # a frame below this fraction of the turn's speech level is quiet
-MIN_SPEECH_RMS = 80.0
+QUIET_FRACTION = 0.05  # a frame below this fraction of the recent speech level is quiet (a soft last word is not)
+SPEECH_DECAY = 0.99  # per frame: the speech level forgets a loud moment over a couple of seconds
+MIN_SPEECH_RMS = 60.0
+TAIL_S = 0.2  # silence after the speech kept for Whisper (the last word's decay)
 
 JobKind = Literal["early", "piece", "interim"]
 
@@ -88,16 +90,19 @@ class TurnSpeech:
     def trailing_silence_s(self) -> float:
         return (len(self.audio) - self.voiced_end) / self.bytes_per_s
 
-    @property
-    def covered(self) -> bool:
-        """Whether the early transcript covers every word spoken so far."""
-        return self.ready is not None and self.ready[0] >= self.voiced_end
+    def covered(self, spoken_until: int) -> bool:
+        """Whether the early transcript covers the audio up to `spoken_until` bytes into the piece."""
+        return self.ready is not None and self.ready[0] >= spoken_until
+
+    def spoken_until(self, vad_silence_s: float) -> int:
+        """Where the speech ends, to be safe: after the last loud frame and after the VAD's own end of speech."""
+        return max(self.voiced_end, len(self.audio) - int(vad_silence_s * self.bytes_per_s))
 
     def add(self, audio: bytes) -> None:
         self.audio += audio
         samples = np.frombuffer(audio, np.int16).astype(np.float32)
         level = float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0
-        self.speech_level = max(self.speech_level, level)
+        self.speech_level = max(level, self.speech_level * SPEECH_DECAY)
         if level >= max(MIN_SPEECH_RMS, QUIET_FRACTION * self.speech_level):
             self.voiced_end = len(self.audio)
             self.quiet_s = 0.0
@@ -165,11 +170,13 @@ class StreamingWhisperSTTService(STTService):
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._turn is not None:
             self._speaking = False
             await self.push_frame(SpeechEndFrame(silence_s=self._turn.trailing_silence_s))
-            self._final = self.create_task(self._transcribe_turn(self._turn, self._final), "whisper-final")
+            spoken_until = self._turn.spoken_until(frame.stop_secs)
+            final = self._transcribe_turn(self._turn, self._final, spoken_until)
+            self._final = self.create_task(final, "whisper-final")
         elif isinstance(frame, UserStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
             self._turn = None  # the turn is over: the next words start a new one
 
-    async def _transcribe_turn(self, turn: TurnSpeech, previous: asyncio.Task | None) -> None:
+    async def _transcribe_turn(self, turn: TurnSpeech, previous: asyncio.Task | None, spoken_until: int) -> None:
         """The turn's transcript after a VAD stop: the early one when no words came after it, else the last piece
         decoded now. Every VAD stop gets exactly one `TurnTranscriptionFrame`, in order, even when it adds nothing
         (noise the VAD took for speech): the end-of-turn strategy waits for the one of the last stop."""
@@ -179,14 +186,14 @@ class StreamingWhisperSTTService(STTService):
         try:
             while turn.job and turn.job.kind != "interim":  # a piece being cut off is needed; an early one may do
                 await asyncio.shield(turn.job.task)
-            if turn.covered:
+            if turn.covered(spoken_until):
                 assert turn.ready is not None
                 tail = turn.ready[1]
             else:
-                tail = await asyncio.to_thread(
-                    self._whisper.transcribe, bytes(turn.audio), self.sample_rate, turn.previous_text
-                )
-                turn.ready = (len(turn.audio), tail)
+                # Past the end of speech Whisper only hears silence, where it makes words up ("you").
+                audio = bytes(turn.audio[: spoken_until + int(TAIL_S * turn.bytes_per_s)])
+                tail = await asyncio.to_thread(self._whisper.transcribe, audio, self.sample_rate, turn.previous_text)
+                turn.ready = (len(audio), tail)
         except Exception as e:  # the caller must not be left in silence: say sorry and let them repeat
             logger.opt(exception=e).error("STT: transcription failed; apologising")
             await self.push_frame(SpeakPhraseFrame(kind="apology"))
@@ -205,7 +212,7 @@ class StreamingWhisperSTTService(STTService):
         paused = turn.quiet_s >= DIP_S
         if (paused and len(turn.audio) >= piece_bytes) or len(turn.audio) >= 3 * piece_bytes:
             self._transcribe_in_background(turn, "piece")
-        elif paused and not turn.covered:
+        elif paused and not turn.covered(turn.voiced_end):
             self._transcribe_in_background(turn, "early")
         elif self._interim_results and time.monotonic() - turn.last_interim >= INTERIM_EVERY_S:
             turn.last_interim = time.monotonic()
