@@ -28,11 +28,11 @@ from loguru import logger
 from pydantic import SecretStr
 
 from agent.latency.turns import STAGES, summarize
+from agent.llm.simulator import ProviderSim
 from agent.phone_client import pair_replies
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.settings import Settings
 from agent.speech.energy import speech_spans
-from bench.provider_sim import ProviderSim
 from bench.vanilla import build_vanilla_call
 from pipelines.replay import read_call_wav, replay_call
 from pipelines.voice import build_voice_call
