@@ -1,8 +1,13 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper and the TTS voice, picks the LLM provider (Cerebras with a key,
-else the embedded llama.cpp server it starts), opens and warms the provider connection, and checks the model.
-Every call's pipeline then shares these objects.
+`AgentRuntime.start(settings)` loads Whisper and the TTS voice, builds the provider chain (`LLM_PROVIDER`, then
+`LLM_FALLBACKS`; the embedded llama.cpp server is started when `local` is in it), opens and warms each provider's
+connection, checks its model, and builds the tool registry. Every call's pipeline then shares these objects.
+
+Start-up is resilient: a provider that is down, overloaded or out of quota at start-up (a 429, a 503, a cut
+connection) is logged and the server starts anyway; each turn then fails over along the chain or apologises. Only
+a configuration error stops start-up: a rejected key (401/403) or a model the provider does not have, reported as
+a `SettingsError` that names the variable.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from dataclasses import dataclass
 from loguru import logger
 
 from agent.latency.turns import LatencyBudget
-from agent.llm.client import ChatCompletionClient
+from agent.llm.client import ChatCompletionClient, ProviderError
+from agent.llm.failover import ProviderChain
 from agent.llm.local_server import LocalLLMServer
-from agent.llm.providers import Provider, cerebras_provider, fallback_provider, local_provider, wants_local_llm
-from agent.settings import Settings
+from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for, wants_local_llm
+from agent.settings import Settings, SettingsError
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
+from agent.tools.catalog import build_registry
+from agent.tools.registry import ToolRegistry
 
 
 @dataclass
@@ -43,10 +51,22 @@ class SpeechModels:
 
 @dataclass
 class AgentRuntime:
+    """The shared models, the provider chain and the tools: what every call's pipeline is built from."""
+
     settings: Settings
     speech: SpeechModels
-    llm: ChatCompletionClient
-    fallback: ChatCompletionClient | None = None
+    chain: ProviderChain
+    tools: ToolRegistry
+
+    @property
+    def llm(self) -> ChatCompletionClient:
+        """The primary provider's client."""
+        return self.chain.primary
+
+    @property
+    def fallback(self) -> ChatCompletionClient | None:
+        """The first fallback, for the single-fallback hedging path until the answer racing walks the chain."""
+        return self.chain.clients[1] if len(self.chain.clients) > 1 else None
 
     @property
     def provider(self) -> Provider:
@@ -63,9 +83,12 @@ class AgentRuntime:
         # Parsed here too so that a bad LATENCY_STAGE_BUDGETS_MS is a start-up error, not a first-turn one.
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
         logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
-        primary_is_local = wants_local_llm(settings)
+        names = chain_names(settings)
+        for name in names:  # a missing key or URL is a settings error before anything heavy is loaded
+            if name != "local":
+                provider_for(settings, name)
         local_server = None
-        if primary_is_local or settings.fallback_base_url == "local":
+        if wants_local_llm(settings):
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
         server_started = asyncio.create_task(local_server.start()) if local_server else None
         clients: list[ChatCompletionClient] = []
@@ -74,22 +97,20 @@ class AgentRuntime:
             if server_started:
                 await server_started
             local_url = local_server.base_url if local_server else ""
-            primary = local_provider(settings, local_url) if primary_is_local else cerebras_provider(settings)
-            backup = fallback_provider(settings, local_url)
-            for provider in filter(None, [primary, backup]):
+            for name in names:
                 client = ChatCompletionClient(
-                    provider,
+                    provider_for(settings, name, local_url),
                     first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
                     idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
                 )
                 clients.append(client)
-                await client.connect()
-                await _warm(client, settings.system_prompt)
-                client.keep_warm()
-            runtime = cls(settings=settings, speech=speech, llm=clients[0], fallback=clients[1] if backup else None)
+            chain = ProviderChain(clients)
+            for client in clients:
+                await _open(client, chain, settings.system_prompt)
+            runtime = cls(settings=settings, speech=speech, chain=chain, tools=build_registry(settings))
             logger.info(
-                f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {primary.describe()}"
-                + (f"; fallback: {backup.describe()}" if backup else "")
+                f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {chain.describe()}; "
+                f"tools: {', '.join(runtime.tools.names) or 'none'}"
             )
             yield runtime
         finally:
@@ -99,6 +120,25 @@ class AgentRuntime:
                 server_started.cancel()
             if local_server:
                 await local_server.stop()
+
+
+async def _open(client: ChatCompletionClient, chain: ProviderChain, system_prompt: str) -> None:
+    """Connect, check the model and warm one provider. A rejected key or an unknown model stops start-up with a
+    SettingsError naming the variable; a provider that is merely unavailable is logged, and the chain takes over."""
+    provider = client.provider
+    try:
+        await client.connect()
+        await _warm(client, system_prompt)
+    except ProviderError as e:
+        platform = PLATFORMS[provider.name]
+        if e.kind == "auth":
+            raise SettingsError(f"{platform.key_env} was rejected by {provider.name} ({e})") from None
+        if e.kind == "bad_request" and platform.env_prefix:
+            raise SettingsError(f"{platform.env_prefix}_MODEL: {e}") from None
+        chain.failed(client, e)
+        role = "primary provider" if client is chain.primary else "fallback"
+        logger.warning(f"LLM {role} {provider.describe()} is unavailable at start-up ({e}); serving anyway")
+    client.keep_warm()
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:

@@ -68,6 +68,12 @@ class RateLimitState:
         if seen:
             self.updated_at = time.monotonic()
 
+    def reset_in_s(self, reset_s: float | None) -> float | None:
+        """A reset read from the headers, counted down to now."""
+        if reset_s is None or self.updated_at is None:
+            return None
+        return max(0.0, reset_s - (time.monotonic() - self.updated_at))
+
     def exhausted_reset_s(self) -> float | None:
         """Seconds until every spent bucket has refilled; None when the headers show no spent bucket."""
         spent = [
