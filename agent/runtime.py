@@ -87,34 +87,43 @@ class AgentRuntime:
         for name in names:  # a missing key or URL is a settings error before anything heavy is loaded
             if name != "local":
                 provider_for(settings, name)
+        tools = build_registry(settings)
         local_server = None
         if wants_local_llm(settings):
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
         server_started = asyncio.create_task(local_server.start()) if local_server else None
-        clients: list[ChatCompletionClient] = []
+        clients: dict[str, ChatCompletionClient] = {}
+        failures: list[tuple[ChatCompletionClient, ProviderError]] = []
+
+        async def open_provider(name: str, local_url: str = "") -> None:
+            client = ChatCompletionClient(
+                provider_for(settings, name, local_url),
+                first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
+                idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
+            )
+            clients[name] = client
+            if error := await _open(client, settings.system_prompt, primary=name == names[0]):
+                failures.append((client, error))
+
         try:
+            for name in names:  # remote providers first: a rejected key stops start-up before models load
+                if name != "local":
+                    await open_provider(name)
             speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
-            if server_started:
+            if server_started and local_server:
                 await server_started
-            local_url = local_server.base_url if local_server else ""
-            for name in names:
-                client = ChatCompletionClient(
-                    provider_for(settings, name, local_url),
-                    first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
-                    idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
-                )
-                clients.append(client)
-            chain = ProviderChain(clients)
-            for client in clients:
-                await _open(client, chain, settings.system_prompt)
-            runtime = cls(settings=settings, speech=speech, chain=chain, tools=build_registry(settings))
+                await open_provider("local", local_server.base_url)
+            chain = ProviderChain([clients[name] for name in names])
+            for client, error in failures:
+                chain.failed(client, error)
+            runtime = cls(settings=settings, speech=speech, chain=chain, tools=tools)
             logger.info(
                 f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {chain.describe()}; "
                 f"tools: {', '.join(runtime.tools.names) or 'none'}"
             )
             yield runtime
         finally:
-            for client in clients:
+            for client in clients.values():
                 await client.aclose()
             if server_started and not server_started.done():
                 server_started.cancel()
@@ -122,10 +131,11 @@ class AgentRuntime:
                 await local_server.stop()
 
 
-async def _open(client: ChatCompletionClient, chain: ProviderChain, system_prompt: str) -> None:
+async def _open(client: ChatCompletionClient, system_prompt: str, *, primary: bool) -> ProviderError | None:
     """Connect, check the model and warm one provider. A rejected key or an unknown model stops start-up with a
-    SettingsError naming the variable; a provider that is merely unavailable is logged, and the chain takes over."""
+    SettingsError naming the variable; a provider that is merely unavailable is logged and its error returned."""
     provider = client.provider
+    client.keep_warm()
     try:
         await client.connect()
         await _warm(client, system_prompt)
@@ -135,10 +145,10 @@ async def _open(client: ChatCompletionClient, chain: ProviderChain, system_promp
             raise SettingsError(f"{platform.key_env} was rejected by {provider.name} ({e})") from None
         if e.kind == "bad_request" and platform.env_prefix:
             raise SettingsError(f"{platform.env_prefix}_MODEL: {e}") from None
-        chain.failed(client, e)
-        role = "primary provider" if client is chain.primary else "fallback"
+        role = "primary provider" if primary else "fallback"
         logger.warning(f"LLM {role} {provider.describe()} is unavailable at start-up ({e}); serving anyway")
-    client.keep_warm()
+        return e
+    return None
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:

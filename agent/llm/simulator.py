@@ -65,7 +65,6 @@ class ProviderSim:
     limit_tokens: int = 60_000
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
-    _seen_prefixes: set[str] = field(default_factory=set)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -174,10 +173,17 @@ class ProviderSim:
         )
 
     def _cached_tokens(self, messages: list[Any]) -> int:
-        """Tokens of the longest run of leading messages identical to the start of an earlier request."""
-        prefixes = [json.dumps(messages[: i + 1], sort_keys=True) for i in range(len(messages))]
-        hit = max((i + 1 for i, p in enumerate(prefixes) if p in self._seen_prefixes), default=0)
-        self._seen_prefixes.update(prefixes)
+        """Tokens of the longest run of leading messages identical to the start of an earlier request (clearing
+        `requests` empties the cache)."""
+        seen = {
+            json.dumps(earlier[:n], sort_keys=True)
+            for r in self.requests[:-1]
+            if isinstance(earlier := r["body"].get("messages"), list)
+            for n in range(1, len(earlier) + 1)
+        }
+        hit = max(
+            (n for n in range(1, len(messages) + 1) if json.dumps(messages[:n], sort_keys=True) in seen), default=0
+        )
         return estimate_tokens(json.dumps(messages[:hit])) if hit else 0
 
     # -- the stream --------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ class ToolRegistry:
         except ToolError as e:
             return {"error": str(e)}
         except TimeoutError:
-            return {"error": f"{tool.name} took longer than {tool.timeout_s:.0f} s"}
+            return {"error": f"{tool.name} took longer than {tool.timeout_s:g} s"}
         except Exception:
             logger.exception(f"tool {tool.name} failed")
             return {"error": f"{tool.name} failed"}
