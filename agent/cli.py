@@ -72,16 +72,20 @@ async def _replay(settings: Settings, wav: Path, report: Path | None, out: Path 
     async with AgentRuntime.start(settings) as runtime:
         result = await replay_call(runtime, wav)
     for turn in result.turns:
-        latency = turn["voice_to_voice_ms"]
+        latency = turn["answer_ms"]
+        filler = f", filler at {turn['filler_ms']:.0f} ms" if turn["filler_ms"] is not None else ""
         print(
             f"turn {turn['turn']}: caller: {turn['user_text']!r}\n"
             f"        agent:  {turn['bot_text']!r}\n"
-            f"        voice-to-voice: {'-' if latency is None else f'{latency:.0f} ms'}"
-            f"{'  (interrupted)' if turn['interrupted'] else ''}"
+            f"        answer after: {'-' if latency is None else f'{latency:.0f} ms'}{filler}"
+            f"  ({turn['outcome']}{', cut off' if turn['cut'] else ''})"
         )
     s = result.summary
     if s["count"]:
-        print(f"{s['count']} turns: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, max {s['max_ms']:.0f} ms")
+        print(
+            f"{s['count']} of {s['turns']} turns answered: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
+            f"max {s['max_ms']:.0f} ms; {s['within_budget']} within budget"
+        )
     if report:
         report.write_text(result.to_json())
     if out:

@@ -3,7 +3,8 @@
 It sends `connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
 silence, as a phone line does), plays what comes back on a simulated handset (audio queues up and plays in real
 time), echoes each `mark` when the audio before it has played, honours `clear`, and ends with `stop`. Latency is
-measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply.
+measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply
+(which may be a filler such as "Let me think."; `bench/latency.py` transcribes what was heard to find the answer).
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ async def place_call(
             await asyncio.gather(*tasks, return_exceptions=True)
 
     turns = pair_replies(speech_spans(pcm, rate), handset.reply_starts)
-    latencies = [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
+    latencies = [t["first_sound_ms"] for t in turns if t["first_sound_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
         heard_audio=bytes(handset.heard),
@@ -217,7 +218,7 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
                 "speech_start_s": round(start, 2),
                 "speech_end_s": round(end, 2),
                 "reply_start_s": None if reply is None else round(reply, 3),
-                "voice_to_voice_ms": None if reply is None else round((reply - end) * 1000, 1),
+                "first_sound_ms": None if reply is None else round((reply - end) * 1000, 1),
             }
         )
     return turns
@@ -229,8 +230,8 @@ async def dial(wav: Path, url: str, *, out: Path | None = None, report: Path | N
     except websockets.exceptions.WebSocketException as e:
         raise RuntimeError(f"cannot call {url}: {e}") from None
     for turn in result.turns:
-        latency = turn["voice_to_voice_ms"]
-        heard = "no reply heard" if latency is None else f"reply heard after {latency:.0f} ms"
+        latency = turn["first_sound_ms"]
+        heard = "no reply heard" if latency is None else f"first sound of the reply after {latency:.0f} ms"
         print(f"turn {turn['turn']}: caller spoke {turn['speech_start_s']:.1f}-{turn['speech_end_s']:.1f} s, {heard}")
     s = result.summary
     if s["count"]:

@@ -1,6 +1,7 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper and the TTS voice, builds the provider chain (`LLM_PROVIDER`, then
+`AgentRuntime.start(settings)` loads Whisper, Smart Turn and the TTS voice (and synthesises the fixed phrases),
+builds the provider chain (`LLM_PROVIDER`, then
 `LLM_FALLBACKS`; the embedded llama.cpp server is started when `local` is in it), opens and warms each provider's
 connection, checks its model, and builds the tool registry. Every call's pipeline then shares these objects.
 
@@ -20,16 +21,19 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from agent.frames import PhraseKind
 from agent.latency.turns import LatencyBudget
 from agent.llm.client import ChatCompletionClient, ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for, wants_local_llm
 from agent.settings import Settings, SettingsError
+from agent.speech.phrases import Phrase, synthesize_phrases
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
 from agent.tools.catalog import build_registry
 from agent.tools.registry import ToolRegistry
+from agent.turns.smart_turn import SmartTurnModel
 
 
 @dataclass
@@ -38,15 +42,20 @@ class SpeechModels:
 
     transcriber: WhisperTranscriber
     voice: Voice
-    phrases: dict[str, list[bytes]]  # pre-synthesised audio of the phrases said without an LLM
+    smart_turn: SmartTurnModel
+    phrases: dict[PhraseKind, Phrase]  # what the agent says without the LLM, synthesised once
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
         transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
-        phrases = {text: list(voice.synthesize(text)) for text in filter(None, [settings.acknowledgement])}
-        return cls(transcriber=transcriber, voice=voice, phrases=phrases)
+        return cls(
+            transcriber=transcriber,
+            voice=voice,
+            smart_turn=SmartTurnModel(),
+            phrases=synthesize_phrases(voice, settings.acknowledgement),
+        )
 
 
 @dataclass
@@ -62,11 +71,6 @@ class AgentRuntime:
     def llm(self) -> ChatCompletionClient:
         """The primary provider's client."""
         return self.chain.primary
-
-    @property
-    def fallback(self) -> ChatCompletionClient | None:
-        """The first fallback, for the single-fallback hedging path until the answer racing walks the chain."""
-        return self.chain.clients[1] if len(self.chain.clients) > 1 else None
 
     @property
     def provider(self) -> Provider:
@@ -152,7 +156,8 @@ async def _open(client: ChatCompletionClient, system_prompt: str, *, primary: bo
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:
-    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool."""
+    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool. A failure
+    is raised to `_open`, which logs it and serves anyway (a cold local model on a busy machine, a provider down)."""
     messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi."}]
     async for _ in client.stream(messages, **{client.provider.token_limit_param: 1}):
         pass

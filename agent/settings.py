@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Ms = Annotated[float, Field(ge=0, le=60_000)]
@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     llm_first_token_timeout_ms: PositiveMs = 3000
     llm_stream_idle_timeout_ms: PositiveMs = 5000
     hedge_after_ms: Ms = 250
-    acknowledge_after_ms: Ms = 620
+    acknowledge_after_ms: Ms = 500
     acknowledgement: str = "Let me think."
 
     # --- Tools ---
@@ -90,12 +90,14 @@ class Settings(BaseSettings):
     tts_engine: Literal["hibari", "piper"] = "hibari"
     stt_threads: int = Field(2, ge=1, le=64)
     stt_window_ms: float = Field(15_000, ge=1000, le=30_000)
+    stt_piece_ms: float = Field(3000, ge=1000, le=20_000)
 
     # --- Turn taking ---
-    vad_stop_ms: float = Field(120, ge=32, le=2000)
+    vad_stop_ms: float = Field(64, ge=32, le=2000)
     vad_start_ms: float = Field(100, ge=32, le=2000)
     end_of_turn_min_ms: Ms = 200
-    end_of_turn_max_ms: Ms = 600
+    end_of_turn_mid_ms: Ms = 400
+    end_of_turn_max_ms: Ms = 800
     speculate: bool = True
     first_clause_min_words: int = Field(2, ge=1, le=50)
     first_clause_max_words: int = Field(6, ge=1, le=50)
@@ -114,6 +116,12 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_api_base_url: str = ""
+
+    @model_validator(mode="after")
+    def _waits_in_order(self) -> Settings:
+        if not self.end_of_turn_min_ms <= self.end_of_turn_mid_ms <= self.end_of_turn_max_ms:
+            raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MID_MS <= END_OF_TURN_MAX_MS is required")
+        return self
 
     @field_validator(
         "public_url", "cerebras_base_url", "groq_base_url", "sambanova_base_url", "llm_base_url", "twilio_api_base_url"

@@ -21,9 +21,10 @@ def test_replay_command_prints_each_turn_and_writes_report_and_audio(tmp_path):
     lines = result.stdout.splitlines()
     assert sum(line.startswith("turn ") for line in lines) == 2, result.stdout
     assert "caller: 'He was not" in result.stdout and "caller: '10 of" in result.stdout
-    assert result.stdout.count("voice-to-voice: ") == 2 and "p50" in result.stdout
+    assert result.stdout.count("answer after: ") == 2 and "p50" in result.stdout
     data = json.loads(report.read_text())
     assert len(data["turns"]) == 2 and data["summary"]["count"] == 2
-    assert all(t["bot_text"] and t["voice_to_voice_ms"] > 0 and t["stages_ms"] for t in data["turns"])
+    assert all(t["bot_text"] and t["answer_ms"] > 0 and t["stages_ms"] for t in data["turns"])
+    assert all(t["outcome"] == "answered" for t in data["turns"])
     with wave.open(str(out)) as w:
         assert w.getframerate() == 16000 and w.getnframes() > 16000

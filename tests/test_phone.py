@@ -70,10 +70,11 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "two.wav", [0.4, "ill_disposed.wav", 6.0, "ten_of_clubs.wav", 0.4])
     result = await place_call(call, f"{server.ws}/twilio/stream")
-    assert [t["voice_to_voice_ms"] is not None for t in result.turns] == [True, True], result.turns
-    assert all(0 < t["voice_to_voice_ms"] < 3000 for t in result.turns)
+    assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True], result.turns
+    assert all(0 < t["first_sound_ms"] < 3000 for t in result.turns)
     # Each answer was bracketed by marks, and the client echoed every one of them once played.
-    assert {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end"} <= set(result.marks_echoed)
+    marks = {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end", "answer-1", "answer-2"}
+    assert marks <= set(result.marks_echoed), result.marks_echoed
     await wait_for(lambda: server.app.state.slots.active == 0)  # a clean `stop` ended the call
     turns = phone_turns(server.app)
     expected = transcripts()
@@ -83,9 +84,13 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     assert all(t["bot_text"] for t in turns)
     # The echoed start marks gave the server the phone side's playout time.
     heard = phone_turns(server.app, "heard")
-    assert len(heard) == 2 and all(r["heard_ms"] >= r["voice_to_voice_ms"] for r in heard)
+    assert len(heard) == 2 and all(r["heard_ms"] >= r["answer_ms"] for r in heard)
+    # The phone side heard each answer about when the server says it was heard (a 40 ms chunk, network aside).
+    for outside, report in zip(result.turns, heard, strict=True):
+        assert outside["first_sound_ms"] == pytest.approx(report["heard_ms"], abs=150), (outside, report)
     metrics = (await http_get(f"{server.http}/metrics")).text
-    assert 'voice_agent_voice_to_voice_seconds_count{channel="phone"}' in metrics
+    assert 'voice_agent_answer_seconds_count{channel="phone"} 2.0' in metrics
+    assert 'voice_agent_turns_total{channel="phone",outcome="answered"' in metrics
 
 
 async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
@@ -94,7 +99,7 @@ async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
     result = await place_call(call, f"{server.ws}/twilio/stream")
     assert result.clears >= 1
     turns = phone_turns(server.app)
-    assert turns[0]["interrupted"] and turns[-1]["bot_text"], (turns, result.turns)
+    assert turns[0]["cut"] and turns[-1]["bot_text"], (turns, result.turns)
     # The cut answer's audio stopped soon after the caller started talking over it (at 4.75 s in the call).
     heard = result.heard_audio
     barge_at = 0.5 + 2.99 + 1.6

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from agent.llm.client import ChatCompletionClient, StreamStats
 from agent.llm.providers import provider_for
 from agent.llm.simulator import ProviderSim
-from agent.llm.tool_calls import ToolCall
+from agent.llm.tool_calls import MAX_ARGUMENT_CHARS, ToolCall, ToolCallAssembler
 from agent.settings import Settings, SettingsError
 from agent.tools.booking import BookingStore, booking_tool
 from agent.tools.catalog import build_registry
@@ -176,3 +176,20 @@ async def test_booking_end_to_end_from_a_streamed_tool_call(registry, db_path):
     assert rows(db_path) == [(2, "2031-05-17T19:30", "Ada", "turn-1|2|2031-05-17T19:30:00|Ada")]
     sent = sim.requests[-1]["body"]["messages"]
     assert sent[-1]["role"] == "tool" and sent[-1]["tool_call_id"] == tool_call.id
+
+
+def test_tool_call_deltas_interleaved_by_index_and_bounded():
+    assembler = ToolCallAssembler()
+    assembler.add([{"index": 0, "id": "call_a", "function": {"name": "current_time", "arguments": ""}}])
+    assembler.add([{"index": 1, "id": "call_b", "function": {"name": "book_table", "arguments": '{"party'}}])
+    assembler.add(
+        [{"index": 0, "function": {"arguments": "{}"}}, {"index": 1, "function": {"arguments": '_size": 2}'}}]
+    )
+    first, second = assembler.complete()
+    assert (first.id, first.name, first.arguments) == ("call_a", "current_time", "{}")
+    assert (second.name, second.parsed_arguments()) == ("book_table", {"party_size": 2})
+    endless = ToolCallAssembler()
+    endless.add([{"index": 0, "id": "call_x", "function": {"name": "book_table", "arguments": ""}}])
+    with pytest.raises(ValueError, match="longer than"):
+        for _ in range(MAX_ARGUMENT_CHARS):
+            endless.add([{"index": 0, "function": {"arguments": "xxxxxxxx"}}])

@@ -17,6 +17,12 @@
   const FIRST_RETRY_MS = 500;
 
   // Stage name -> colour, in pipeline order (also used for the legend).
+  const OUTCOME_TEXT = {
+    answered: "answered",
+    interrupted: "interrupted before the answer",
+    error: "failed: apology played",
+    no_answer: "no answer",
+  };
   const STAGE_COLORS = {
     vad_stop: "#94a3b8",
     stt: "#3b82f6",
@@ -362,6 +368,7 @@ registerProcessor("mic-frames", MicFrames);
     bot_text: onBotText,
     interrupt: onInterrupt,
     turn: onTurn,
+    answer_start: onAnswerStart,
   };
 
   function onSession(msg) {
@@ -400,14 +407,20 @@ registerProcessor("mic-frames", MicFrames);
     src.buffer = audio;
     src.connect(ctx.destination);
     const now = ctx.currentTime;
-    const startsUtterance = app.nextPlayTime <= now;
     const startAt = Math.max(now + 0.01, app.nextPlayTime);
     src.onended = () => { app.sources = app.sources.filter((s) => s !== src); };
     src.start(startAt);
     app.nextPlayTime = startAt + audio.duration;
+    app.lastChunkStartsAt = startAt;
     app.sources.push(src);
     va.audioChunks += 1;
-    if (startsUtterance) reportPlayoutAfter((startAt - now) * 1000);
+  }
+
+  // The server sends `answer_start` right after the answer's first audio chunk (an acknowledgement may have played
+  // before it): report when that chunk starts playing, so the server knows when the caller heard the answer.
+  function onAnswerStart() {
+    if (!app.ctx || app.lastChunkStartsAt == null) return;
+    reportPlayoutAfter((app.lastChunkStartsAt - app.ctx.currentTime) * 1000);
   }
 
   function reportPlayoutAfter(delayMs) {
@@ -516,8 +529,10 @@ registerProcessor("mic-frames", MicFrames);
   }
 
   function renderStats(s) {
-    const n = Number(s.count) || 0;
-    ui.stats.textContent = `p50 ${fmtMs(s.p50_ms)} · p95 ${fmtMs(s.p95_ms)} · ${n} turn${n === 1 ? "" : "s"}`;
+    const answered = Number(s.count) || 0;
+    const turns = Number(s.turns) || answered;
+    ui.stats.textContent =
+      `answer p50 ${fmtMs(s.p50_ms)} · p95 ${fmtMs(s.p95_ms)} · ${answered} of ${turns} turn${turns === 1 ? "" : "s"} answered`;
   }
 
   function clearLatency() {
@@ -537,7 +552,7 @@ registerProcessor("mic-frames", MicFrames);
     let max = app.budgetMs * 1.25;
     for (const t of va.turns) {
       const sum = stageEntries(t).reduce((acc, [, ms]) => acc + ms, 0);
-      max = Math.max(max, sum, Number(t.voice_to_voice_ms) || 0);
+      max = Math.max(max, sum, Number(t.answer_ms) || 0);
     }
     return Math.ceil(max / 100) * 100;
   }
@@ -557,9 +572,10 @@ registerProcessor("mic-frames", MicFrames);
     const head = el("div", "turn-head");
     const said = el("span", "turn-text", t.user_text ? `“${t.user_text}”` : "");
     said.title = t.user_text || "";
-    head.append(el("span", "turn-no", `#${t.turn}`), said, el("span", "total", fmtMs(t.voice_to_voice_ms)));
+    const total = t.answer_ms != null ? fmtMs(t.heard_ms != null ? t.heard_ms : t.answer_ms) : OUTCOME_TEXT[t.outcome];
+    head.append(el("span", "turn-no", `#${t.turn}`), said, el("span", "total", total || "—"));
 
-    row.append(head, waterfall(t, budget, scale), turnFoot(t, verdict, budget));
+    row.append(head, waterfall(t, budget, scale), turnFoot(t, verdict));
     return row;
   }
 
@@ -584,18 +600,19 @@ registerProcessor("mic-frames", MicFrames);
     return track;
   }
 
-  function turnFoot(t, verdict, budget) {
-    const within = verdict.within_budget != null
-      ? !!verdict.within_budget
-      : Number(t.voice_to_voice_ms) <= budget;
+  // The verdict judges the answer: a turn without one (cut off, failed, nothing came) is never within budget.
+  function turnFoot(t, verdict) {
+    const within = !!verdict.within_budget;
     const overran = verdict.overran || [];
     const text = within
-      ? "✓ within budget"
-      : `✗ over budget${overran.length ? ` (${overran.join(", ")})` : ""}`;
+      ? "✓ answer within budget"
+      : t.outcome !== "answered"
+        ? `✗ ${OUTCOME_TEXT[t.outcome] || "no answer"}`
+        : `✗ answer over budget${overran.length ? ` (${overran.join(", ")})` : ""}`;
     const foot = el("div", "turn-foot");
     foot.append(el("span", `verdict ${within ? "ok" : "over"}`, text));
-    if (t.heard_ms != null) foot.append(el("span", "heard", `heard ${fmtMs(t.heard_ms)}`));
-    if (t.interrupted) foot.append(el("span", "tag", "interrupted"));
+    if (t.filler_ms != null) foot.append(el("span", "tag", `filler at ${fmtMs(t.filler_ms)}`));
+    if (t.cut) foot.append(el("span", "tag", t.false_start ? "false start" : "cut off"));
     return foot;
   }
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.llm.errors import ProviderError, classify, error_details
-from agent.llm.providers import Path, Platform
+from agent.llm.providers import KeyPath, Platform
 from agent.llm.tool_calls import ToolCall, ToolCallAssembler
 
 
@@ -29,7 +29,7 @@ class ChatChunk:
     tool_calls: list[ToolCall] = field(default_factory=list)  # complete calls, on the finishing chunk only
 
 
-def dig(event: Any, path: Path) -> Any:
+def dig(event: Any, path: KeyPath) -> Any:
     for key in path:
         if not isinstance(event, dict):
             return None
@@ -76,18 +76,21 @@ class ChunkParser:
                 chunk.timings[name] = float(value)
         for choice in event.get("choices") or []:
             if not isinstance(choice, dict):
-                continue
+                raise ProviderError(self._provider, f"malformed stream event: {data[:80]!r}", kind="malformed")
             delta = choice.get("delta") or {}
             chunk.content += delta.get("content") or ""
             chunk.reasoning += delta.get("reasoning") or delta.get("reasoning_content") or ""
-            self._calls.add(delta.get("tool_calls"))
+            try:
+                self._calls.add(delta.get("tool_calls"))
+            except ValueError as e:
+                raise ProviderError(self._provider, str(e), kind="malformed") from None
             chunk.finish_reason = choice.get("finish_reason") or chunk.finish_reason
         if chunk.finish_reason and self._calls and not self._calls_emitted:
-            chunk.tool_calls = self.pending_calls()
+            chunk.tool_calls = self._take_calls()
         return chunk
 
-    def pending_calls(self) -> list[ToolCall]:
-        """Calls assembled but not yet handed out (a stream may end without a finish reason on the last delta)."""
+    def _take_calls(self) -> list[ToolCall]:
+        """The assembled calls, handed out once."""
         if self._calls_emitted or not self._calls:
             return []
         self._calls_emitted = True

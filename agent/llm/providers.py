@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from agent.settings import Settings, SettingsError
 
-Path = tuple[str, ...]  # keys into a stream event, e.g. ("x_groq", "usage")
+KeyPath = tuple[str, ...]  # keys into a stream event, e.g. ("x_groq", "usage")
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class Platform:
     rejected_params: frozenset[str] = frozenset()
     supports_tools: bool = True
     token_limit_param: str = "max_completion_tokens"
-    usage_paths: tuple[Path, ...] = (("usage",),)
-    timing_paths: dict[str, Path] = field(default_factory=dict)  # seconds: queue, prompt, completion, ttft, total
+    usage_paths: tuple[KeyPath, ...] = (("usage",),)
+    timing_paths: dict[str, KeyPath] = field(default_factory=dict)  # seconds: queue, prompt, completion, ttft, total
     rate_limit_headers: RateLimitHeaders = RateLimitHeaders()
     published_tokens_per_s: float | None = None  # gpt-oss-120b output speed in the inference race
 

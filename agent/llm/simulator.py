@@ -8,7 +8,9 @@ and reports `usage.prompt_tokens_details.cached_tokens` when a request starts wi
 
 `scenario` switches behaviour for the next requests: "ok", "401", "429" (request rate limit), "quota" (token quota
 spent, with reset headers), "overloaded" (Cerebras `queue_exceeded`), "503", "cut" (the stream stops mid-answer),
-"stall" (no first token ever comes), "error_event" (an error object inside the stream). `tool_calls` scripts
+"stall" (no first token ever comes), "error_event" (an error object inside the stream), "malformed" (a chunk whose
+`choices` are not objects). Reasoning tokens count against the request's token limit, as they do at the provider: a
+limit they use up ends the stream with `finish_reason: "length"` and nothing to say. `tool_calls` scripts
 function calls: a request that offers `tools` (and does not already carry their results) is answered with those
 calls, their arguments streamed in small pieces across chunks.
 
@@ -68,7 +70,7 @@ def estimate_tokens(text: str) -> int:
 @dataclass
 class ProviderSim:
     api_key: str = "test-key"
-    first_token_s: float = 0.2
+    first_token_s: float | Callable[[], float] = 0.2  # a function is drawn per request (a heavy tail)
     tokens_per_s: float = 3000.0
     reasoning_tokens: int = 8
     answer: str = DEFAULT_ANSWER
@@ -80,6 +82,7 @@ class ProviderSim:
     limit_requests: int = 14_400
     limit_tokens: int = 60_000
     requests: list[dict[str, Any]] = field(default_factory=list)
+    open_streams: int = 0  # responses still streaming: no stream may outlive a hang-up
     port: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -204,6 +207,14 @@ class ProviderSim:
 
     # -- the stream --------------------------------------------------------------------------------
     async def _stream(self, body: dict[str, Any], prompt_tokens: int, cached: int) -> AsyncIterator[bytes]:
+        self.open_streams += 1
+        try:
+            async for piece in self._events(body, prompt_tokens, cached):
+                yield piece
+        finally:
+            self.open_streams -= 1
+
+    async def _events(self, body: dict[str, Any], prompt_tokens: int, cached: int) -> AsyncIterator[bytes]:
         started = time.time()
         chunk_id = f"chatcmpl-{uuid.uuid4()}"
         model = body["model"]
@@ -223,27 +234,30 @@ class ProviderSim:
 
         if self.scenario == "stall":
             await asyncio.sleep(3600)
-        await asyncio.sleep(self.first_token_s)
+        await asyncio.sleep(self.first_token_s() if callable(self.first_token_s) else self.first_token_s)
         first_at = time.time()
         groq_id = {"x_groq": {"id": x_groq_id}} if self.wire == "groq" else {}
         yield event({"role": "assistant", "content": ""}, **groq_id)
+        if self.scenario == "malformed":
+            yield f"data: {json.dumps({'id': chunk_id, 'choices': ['x']})}\n\n".encode()
         pace = Pacer(self.tokens_per_s)
-        completion = 0
-        if model.startswith(("gpt-oss", "openai/gpt-oss")):
-            for i in range(self.reasoning_tokens):
-                yield event({"reasoning": f"thinking{i} "})
-                completion += 1
-                await pace.next_token()
+        words = self.answer.split(" ")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words) + self.reasoning_tokens
+        reasoning = min(self.reasoning_tokens, limit) if model.startswith(("gpt-oss", "openai/gpt-oss")) else 0
+        for i in range(reasoning):
+            yield event({"reasoning": f"thinking{i} "})
+            await pace.next_token()
+        completion = reasoning
         calls = self._scripted_calls(body)
-        if calls:
+        if reasoning >= limit:  # the limit spent on thinking: nothing to say, as at the provider
+            finish = "length"
+        elif calls:
             async for piece in self._stream_tool_calls(calls, event, pace):
                 completion += 1
                 yield piece
             finish = "tool_calls"
         else:
-            words = self.answer.split(" ")
-            limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words)
-            for i, word in enumerate(words[:limit]):
+            for i, word in enumerate(words[: limit - reasoning]):
                 if self.scenario == "cut" and i == 4:
                     return  # the connection ends mid-answer: no finish_reason, no [DONE]
                 if self.scenario == "error_event" and i == 4:

@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_CALLS = 16  # per completion
+MAX_ARGUMENT_CHARS = 16_000  # per call: a voice agent's tool arguments are a few dozen characters
+
 
 @dataclass(frozen=True)
 class ToolCall:
@@ -41,10 +44,13 @@ class _Partial:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    size: int = 0
 
 
 class ToolCallAssembler:
-    """Collects `delta.tool_calls` fragments by index; `complete()` returns the calls in index order."""
+    """Collects `delta.tool_calls` fragments by index; `complete()` returns the calls in index order. Raises
+    ValueError past `MAX_CALLS` calls or `MAX_ARGUMENT_CHARS` of arguments: a stream that never ends its
+    arguments is not read into memory without bound."""
 
     def __init__(self) -> None:
         self._calls: dict[int, _Partial] = {}
@@ -55,11 +61,16 @@ class ToolCallAssembler:
                 continue
             index = delta.get("index", len(self._calls))
             call = self._calls.setdefault(index if isinstance(index, int) else len(self._calls), _Partial())
+            if len(self._calls) > MAX_CALLS:
+                raise ValueError(f"more than {MAX_CALLS} tool calls in one answer")
             call.id = call.id or str(delta.get("id") or "")
             function = delta.get("function") or {}
             if isinstance(function, dict):
                 call.name = call.name or str(function.get("name") or "")
                 call.arguments.append(str(function.get("arguments") or ""))
+                call.size += len(call.arguments[-1])
+                if call.size > MAX_ARGUMENT_CHARS:
+                    raise ValueError(f"tool call arguments longer than {MAX_ARGUMENT_CHARS} characters")
 
     def __bool__(self) -> bool:
         return bool(self._calls)
