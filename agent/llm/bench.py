@@ -3,9 +3,9 @@
 For each provider (the chain from `LLM_PROVIDER`/`LLM_FALLBACKS`, or `--providers`), N short voice prompts go out
 one after another over the warm pooled connection, and each answer is timed: time to the first spoken token
 (reasoning is not speech), output tokens per second, and time to the first speakable clause (what this pipeline
-hands to TTS first, `agent/speech/clauses.py`). `--offline` runs the same against the provider simulator, one per
-platform, answering at each platform's published gpt-oss-120b speed (Cerebras ~3000 tokens/s, SambaNova ~600, Groq
-~476, an NVIDIA H100 server ~280) after a 200 ms first token.
+hands to TTS first: `ClauseSplitter` in `agent/speech/clauses.py`). `--offline` runs the same against the provider
+simulator, one per platform, answering at each platform's published gpt-oss-120b speed (Cerebras ~3000 tokens/s,
+SambaNova ~600, Groq ~476, an NVIDIA H100 server ~280) after a 200 ms first token.
 
 The what-if table combines those published speeds with this pipeline's own stages, measured here (Whisper on a
 synthesised question, the TTS voice's first audio for a clause) or given with `--stt-ms`/`--tts-ms`, to predict the
@@ -38,7 +38,7 @@ from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for
 from agent.llm.simulator import ProviderSim
 from agent.settings import Settings
-from agent.speech.clauses import ClauseTextAggregator
+from agent.speech.clauses import ClauseSplitter
 
 PROMPTS = [
     "What time do you open tomorrow?",
@@ -105,7 +105,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 async def measure_answer(client: ChatCompletionClient, messages: list[dict[str, Any]], settings: Settings) -> Sample:
     """One completion, timed: first spoken token, first clause ready for TTS, output speed."""
     stats = StreamStats()
-    clauses = ClauseTextAggregator(
+    clauses = ClauseSplitter(
         min_clause_words=settings.first_clause_min_words, max_first_words=settings.first_clause_max_words
     )
     first_clause_s: float | None = None
@@ -115,11 +115,9 @@ async def measure_answer(client: ChatCompletionClient, messages: list[dict[str, 
             if not chunk.content:
                 continue
             content_chunks += 1
-            if first_clause_s is None:
-                async for _ in clauses.aggregate(chunk.content):
-                    first_clause_s = time.perf_counter() - stats.started
-                    clause_tokens = content_chunks
-                    break
+            if first_clause_s is None and clauses.add(chunk.content):
+                first_clause_s = time.perf_counter() - stats.started
+                clause_tokens = content_chunks
     except ProviderError as e:
         return Sample(None, None, None, None, error=e.kind)
     ended_s = time.perf_counter() - stats.started
