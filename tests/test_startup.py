@@ -17,7 +17,7 @@ from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.settings import Settings, SettingsError
 from pipelines.replay import replay_call
-from tests.audio import build_call
+from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,8 +129,11 @@ async def test_a_cut_connection_at_start_up_still_serves_and_apologises(speech, 
     call = build_call(tmp_path / "q.wav", [0.3, "ten_of_clubs.wav", 3.5])
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         assert any("unavailable at start-up" in w for w in warnings)
-        [turn] = (await replay_call(runtime, call)).turns
-    assert turn["bot_text"].startswith("Sorry, I'm having trouble") and "ConnectError" in turn["llm"]["error"], turn
+        result = await replay_call(runtime, call)
+    [turn] = result.turns
+    assert turn["outcome"] == "error" and "ConnectError" in turn["error"], turn
+    assert turn["filler_ms"] is not None  # the apology was spoken: the caller is not left in silence
+    assert voiced_spans(result.reply_audio, result.reply_sample_rate)
 
 
 async def test_spent_quota_at_start_up_rests_the_primary(healthy, speech):
