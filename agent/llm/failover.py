@@ -1,6 +1,6 @@
 """The provider chain: the primary provider, then `LLM_FALLBACKS` in order, and which of them may be asked now.
 
-The answer racing (`agent/llm/service.py`, `agent/llm/streams.py`) asks `available()` for the providers to try, in
+The answer racing (`agent/llm/race.py`, through `agent/llm/service.py`) asks `available()` for the providers to try, in
 order, and reports each failure with `failed()`. The chain reads the failure's kind (`agent/llm/errors.py`):
 - `quota` (Cerebras `token_quota_exceeded`, SambaNova `insufficient_quota`): the provider rests until the reset
   time its headers gave (or `DEFAULT_QUOTA_REST_S` when they gave none), so no turn waits on it meanwhile;
