@@ -135,24 +135,44 @@ class AgentRuntime:
                 await local_server.stop()
 
 
+async def check_providers(settings: Settings) -> None:
+    """Ask each remote provider of the chain for its models: raises SettingsError for a rejected key or an unknown
+    model (a provider that is down is left for the runtime to log). `voice-agent serve` runs it before listening."""
+    for name in chain_names(settings):
+        if name == "local":
+            continue
+        client = ChatCompletionClient(provider_for(settings, name))
+        try:
+            await client.connect()
+        except ProviderError as e:
+            _raise_if_misconfigured(client, e)
+        finally:
+            await client.aclose()
+
+
 async def _open(client: ChatCompletionClient, system_prompt: str, *, primary: bool) -> ProviderError | None:
     """Connect, check the model and warm one provider. A rejected key or an unknown model stops start-up with a
     SettingsError naming the variable; a provider that is merely unavailable is logged and its error returned."""
-    provider = client.provider
     client.keep_warm()
     try:
         await client.connect()
         await _warm(client, system_prompt)
     except ProviderError as e:
-        platform = PLATFORMS[provider.name]
-        if e.kind == "auth":
-            raise SettingsError(f"{platform.key_env} was rejected by {provider.name} ({e})") from None
-        if e.kind == "bad_request" and platform.env_prefix:
-            raise SettingsError(f"{platform.env_prefix}_MODEL: {e}") from None
+        _raise_if_misconfigured(client, e)
         role = "primary provider" if primary else "fallback"
-        logger.warning(f"LLM {role} {provider.describe()} is unavailable at start-up ({e}); serving anyway")
+        logger.warning(f"LLM {role} {client.provider.describe()} is unavailable at start-up ({e}); serving anyway")
         return e
     return None
+
+
+def _raise_if_misconfigured(client: ChatCompletionClient, error: ProviderError) -> None:
+    """A rejected key or a model the provider does not have: a SettingsError naming the variable to fix."""
+    provider = client.provider
+    platform = PLATFORMS[provider.name]
+    if error.kind == "auth":
+        raise SettingsError(f"{platform.key_env} was rejected by {provider.name} ({error})") from None
+    if error.kind == "bad_request" and platform.env_prefix:
+        raise SettingsError(f"{platform.env_prefix}_MODEL: {error}") from None
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from loguru import logger
 from pydantic import SecretStr
@@ -19,6 +21,7 @@ from agent.settings import Settings, SettingsError
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
@@ -190,3 +193,36 @@ def test_the_command_reports_a_rejected_key_in_one_line(healthy, command):
     errors = [line for line in done.stderr.splitlines() if line.startswith("voice-agent:")]
     assert len(errors) == 1 and "CEREBRAS_API_KEY was rejected by cerebras" in errors[0], done.stderr
     assert "Traceback" not in done.stderr and "sk-wrong-123" not in done.stderr
+
+
+def test_serve_starts_and_says_so_when_the_primary_is_down(tmp_path):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CEREBRAS_", "GROQ_", "SAMBANOVA_", "LLM_"))},
+        "PYTHONPATH": str(REPO),
+        "CEREBRAS_API_KEY": "sk-any",
+        "CEREBRAS_BASE_URL": CLOSED_PORT_URL,
+        "BOOKING_DB_PATH": str(tmp_path / "bookings.sqlite3"),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "--env-file", "", "serve", "--port", str(port)],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(log.read_text()[-3000:])
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert health["status"] == "ok" and health["provider"] == "cerebras"
+    text = log.read_text()
+    assert "primary provider cerebras" in text and "serving anyway" in text and "sk-any" not in text

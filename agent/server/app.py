@@ -2,8 +2,8 @@
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
 bridge, `/metrics` Prometheus (turn latencies, and each LLM provider's rate limits and failures), `/health`.
-Models load and warm up before the first caller is accepted (in `serve`, or in the lifespan for an app built
-without a runtime); every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once.
+Models load and warm up in the lifespan, before the first caller is accepted; every call then runs its own pipeline
+on the shared runtime, up to `MAX_SESSIONS` at once.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
 from agent.llm.failover import ProviderChain
-from agent.runtime import AgentRuntime
+from agent.runtime import AgentRuntime, check_providers
 from agent.server.metrics import TurnMetrics
 from agent.server.twilio import add_twilio_routes
 from agent.settings import Settings
@@ -143,14 +143,8 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
 
 def serve(settings: Settings) -> None:
-    """Start the runtime, then serve it. A configuration error found while starting (a rejected key, an unknown
-    model) is raised before the server listens, so the CLI reports it in one line."""
-    asyncio.run(_serve(settings))
-
-
-async def _serve(settings: Settings) -> None:
-    async with AgentRuntime.start(settings) as runtime:
-        app = create_app(settings, runtime)
-        logger.info(f"serving on http://{settings.host}:{settings.port}")
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", ws="websockets")
-        await uvicorn.Server(config).serve()
+    """Check the providers' keys and models, then serve. A rejected key or an unknown model is raised before the
+    server starts (the CLI reports it in one line); the runtime itself starts in the lifespan, so that a shutdown
+    (SIGTERM, Ctrl+C) closes it, the embedded LLM server included."""
+    asyncio.run(check_providers(settings))
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", ws="websockets")
