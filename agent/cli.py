@@ -1,5 +1,6 @@
-"""`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline) and
-`call` (dial a server over the Twilio Media Streams protocol, as a carrier would)."""
+"""`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline), `call`
+(dial a server over the Twilio Media Streams protocol, as a carrier would) and `bench-llm` (time each LLM
+provider, or the simulator offline, and predict voice-to-voice per platform)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from agent.llm import bench as bench_llm
 from agent.settings import Settings, SettingsError
 
 
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     call.add_argument("--out", type=Path, help="write what the caller heard here")
     call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
 
+    bench = commands.add_parser("bench-llm", help="time each LLM provider; predict voice-to-voice per platform")
+    bench_llm.add_arguments(bench)
+
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="DEBUG" if args.verbose else "INFO")
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(settings, args.wav, args.report, args.out))
+        if args.command == "bench-llm":
+            return bench_llm.main(settings, args)
         from agent.phone_client import dial
 
         return asyncio.run(dial(args.wav, args.url, out=args.out, report=args.report))

@@ -31,6 +31,13 @@ RENAMED = {
     "LLM_STREAM_IDLE_TIMEOUT_S": "LLM_STREAM_IDLE_TIMEOUT_MS",
     "STT_WINDOW_S": "STT_WINDOW_MS",
 }
+# Variables that were replaced by a different idea, and what to set instead.
+REPLACED = {
+    "FALLBACK_BASE_URL": "LLM_FALLBACKS (provider names, e.g. groq,local)",
+    "FALLBACK_MODEL": "LLM_FALLBACKS and that provider's *_MODEL",
+    "FALLBACK_API_KEY": "LLM_FALLBACKS and that provider's *_API_KEY",
+}
+PROVIDER_NAMES = ("cerebras", "groq", "sambanova", "openai", "local")
 
 
 class SettingsError(ValueError):
@@ -44,11 +51,21 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True, case_sensitive=False
     )
 
-    # --- LLM provider ---
-    llm_provider: Literal["auto", "cerebras", "local"] = "auto"
+    # --- LLM providers (declared in agent/llm/providers.py) ---
+    llm_provider: Literal["auto", "cerebras", "groq", "sambanova", "openai", "local"] = "auto"
+    llm_fallbacks: str = ""
     cerebras_api_key: SecretStr = SecretStr("")
     cerebras_base_url: str = "https://api.cerebras.ai/v1"
     cerebras_model: str = "gpt-oss-120b"
+    groq_api_key: SecretStr = SecretStr("")
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    groq_model: str = "openai/gpt-oss-120b"
+    sambanova_api_key: SecretStr = SecretStr("")
+    sambanova_base_url: str = "https://api.sambanova.ai/v1"
+    sambanova_model: str = "gpt-oss-120b"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_base_url: str = ""
+    llm_model: str = "gpt-oss-120b"
     reasoning_effort: Literal["", "low", "medium", "high"] = "low"
     max_completion_tokens: int = Field(160, ge=16, le=8192)
     max_spoken_sentences: int = Field(2, ge=1, le=20)
@@ -59,12 +76,13 @@ class Settings(BaseSettings):
     )
     llm_first_token_timeout_ms: PositiveMs = 3000
     llm_stream_idle_timeout_ms: PositiveMs = 5000
-    fallback_base_url: str = ""
-    fallback_model: str = ""
-    fallback_api_key: SecretStr = SecretStr("")
     hedge_after_ms: Ms = 250
     acknowledge_after_ms: Ms = 500
     acknowledgement: str = "Let me think."
+
+    # --- Tools ---
+    tools: str = "clock,booking"
+    booking_db_path: str = "bookings.sqlite3"
 
     # --- Local models ---
     local_llm_threads: int = Field(2, ge=1, le=64)
@@ -105,11 +123,32 @@ class Settings(BaseSettings):
             raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MID_MS <= END_OF_TURN_MAX_MS is required")
         return self
 
-    @field_validator("public_url", "cerebras_base_url", "fallback_base_url", "twilio_api_base_url")
+    @field_validator(
+        "public_url", "cerebras_base_url", "groq_base_url", "sambanova_base_url", "llm_base_url", "twilio_api_base_url"
+    )
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and value != "local" and not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("llm_fallbacks")
+    @classmethod
+    def _provider_list(cls, value: str) -> str:
+        names = _names(value)
+        unknown = [n for n in names if n not in PROVIDER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(PROVIDER_NAMES)})")
+        if len(set(names)) != len(names):
+            raise ValueError("a provider is listed twice")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_list(cls, value: str) -> str:
+        unknown = [n for n in _names(value) if n not in TOOL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown tool {unknown[0]!r} (known: {', '.join(TOOL_NAMES)})")
         return value
 
     @classmethod
@@ -130,6 +169,22 @@ class Settings(BaseSettings):
     def origins(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
+    @property
+    def fallbacks(self) -> list[str]:
+        """LLM_FALLBACKS as a list of provider names, in order."""
+        return _names(self.llm_fallbacks)
+
+    @property
+    def tool_names(self) -> list[str]:
+        return _names(self.tools)
+
+
+TOOL_NAMES = ("clock", "booking")
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip().lower() for n in value.split(",") if n.strip()]
+
 
 def _refuse_renamed(env_file: Path | None) -> None:
     names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
@@ -137,6 +192,9 @@ def _refuse_renamed(env_file: Path | None) -> None:
     for old, new in RENAMED.items():
         if old in names:
             raise SettingsError(f"{old} is no longer read: set {new} instead (in milliseconds)")
+    for old, new in REPLACED.items():
+        if old in names:
+            raise SettingsError(f"{old} is no longer read: set {new} instead")
 
 
 def _describe(error: ValidationError) -> str:

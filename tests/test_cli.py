@@ -15,7 +15,8 @@ def test_replay_command_prints_each_turn_and_writes_report_and_audio(tmp_path):
     result = subprocess.run(
         ["voice-agent", "--env-file", "", "replay", str(call), "--report", str(report), "--out", str(out)],
         capture_output=True, text=True, timeout=240, check=False,
-        env={"PATH": __import__("os").environ["PATH"], "LLM_PROVIDER": "local", "MAX_SPOKEN_SENTENCES": "1"},
+        env={"PATH": __import__("os").environ["PATH"], "LLM_PROVIDER": "local", "MAX_SPOKEN_SENTENCES": "1",
+             "BOOKING_DB_PATH": str(tmp_path / "bookings.sqlite3")},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

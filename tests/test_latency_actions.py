@@ -1,14 +1,15 @@
 """Each latency action, proven against the delay it answers: a provider made slow (or failing) on purpose by the
-local server that speaks Cerebras' wire format, and real recorded speech through the whole local pipeline."""
+local servers that speak Cerebras' (primary) and Groq's (fallback) wire formats, and real recorded speech through
+the whole local pipeline."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.turns.end_of_turn import word_wait
-from bench.provider_sim import ProviderSim
 from pipelines.replay import replay_call
 from tests.audio import build_call
 from tests.conftest import local_settings
@@ -16,7 +17,7 @@ from tests.conftest import local_settings
 
 @pytest.fixture
 def sims():
-    primary, backup = ProviderSim(), ProviderSim(api_key="backup-key")
+    primary, backup = ProviderSim(), ProviderSim(wire="groq", api_key="backup-key")
     primary.start(), backup.start()
     yield primary, backup
     primary.stop(), backup.stop()
@@ -35,11 +36,7 @@ def provider_settings(primary: ProviderSim, **overrides):
 
 
 def fallback_to(backup: ProviderSim) -> dict:
-    return {
-        "fallback_base_url": backup.base_url,
-        "fallback_model": "llama3.1-8b",
-        "fallback_api_key": SecretStr(backup.api_key),
-    }
+    return {"llm_fallbacks": "groq", "groq_base_url": backup.base_url, "groq_api_key": SecretStr(backup.api_key)}
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +87,8 @@ async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     turns = await replay(provider_settings(primary, hedge_after_ms=200, **fallback_to(backup)), speech, question)
     assert len(turns) == 1, turns
     turn = turns[0]
-    assert turn["llm"]["hedged"] and turn["llm"]["provider"] == "fallback"
-    assert turn["llm"]["providers_tried"] == ["cerebras", "fallback"]
+    assert turn["llm"]["hedged"] and turn["llm"]["provider"] == "groq"
+    assert turn["llm"]["providers_tried"] == ["cerebras", "groq"]
     assert turn["bot_text"] == "The backup answers first."
     assert turn["answer_ms"] < 3500, turn  # not the 5 s the primary would have taken
     assert primary.open_streams == 0  # the loser's stream was closed
@@ -104,7 +101,7 @@ async def test_failing_provider_fails_over_at_once(sims, speech, question):
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         primary.scenario = "503"  # healthy at start-up, failing by the first turn
         [turn] = (await replay_call(runtime, question)).turns
-    assert turn["bot_text"] == "The backup answers." and turn["llm"]["provider"] == "fallback"
+    assert turn["bot_text"] == "The backup answers." and turn["llm"]["provider"] == "groq"
     assert turn["outcome"] == "answered" and turn["answer_ms"] < 3500  # it did not wait for the 6 s hedge
 
 

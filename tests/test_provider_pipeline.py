@@ -1,14 +1,14 @@
-"""The whole pipeline on the Cerebras provider path, against the local server speaking Cerebras' wire format:
-answers stream into speech, and every way a provider can fail becomes a short spoken apology (never silence)
-while the call goes on."""
+"""The whole pipeline on the provider path, against local servers speaking Cerebras', Groq's and SambaNova's wire
+formats: answers stream into speech, the prompt prefix stays byte-stable between turns (so prefix caches hit), and
+every way a provider can fail becomes a short spoken apology (never silence) while the call goes on."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
-from bench.provider_sim import ProviderSim
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
@@ -68,6 +68,30 @@ async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebra
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert second[2]["content"] == "Sure, here is the short answer."
     assert result.summary["outcomes"]["answered"] == 2 and result.summary["count"] == 2
+    # The first turn's request, as sent, is a byte-for-byte prefix of the second's: the provider's cache hits.
+    first_turn = next(r["raw"] for r in sim.requests if len(r["body"]["messages"]) == 2)
+    first_messages = first_turn[: first_turn.rindex(b"}]") + 1]
+    assert sim.requests[-1]["raw"].startswith(first_messages)
+    assert result.turns[1]["llm"]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+
+
+@pytest.mark.parametrize("wire", ["groq", "sambanova"])
+async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_path, wire):
+    sim = ProviderSim(wire=wire, first_token_s=0.05, answer=f"Hello from {wire}. More text.").start()
+    settings = local_settings(
+        llm_provider=wire,
+        acknowledge_after_ms=0,
+        **{f"{wire}_api_key": SecretStr(sim.api_key), f"{wire}_base_url": sim.base_url},
+    )
+    call = build_call(tmp_path / "q.wav", [0.3, "ten_of_clubs.wav", 3.0])
+    try:
+        async with AgentRuntime.start(settings, speech=speech) as runtime:
+            [turn] = (await replay_call(runtime, call)).turns
+    finally:
+        sim.stop()
+    assert turn["bot_text"] == f"Hello from {wire}." and turn["llm"]["provider"] == wire
+    assert turn["llm"]["usage"]["completion_tokens"] > 0
+    assert sim.requests[-1]["body"]["model"] == runtime.provider.model == sim.models[0]
 
 
 @pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])

@@ -1,12 +1,14 @@
 """The FastAPI app behind `voice-agent serve`.
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus, `/health`. Models load and warm up in the lifespan, before the first caller is
-accepted; every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once.
+bridge, `/metrics` Prometheus (turn latencies, and each LLM provider's rate limits and failures), `/health`.
+Models load and warm up in the lifespan, before the first caller is accepted; every call then runs its own pipeline
+on the shared runtime, up to `MAX_SESSIONS` at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +23,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
-from agent.runtime import AgentRuntime
+from agent.llm.failover import ProviderChain
+from agent.runtime import AgentRuntime, check_providers
 from agent.server.metrics import TurnMetrics
 from agent.server.twilio import add_twilio_routes
 from agent.settings import Settings
@@ -83,6 +86,12 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.slots = slots
     app.state.metrics = metrics
+
+    def provider_chain() -> ProviderChain | None:
+        runtime = getattr(app.state, "runtime", None)
+        return runtime.chain if runtime else None
+
+    metrics.watch_providers(provider_chain)
     app.state.recent_turns = deque(maxlen=500)  # (channel, event, report), newest last: for operators and tests
 
     def record_turn(channel: str) -> Callable[[str, dict[str, Any]], None]:
@@ -134,4 +143,8 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
 
 def serve(settings: Settings) -> None:
+    """Check the providers' keys and models, then serve. A rejected key or an unknown model is raised before the
+    server starts (the CLI reports it in one line); the runtime itself starts in the lifespan, so that a shutdown
+    (SIGTERM, Ctrl+C) closes it, the embedded LLM server included."""
+    asyncio.run(check_providers(settings))
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", ws="websockets")

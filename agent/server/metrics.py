@@ -1,17 +1,24 @@
 """Prometheus metrics of every turn: when the caller got the answer (and any filler before it), stage by stage, and
-how each turn ended (`outcome`) against the budget (`verdict`)."""
+how each turn ended (`outcome`) against the budget (`verdict`); and each LLM provider's rate-limit headers
+(remaining requests/tokens, time to reset), rest time and failures by kind."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from agent.llm.failover import ProviderChain
 
 BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
 
 class TurnMetrics:
-    """The registry behind /metrics, fed with each turn's report as it progresses."""
+    """The registry behind /metrics, fed with each turn's report as it progresses; providers read at each scrape."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -63,6 +70,10 @@ class TurnMetrics:
         )
         self.sessions = Gauge("voice_agent_active_sessions", "Calls in progress.", ["channel"], registry=self.registry)
 
+    def watch_providers(self, chain_of: Callable[[], ProviderChain | None]) -> None:
+        """Expose the provider chain returned by `chain_of` (read at each scrape; None before start-up)."""
+        self.registry.register(ProviderCollector(chain_of))
+
     def record(self, channel: str, event: str, report: dict[str, Any]) -> None:
         """One turn event: "answered" (answer out), "heard" (client playout), "closed" (the turn is over)."""
         if event == "answered" and report["answer_ms"] is not None:
@@ -83,3 +94,47 @@ class TurnMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class ProviderCollector(Collector):
+    """Reads the provider chain at scrape time: the last rate-limit headers each provider sent, and its state."""
+
+    def __init__(self, chain_of: Callable[[], ProviderChain | None]) -> None:
+        self._chain_of = chain_of
+
+    def collect(self) -> Iterator[Metric]:
+        remaining = GaugeMetricFamily(
+            "voice_agent_llm_ratelimit_remaining",
+            "What the provider's rate-limit headers say is left, by limit (requests, tokens).",
+            labels=["provider", "limit"],
+        )
+        reset = GaugeMetricFamily(
+            "voice_agent_llm_ratelimit_reset_seconds",
+            "Seconds until the provider's limit resets, from its rate-limit headers.",
+            labels=["provider", "limit"],
+        )
+        resting = GaugeMetricFamily(
+            "voice_agent_llm_provider_resting_seconds",
+            "Seconds until a provider whose quota is spent is asked again (0: available).",
+            labels=["provider"],
+        )
+        failures = CounterMetricFamily(
+            "voice_agent_llm_provider_failures",
+            "Provider failures since start-up, by kind (overloaded, quota, rate_limited, auth, network...).",
+            labels=["provider", "kind"],
+        )
+        chain = self._chain_of()
+        for client, status in zip(chain.clients, chain.status(), strict=True) if chain else ():
+            limits = client.rate_limits
+            for limit, left, reset_s in (
+                ("requests", limits.remaining_requests, limits.reset_requests_s),
+                ("tokens", limits.remaining_tokens, limits.reset_tokens_s),
+            ):
+                if left is not None:
+                    remaining.add_metric([status.name, limit], left)
+                if (reset_in := limits.reset_in_s(reset_s)) is not None:
+                    reset.add_metric([status.name, limit], reset_in)
+            resting.add_metric([status.name], status.resting_s)
+            for kind, count in status.failures.items():
+                failures.add_metric([status.name, kind], count)
+        yield from (remaining, reset, resting, failures)
