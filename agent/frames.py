@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pipecat.frames.frames import DataFrame, SpeechOutputAudioRawFrame, SystemFrame, TranscriptionFrame
 
-PhraseKind = Literal["acknowledgement", "apology", "goodbye"]
+PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold"]
 
 
 @dataclass
@@ -60,6 +60,7 @@ class CompletionStatsFrame(DataFrame):
     hedged: bool = False
     retried: bool = False
     providers_tried: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"{self.name}(provider: {self.provider}, error: {self.error})"
@@ -73,6 +74,7 @@ class CompletionStatsFrame(DataFrame):
             "hedged": self.hedged,
             "retried": self.retried,
             "providers_tried": self.providers_tried,
+            "tools": self.tools,
             "reasoning_chars": self.reasoning_chars,
         }
         if self.first_token_s is not None:

@@ -100,7 +100,9 @@ def build_voice_call(
             aggregators.user(),
             StreamingChatLLMService(
                 runtime.chain,
+                context=context,
                 system_prompt=settings.system_prompt,
+                tools=runtime.tools,
                 max_sentences=settings.max_spoken_sentences,
                 hedge_after_s=settings.hedge_after_ms / 1000 if len(runtime.chain.clients) > 1 else None,
             ),

@@ -64,6 +64,12 @@ class StreamStats:
             self.reasoning_chars += len(chunk.reasoning)
 
 
+NO_TOOLS_NOTE = (
+    "You cannot take actions or look anything up on this line (no bookings, no lookups): if the caller asks for "
+    "one, say briefly that you cannot do that here."
+)
+
+
 class ChatCompletionClient:
     """Streams chat completions from one provider over a pooled, pre-warmed HTTP connection."""
 
@@ -146,6 +152,8 @@ class ChatCompletionClient:
             body["reasoning_effort"] = self.provider.reasoning_effort
         if tools and platform.supports_tools:
             body["tools"] = list(tools)
+        elif tools:  # the caller may ask for what this model cannot do: it should say so, not pretend
+            body["messages"] = _with_note(body["messages"], NO_TOOLS_NOTE)
         body.update(overrides)
         dropped = sorted(set(body) & platform.rejected_params)
         if dropped:
@@ -241,3 +249,10 @@ class ChatCompletionClient:
         if response.status_code >= 400:
             raise self._http_error(response)
         return response
+
+
+def _with_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    """The messages with `note` appended to the system message (a copy: the conversation itself is not changed)."""
+    if messages and messages[0].get("role") == "system":
+        return [{**messages[0], "content": f"{messages[0].get('content', '')} {note}"}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]

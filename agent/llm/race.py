@@ -2,7 +2,8 @@
 
 The request goes to the first available provider. If it has not produced a spoken token by the hedging deadline,
 the same request also goes to the next provider in the chain (and so on, one more per deadline); if a provider
-fails, the next one is asked at once. The first stream to produce spoken text wins and every other is closed.
+fails, the next one is asked at once. The first stream to produce spoken text (or a tool call) wins and every other
+is closed, so only one provider's answer can ever ask for a tool.
 
 Racing reads each stream's next chunk as a task and waits on those tasks and the hedging timer together
 (`asyncio.wait(FIRST_COMPLETED)`); once a winner is known its stream is read directly. Every task is created through
@@ -48,6 +49,7 @@ class AnswerRace:
         messages: Sequence[dict[str, Any]],
         *,
         spawn: Spawn,
+        tools: Sequence[dict[str, Any]] = (),
         hedge_after_s: float | None = None,
         on_error: Callable[[ChatCompletionClient, ProviderError], None] | None = None,
         **overrides: Any,
@@ -57,6 +59,7 @@ class AnswerRace:
         self._waiting = list(providers)  # not asked yet, in chain order
         self._messages = list(messages)
         self._spawn = spawn
+        self._tools = list(tools)
         self._hedge_after_s = hedge_after_s
         self._on_error = on_error
         self._overrides = overrides
@@ -151,7 +154,7 @@ class AnswerRace:
             self._ask_next()  # fail over at once
             return None
         contender.finish_reason = chunk.finish_reason or contender.finish_reason
-        if chunk.content:
+        if chunk.content or chunk.tool_calls:
             self.winner = contender
             self._running.remove(contender)
             for other in self._running:
@@ -175,7 +178,8 @@ class AnswerRace:
         client = self._waiting.pop(0)
         self.tried.append(client.provider.name)
         stats = StreamStats()
-        contender = Contender(client, client.stream(self._messages, stats, **self._overrides), stats)
+        stream = client.stream(self._messages, stats, tools=self._tools, **self._overrides)
+        contender = Contender(client, stream, stats)
         contender.next_chunk = self._read(contender)
         self._running.append(contender)
 

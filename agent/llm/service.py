@@ -7,6 +7,10 @@
   (`LLMContextFrame(speculation=True)`), and `LLMService`'s speculation gate holds everything this service pushes
   until the turn is confirmed (released) or withdrawn (discarded, and the stream is cancelled with the interrupted
   frame processing).
+- Tools: when the answer asks for tools, they run (a speculative answer first waits for its turn to be confirmed,
+  so nothing is booked for words the caller had not finished), the caller hears a short hold phrase if they take a
+  while, their results go into the conversation and the answer streams on. A barge-in during a tool call does not
+  stop the tool: its result still goes into the conversation, unspoken.
 - Reasoning text is counted, never spoken. A reasoning model that spends its whole token budget thinking is asked
   once more with a larger budget.
 - No dead air: when every provider fails, or the stream breaks in any way, the caller hears the pre-synthesised
@@ -15,10 +19,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import Frame, LLMContextFrame, LLMFullResponseEndFrame, LLMFullResponseStartFrame
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
@@ -28,19 +43,34 @@ from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
 from agent.llm.client import ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.race import AnswerRace
+from agent.llm.tool_calls import ToolCall
 from agent.text import count_sentences
+from agent.tools.registry import ToolRegistry, ToolResult
 
 REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it
+MAX_TOOL_ROUNDS = 3  # completions that may ask for tools before one has to answer
+HOLD_AFTER_S = 0.3  # a tool still running this long gets the hold phrase
+
+
+@dataclass
+class Completion:
+    """What one raced completion produced."""
+
+    spoken: str = ""
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class StreamingChatLLMService(LLMService):
-    """Streams answers from the provider chain through shared, pre-warmed clients."""
+    """Streams answers from the provider chain through shared, pre-warmed clients, running tools when asked."""
 
     def __init__(
         self,
         providers: ProviderChain,
         *,
+        context: LLMContext,
         system_prompt: str,
+        tools: ToolRegistry | None = None,
         max_sentences: int = 3,
         hedge_after_s: float | None = None,
         **kwargs,
@@ -64,15 +94,25 @@ class StreamingChatLLMService(LLMService):
             **kwargs,
         )
         self._providers = providers
+        self._context = context  # the conversation (a speculative request carries a provisional copy of it)
+        self._tools = tools or ToolRegistry()
         self._max_sentences = max_sentences
         self._hedge_after_s = hedge_after_s
+        self._turn_confirmed = asyncio.Event()
 
     def can_generate_metrics(self) -> bool:
         return True
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        # Turn frames are system frames: they arrive even while an answer is being processed.
+        if isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_confirmed.clear()
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._turn_confirmed.set()
         if isinstance(frame, LLMContextFrame):
+            if not frame.speculation:
+                self._turn_confirmed.set()
             await self._answer(frame.context, speculative=frame.speculation)
         else:
             await self.push_frame(frame, direction)
@@ -86,19 +126,19 @@ class StreamingChatLLMService(LLMService):
     async def _answer(self, context: LLMContext, *, speculative: bool) -> None:
         messages = await self._messages(context)
         stats = CompletionStatsFrame(model=self._providers.clients[0].provider.model, speculative=speculative)
+        turn_id = _turn_id(messages)
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
         failed = False
         try:
-            spoken, finish_reason = await self._speak(messages, stats)
-            if not spoken and finish_reason == "length":
-                logger.warning("LLM: the answer's whole token budget went on reasoning; asking once more with more")
-                stats.retried = True
-                limit = self._providers.clients[0].provider.max_completion_tokens * REASONING_RETRY_FACTOR
-                spoken, finish_reason = await self._speak(messages, stats, budget=limit)
-            if not spoken:
-                raise ProviderError(stats.provider or "llm", f"no answer (finish_reason {finish_reason})")
+            for _ in range(MAX_TOOL_ROUNDS):
+                completion = await self._complete(messages, stats)
+                if not completion.tool_calls:
+                    break
+                messages += await self._run_tools(completion.tool_calls, turn_id, stats)
+            if not completion.spoken:
+                raise ProviderError(stats.provider or "llm", f"no answer (finish_reason {completion.finish_reason})")
         except Exception as e:  # any failure: the caller hears an apology, never silence
             failed = True
             stats.error = str(e) if isinstance(e, ProviderError) else f"{type(e).__name__}: {e}"
@@ -112,27 +152,40 @@ class StreamingChatLLMService(LLMService):
                 await self.push_frame(SpeakPhraseFrame(kind="apology"))
             await self.push_frame(stats)
 
+    async def _complete(self, messages: list[dict[str, Any]], stats: CompletionStatsFrame) -> Completion:
+        """One completion, retried once with a larger budget when reasoning used up all of it."""
+        completion = await self._speak(messages, stats)
+        if not completion.spoken and not completion.tool_calls and completion.finish_reason == "length":
+            logger.warning("LLM: the answer's whole token budget went on reasoning; asking once more with more")
+            stats.retried = True
+            limit = self._providers.clients[0].provider.max_completion_tokens * REASONING_RETRY_FACTOR
+            completion = await self._speak(messages, stats, budget=limit)
+        return completion
+
     async def _speak(
         self, messages: list[dict[str, Any]], stats: CompletionStatsFrame, *, budget: int | None = None
-    ) -> tuple[str, str | None]:
-        """Race one completion and push its spoken text, up to the sentence limit. Returns (spoken, finish)."""
-        overrides = {} if budget is None else {self._providers.clients[0].provider.token_limit_param: budget}
+    ) -> Completion:
+        """Race one completion and push its spoken text, up to the sentence limit."""
+        platform = self._providers.clients[0].provider.platform
+        overrides = {} if budget is None else {platform.token_limit_param: budget}
         race = AnswerRace(
             self._providers.available(),
             messages,
             spawn=self.create_task,
+            tools=self._tools.schemas(),
             hedge_after_s=self._hedge_after_s,
             on_error=self._providers.failed,
             **overrides,
         )
-        spoken = ""
+        completion = Completion()
         try:
             async for chunk in race.chunks():
-                if not chunk.content or count_sentences(spoken) >= self._max_sentences:
+                completion.tool_calls += chunk.tool_calls
+                if not chunk.content or count_sentences(completion.spoken) >= self._max_sentences:
                     continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
-                if not spoken:
+                if not completion.spoken:
                     await self.stop_ttfb_metrics()
-                spoken += chunk.content
+                completion.spoken += chunk.content
                 await self._push_llm_text(chunk.content)
         finally:
             stats.provider, stats.hedged = race.provider, stats.hedged or race.hedged
@@ -141,4 +194,36 @@ class StreamingChatLLMService(LLMService):
             stats.first_token_s, stats.first_content_s = s.first_token_s, s.first_content_s
             stats.reasoning_chars += s.reasoning_chars
             stats.usage, stats.time_info = s.usage, s.time_info
-        return spoken, race.finish_reason
+        completion.finish_reason = race.finish_reason
+        return completion
+
+    async def _run_tools(
+        self, calls: list[ToolCall], turn_id: str, stats: CompletionStatsFrame
+    ) -> list[dict[str, Any]]:
+        """Run the answer's tool calls once its turn is confirmed; their messages go into the conversation (even
+        if the caller barges in meanwhile) and are returned for the follow-up request."""
+        await self._turn_confirmed.wait()
+        stats.tools += [call.name for call in calls]
+        running = self.create_task(self._record_tools(calls, turn_id), "tools")
+        done, _ = await asyncio.wait({running}, timeout=HOLD_AFTER_S)
+        if not done:
+            await self.push_frame(SpeakPhraseFrame(kind="hold"))
+        return await asyncio.shield(running)
+
+    async def _record_tools(self, calls: list[ToolCall], turn_id: str) -> list[dict[str, Any]]:
+        results: list[ToolResult] = await asyncio.gather(*(self._tools.run(call, turn_id) for call in calls))
+        messages = [
+            {"role": "assistant", "content": "", "tool_calls": [call.as_message() for call in calls]},
+            *(result.as_message() for result in results),
+        ]
+        for message in messages:
+            self._context.add_message(message)  # type: ignore[arg-type]
+        logger.info(f"LLM: tools {[c.name for c in calls]} ran: {[r.content for r in results]}")
+        return messages
+
+
+def _turn_id(messages: list[dict[str, Any]]) -> str:
+    """The same for every request that answers the same turn (speculative, confirmed, hedged, retried), so a
+    side-effecting tool runs once per turn."""
+    user_turn = json.dumps([len(messages), messages[-1] if messages else None], sort_keys=True, default=str)
+    return hashlib.sha1(user_turn.encode()).hexdigest()[:16]
