@@ -52,6 +52,7 @@ class AnswerRace:
         tools: Sequence[dict[str, Any]] = (),
         hedge_after_s: float | None = None,
         on_error: Callable[[ChatCompletionClient, ProviderError], None] | None = None,
+        on_win: Callable[[ChatCompletionClient], None] | None = None,
         **overrides: Any,
     ) -> None:
         if not providers:
@@ -62,6 +63,7 @@ class AnswerRace:
         self._tools = list(tools)
         self._hedge_after_s = hedge_after_s
         self._on_error = on_error
+        self._on_win = on_win
         self._overrides = overrides
         self._running: list[Contender] = []
         self._errors: list[ProviderError] = []
@@ -156,6 +158,8 @@ class AnswerRace:
         contender.finish_reason = chunk.finish_reason or contender.finish_reason
         if chunk.content or chunk.tool_calls:
             self.winner = contender
+            if self._on_win:
+                self._on_win(contender.client)
             self._running.remove(contender)
             for other in self._running:
                 if other.next_chunk:

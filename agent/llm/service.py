@@ -175,6 +175,7 @@ class StreamingChatLLMService(LLMService):
             tools=self._tools.schemas(),
             hedge_after_s=self._hedge_after_s,
             on_error=self._providers.failed,
+            on_win=self._providers.succeeded,
             **overrides,
         )
         completion = Completion()
