@@ -33,6 +33,12 @@ RENAMED = {
 }
 
 
+# Secrets the agent checks (not ones a provider issues) must be long and URL/header-safe: the page sends the access
+# token in a websocket subprotocol, which allows only these characters.
+MIN_SECRET_CHARS = 24
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+
+
 class SettingsError(ValueError):
     """A setting has a value the agent cannot use. The message names the variable and never holds a secret."""
 
@@ -96,12 +102,30 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_api_base_url: str = ""
+    twilio_allow_unsigned: bool = False
+
+    # --- Security (see README "Security") ---
+    stream_token_secret: SecretStr = SecretStr("")
+    stream_token_ttl_seconds: float = Field(30, ge=1, le=600)
+    access_token: SecretStr = SecretStr("")
+    session_idle_timeout_seconds: float = Field(30, ge=1, le=3600)
 
     @field_validator("public_url", "cerebras_base_url", "fallback_base_url", "twilio_api_base_url")
     @classmethod
     def _url(cls, value: str) -> str:
         if value and value != "local" and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("access_token", "stream_token_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (len(secret) < MIN_SECRET_CHARS or not set(secret) <= TOKEN_CHARS):
+            raise ValueError(
+                f"must be at least {MIN_SECRET_CHARS} characters of A-Z a-z 0-9 - _ . ~ "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @classmethod

@@ -1,4 +1,5 @@
-"""Real servers on 127.0.0.1 for the tests: the agent's app under uvicorn, sharing the session's runtime."""
+"""Real servers on 127.0.0.1 for the tests: the agent's app under uvicorn (with `serve`'s websocket frame limit),
+sharing the session's runtime."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import uvicorn
 from fastapi import FastAPI
+
+from agent.server.app import MAX_WEBSOCKET_MESSAGE_BYTES
 
 
 def free_port() -> int:
@@ -36,7 +39,10 @@ class RunningServer:
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets", ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

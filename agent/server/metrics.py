@@ -1,7 +1,9 @@
-"""Prometheus metrics of every turn: per-stage and total latency histograms and a budget verdict counter."""
+"""Prometheus metrics: per-stage and total latency histograms and a budget verdict counter for every turn, and
+counters of the connections refused or cut for security (admission, access, input bounds)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -10,6 +12,8 @@ BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2
 
 
 class TurnMetrics:
+    """The app's Prometheus registry and what it records."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.stage = Histogram(
@@ -40,6 +44,24 @@ class TurnMetrics:
             registry=self.registry,
         )
         self.sessions = Gauge("voice_agent_active_sessions", "Calls in progress.", ["channel"], registry=self.registry)
+        self.refused = Counter(
+            "voice_agent_refused_total",
+            "Requests and sockets refused before a call started (bad signature, token, SID, access...).",
+            ["channel", "reason"],
+            registry=self.registry,
+        )
+        self.disconnected = Counter(
+            "voice_agent_input_disconnects_total",
+            "Calls cut because the client broke the input bounds (flood, idle).",
+            ["channel", "reason"],
+            registry=self.registry,
+        )
+
+    def refusal_counter(self, channel: str) -> Callable[[str], None]:
+        return lambda reason: self.refused.labels(channel, reason).inc()
+
+    def disconnect_counter(self, channel: str) -> Callable[[str], None]:
+        return lambda reason: self.disconnected.labels(channel, reason).inc()
 
     def record(self, channel: str, event: str, report: dict[str, Any]) -> None:
         """A turn's latency when it is answered, and its heard time when the client reports playout."""
