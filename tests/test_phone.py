@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 
 import httpx
@@ -18,10 +17,11 @@ from starlette.routing import Route
 
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
-from agent.telephony.twilio import MEDIA_FORMAT, twilio_signature
+from agent.telephony.twilio import twilio_signature
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.conftest import local_settings
 from tests.servers import serving, wait_for
+from tests.twilio_wire import ACCOUNT_SID, CALL_SID, STREAM_SID, media_message, start_message
 
 
 async def http_get(url: str) -> httpx.Response:
@@ -42,39 +42,6 @@ async def server(local_runtime):
 
 def phone_turns(app, event: str = "closed") -> list[dict]:
     return [r for channel, e, r in app.state.recent_turns if channel == "phone" and e == event]
-
-
-STREAM_SID = "MZ" + "5" * 32
-CALL_SID = "CA" + "c" * 32
-ACCOUNT_SID = "AC" + "a" * 32
-
-
-def start_message(
-    stream_sid: str = STREAM_SID,
-    media_format: dict | None = None,
-    call_sid: str = CALL_SID,
-    account_sid: str = ACCOUNT_SID,
-    parameters: dict | None = None,
-) -> str:
-    return json.dumps(
-        {
-            "event": "start",
-            "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid,
-                "callSid": call_sid,
-                "accountSid": account_sid,
-                "mediaFormat": media_format or MEDIA_FORMAT,
-                "customParameters": parameters or {},
-            },
-        }
-    )
-
-
-def media_message(payload: bytes, stream_sid: str = STREAM_SID) -> str:
-    return json.dumps(
-        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(payload).decode()}}
-    )
 
 
 async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):

@@ -82,14 +82,15 @@ class InputGuard:
             task.cancel()
 
     async def _enforce(self, websocket: WebSocket) -> None:
-        while (reason := self._violated()) is None:
+        while (reason := self.broken_bound()) is None:
             await asyncio.sleep(CHECK_EVERY_S)
         self.violation = reason
         logger.warning(f"{self._channel}: disconnecting the client: {reason} (dropped {self.dropped_s:.1f} s of input)")
         self._on_violation(reason)
         await close_if_open(websocket, 1008, reason)
 
-    def _violated(self) -> str | None:
+    def broken_bound(self) -> str | None:
+        """The bound the client breaks now ("flood" or "idle"), if any."""
         now = self._clock()
         flooding = self._flood_since is not None and now - self._last_drop_at < EPISODE_GAP_S
         if flooding and now - self._flood_since >= FLOOD_DISCONNECT_S:

@@ -59,6 +59,11 @@ class StreamTokens:
             )
         return cls(secret, settings.stream_token_ttl_seconds)
 
+    @property
+    def remembered(self) -> int:
+        """Redeemed tokens kept (until they expire) to refuse replays."""
+        return len(self._redeemed)
+
     def issue(self, call_id: str) -> str:
         expiry = int(self._clock() + self._ttl_s)
         return f"{expiry}.{_b64(self._mac(call_id, expiry))}"
