@@ -9,6 +9,8 @@ Memory is the server process's resident set, its peak during the call above its 
 (each kept up for the whole call, reconnecting when cut):
 
 - `phone_flood`: an admitted stream sending speech at 10x real time
+- `silence_flood`: the same with silence: the cost of the socket and the guard alone, without the speech pipeline
+- `monologue`: for comparison, no abuse of the socket at all: a second caller talking without a pause, in real time
 - `page_flood`: the page socket sending audio at 10x real time
 - `malformed`: an admitted stream sending malformed and nested-JSON messages, 500 a second
 - `oversize`: 1 MiB websocket frames, one socket after another
@@ -39,18 +41,18 @@ import websockets
 
 from agent.phone_client import place_call, to_phone_audio
 from tests.audio import build_call, load
-from tests.servers import free_port
+from tests.servers import Loopback, free_port
 from tests.twilio_wire import media_message, start_message
 
 CALL = [0.5, "ill_disposed.wav", 4.0, "ten_of_clubs.wav", 4.0]
 ABUSE_SPEED = 10
 
 
-class Server:
+class Server(Loopback):
     """`voice-agent serve` in a subprocess on 127.0.0.1."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__(port=free_port())
         # HOST and PORT go on the command line: in the environment, the local llama.cpp server would read them too.
         env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
         env.update(LLM_PROVIDER="local", MAX_SPOKEN_SENTENCES="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
@@ -81,14 +83,6 @@ class Server:
                         return
                 await asyncio.sleep(0.5)
         raise RuntimeError(f"the server did not start; its log: {self.log.name}")
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -135,6 +129,8 @@ def abuses(port: int) -> dict[str, Callable[[], Awaitable[None]]]:
     http, stream, page = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/twilio/stream", f"ws://127.0.0.1:{port}/ws"
     return {
         "phone_flood": lambda: flood(stream, phone_frames, ABUSE_SPEED, [start_message()]),
+        "silence_flood": lambda: flood(stream, [media_message(b"\xff" * 160)], ABUSE_SPEED, [start_message()]),
+        "monologue": lambda: flood(stream, phone_frames, 1, [start_message()]),
         "page_flood": lambda: flood(page, page_frames, ABUSE_SPEED, [], origin=http),
         "malformed": lambda: flood(stream, malformed, 10, [start_message()]),
         "oversize": lambda: knock(stream, b"\x00" * 2**20),

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 import uvicorn
+import websockets
 from fastapi import FastAPI
 
 from agent.server.app import MAX_WEBSOCKET_MESSAGE_BYTES
@@ -22,10 +24,10 @@ def free_port() -> int:
 
 
 @dataclass
-class RunningServer:
-    app: FastAPI
+class Loopback:
+    """A server's addresses on 127.0.0.1."""
+
     port: int
-    server: uvicorn.Server
 
     @property
     def http(self) -> str:
@@ -34,6 +36,12 @@ class RunningServer:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class RunningServer(Loopback):
+    app: FastAPI
+    server: uvicorn.Server
 
 
 @asynccontextmanager
@@ -53,6 +61,17 @@ async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+async def send_until_cut(ws, messages: list, per_tick: int = 10) -> None:
+    """Send `messages` round and round, `per_tick` of them every 20 ms (10 = ten 20 ms frames: 10x real time),
+    until the server closes the socket; fails if it never does."""
+    with pytest.raises(websockets.ConnectionClosed):
+        for i in range(100_000):
+            await ws.send(messages[i % len(messages)])
+            if i % per_tick == 0:
+                await asyncio.sleep(0.02)
+        pytest.fail("the server never cut the flood")
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:
