@@ -11,6 +11,7 @@ Units are in the names: durations inside a turn are milliseconds (`*_MS`), durat
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -115,6 +116,13 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if value and value != "local" and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str) -> str:
+        if value and not re.fullmatch(r"AC[0-9a-f]{32}", value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 lowercase hex digits")
         return value
 
     @field_validator("access_token", "stream_token_secret")

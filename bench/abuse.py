@@ -56,22 +56,11 @@ class Server(Loopback):
         # HOST and PORT go on the command line: in the environment, the local llama.cpp server would read them too.
         env = {k: v for k, v in os.environ.items() if k not in ("HOST", "PORT")}
         env.update(LLM_PROVIDER="local", MAX_SPOKEN_SENTENCES="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        env.update(LLM_FIRST_TOKEN_TIMEOUT_MS="10000")  # the start-up warm-up survives a machine busy elsewhere
+        self.log = tempfile.NamedTemporaryFile(prefix="abuse-server-", suffix=".log", delete=False)  # noqa: SIM115
+        command = ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "--env-file",
-                "",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "agent.cli", "--env-file", "", *command], env=env, stdout=self.log, stderr=self.log
         )
 
     async def ready(self, timeout_s: float = 180) -> None:

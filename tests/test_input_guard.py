@@ -42,17 +42,21 @@ def test_a_sustained_flood_is_dropped_then_cut():
     wall_s = BURST_S / 0.5 + FLOOD_DISCONNECT_S - 1
     admitted, dropped = send(guard, clock, 2 * wall_s, 2.0)
     assert dropped > 0 and admitted * FRAME_S <= BURST_S + 1.5 * wall_s + FRAME_S
-    assert guard.broken_bound() is None  # dropping, not yet cut
+    assert guard.broken_bound() is None  # dropping, not yet cut ...
+    assert send(guard, clock, 1, 2.0) == (0, 50)  # ... but nothing gets through any more: hostile
     send(guard, clock, 4, 2.0)
     assert guard.broken_bound() == "flood"
 
 
-def test_a_short_flood_is_forgiven():
+def test_a_short_excess_is_forgiven_a_longer_one_is_not():
     clock = Clock()
     guard = InputGuard("test", 30, clock=clock)
-    send(guard, clock, 12, 3.0)  # 4 s of wall time at 3x: drops
-    send(guard, clock, 10, 1.0)  # then real time again
+    assert send(guard, clock, 7.5, 3.0)[1] > 0  # 2.5 s of wall time at 3x: the last 0.5 s dropped
+    assert send(guard, clock, 10, 1.0)[1] == 0  # real time again: all through
     assert guard.broken_bound() is None
+    send(guard, clock, 12, 3.0)  # 4 s at 3x: 2 s of dropping, hostile
+    assert send(guard, clock, 4, 1.0) == (0, 200)  # calming down does not help any more
+    assert guard.broken_bound() == "flood"
 
 
 def test_a_silent_line_times_out_but_messages_without_audio_do_not_count_as_audio():

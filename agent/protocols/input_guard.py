@@ -3,8 +3,11 @@
 Every message costs the duration of its audio, and at least `MIN_MESSAGE_S` (so a storm of tiny or non-audio
 messages is paced too), from a budget that refills at 1.5x real time and holds `BURST_S` of audio: the backlog a
 carrier delivers at once after network jitter passes, a client sending faster than 1.5x real time over a few
-seconds has the excess dropped, unread. A client that keeps it up for `FLOOD_DISCONNECT_S` is disconnected, and so
-is one that sends no audio for the idle timeout; both close with 1008 and are reported to `on_violation`.
+seconds has the excess dropped, unread. One that keeps it up past `HOSTILE_AFTER_S` is taken for hostile: all it
+sends is dropped from then on (its call gets no more audio to transcribe, so the other calls do not pay for the
+flood) and after `FLOOD_DISCONNECT_S` it is disconnected, as is a client that sends no audio for the idle timeout;
+both close with 1008 and are reported to `on_violation`. A carrier's catch-up burst loses at most its excess, in an
+instant, so it never looks hostile.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from agent.protocols.websocket_transport import close_if_open
 REALTIME_FACTOR = 1.5
 BURST_S = 3.0
 MIN_MESSAGE_S = 0.01
+HOSTILE_AFTER_S = 1.0
 FLOOD_DISCONNECT_S = 5.0
 EPISODE_GAP_S = 1.0  # a pause in the dropping this long ends a flood episode
 CHECK_EVERY_S = 0.25
@@ -53,9 +57,9 @@ class InputGuard:
         self.violation: str | None = None
 
     def exhausted(self) -> bool:
-        """No budget left: drop the next message without reading it."""
+        """No budget left, or a hostile client: drop the next message without reading it."""
         self._refill()
-        if self._budget_s > 0:
+        if self._budget_s > 0 and not self._flooding_for(HOSTILE_AFTER_S):
             return False
         self._dropped(MIN_MESSAGE_S)
         return True
@@ -91,13 +95,17 @@ class InputGuard:
 
     def broken_bound(self) -> str | None:
         """The bound the client breaks now ("flood" or "idle"), if any."""
-        now = self._clock()
-        flooding = self._flood_since is not None and now - self._last_drop_at < EPISODE_GAP_S
-        if flooding and now - self._flood_since >= FLOOD_DISCONNECT_S:
+        if self._flooding_for(FLOOD_DISCONNECT_S):
             return "flood"
-        if now - self._last_audio_at > self._idle_timeout_s:
+        if self._clock() - self._last_audio_at > self._idle_timeout_s:
             return "idle"
         return None
+
+    def _flooding_for(self, seconds: float) -> bool:
+        """Whether the client is dropping input and has been, with no pause of `EPISODE_GAP_S`, for `seconds`."""
+        if self._flood_since is None or self._clock() - self._last_drop_at >= EPISODE_GAP_S:
+            return False
+        return self._last_drop_at - self._flood_since >= seconds
 
     def _refill(self) -> None:
         now = self._clock()

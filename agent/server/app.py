@@ -2,7 +2,9 @@
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
 bridge, `/metrics` Prometheus, `/health`. Models load and warm up in the lifespan, before the first caller is
-accepted; every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once.
+accepted; every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once. Who may use
+`/ws` and `/metrics` is `server/access.py`'s rule, who may call `telephony/twilio_admission.py`'s; every socket's
+frames are limited to 64 KiB and every call's input is bounded by `protocols/input_guard.py`.
 """
 
 from __future__ import annotations
