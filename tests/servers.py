@@ -4,6 +4,7 @@ sharing the session's runtime."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,13 +66,24 @@ async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
 
 async def send_until_cut(ws, messages: list, per_tick: int = 10) -> None:
     """Send `messages` round and round, `per_tick` of them every 20 ms (10 = ten 20 ms frames: 10x real time),
-    until the server closes the socket; fails if it never does."""
-    with pytest.raises(websockets.ConnectionClosed):
-        for i in range(100_000):
-            await ws.send(messages[i % len(messages)])
-            if i % per_tick == 0:
-                await asyncio.sleep(0.02)
-        pytest.fail("the server never cut the flood")
+    until the server closes the socket; fails if it never does. What the server sends is read meanwhile (unread, it
+    would hold the server's close frame back)."""
+
+    async def drain() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    reader = asyncio.create_task(drain())
+    try:
+        with pytest.raises(websockets.ConnectionClosed):
+            for i in range(100_000):
+                await ws.send(messages[i % len(messages)])
+                if i % per_tick == 0:
+                    await asyncio.sleep(0.02)
+            pytest.fail("the server never cut the flood")
+    finally:
+        await reader
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:
