@@ -64,6 +64,21 @@ async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
         await asyncio.wait_for(task, 15)
 
 
+async def send_in_real_time(ws, frames: list) -> None:
+    """Send 20 ms `frames` one every 20 ms, as a caller talks, reading what the server sends meanwhile."""
+
+    async def drain() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in ws:
+                pass
+
+    reader = asyncio.create_task(drain())
+    for frame in frames:
+        await ws.send(frame)
+        await asyncio.sleep(0.02)
+    reader.cancel()
+
+
 async def send_until_cut(ws, messages: list, per_tick: int = 10) -> None:
     """Send `messages` round and round, `per_tick` of them every 20 ms (10 = ten 20 ms frames: 10x real time),
     until the server closes the socket; fails if it never does. What the server sends is read meanwhile (unread, it
