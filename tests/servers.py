@@ -64,15 +64,16 @@ async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
         await asyncio.wait_for(task, 15)
 
 
+async def _drain(ws) -> None:
+    """Read and drop what the server sends (unread, it would hold back its close frame) until the socket closes."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
 async def send_in_real_time(ws, frames: list) -> None:
     """Send 20 ms `frames` one every 20 ms, as a caller talks, reading what the server sends meanwhile."""
-
-    async def drain() -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for _ in ws:
-                pass
-
-    reader = asyncio.create_task(drain())
+    reader = asyncio.create_task(_drain(ws))
     for frame in frames:
         await ws.send(frame)
         await asyncio.sleep(0.02)
@@ -81,15 +82,8 @@ async def send_in_real_time(ws, frames: list) -> None:
 
 async def send_until_cut(ws, messages: list, per_tick: int = 10) -> None:
     """Send `messages` round and round, `per_tick` of them every 20 ms (10 = ten 20 ms frames: 10x real time),
-    until the server closes the socket; fails if it never does. What the server sends is read meanwhile (unread, it
-    would hold the server's close frame back)."""
-
-    async def drain() -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            async for _ in ws:
-                pass
-
-    reader = asyncio.create_task(drain())
+    until the server closes the socket; fails if it never does. What the server sends is read meanwhile."""
+    reader = asyncio.create_task(_drain(ws))
     try:
         with pytest.raises(websockets.ConnectionClosed):
             for i in range(100_000):
