@@ -30,9 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--report", type=Path, help="write the per-turn JSON report here")
     replay.add_argument("--out", type=Path, help="write the agent's replies (on the call's timeline) here")
 
-    call = commands.add_parser("call", help="dial a server over Twilio Media Streams with a WAV as the caller")
+    call = commands.add_parser(
+        "call",
+        help="dial a server over Twilio Media Streams with a WAV as the caller (signed with TWILIO_AUTH_TOKEN, if set)",
+    )
     call.add_argument("wav", type=Path)
-    call.add_argument("--url", default="ws://127.0.0.1:7860/twilio/stream", help="the stream websocket URL")
+    call.add_argument(
+        "--url",
+        default="http://127.0.0.1:7860/twilio/voice",
+        help="the server's webhook (http/https: posted first, like Twilio) or its stream (ws/wss: dialled directly)",
+    )
     call.add_argument("--out", type=Path, help="write what the caller heard here")
     call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
 
@@ -56,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
             return bench_llm.main(settings, args)
         from agent.phone_client import dial
 
-        return asyncio.run(dial(args.wav, args.url, out=args.out, report=args.report))
+        return asyncio.run(
+            dial(
+                args.wav,
+                args.url,
+                auth_token=settings.twilio_auth_token.get_secret_value(),
+                account_sid=settings.twilio_account_sid,
+                out=args.out,
+                report=args.report,
+            )
+        )
     except (SettingsError, ValueError, RuntimeError, OSError) as e:
         print(f"voice-agent: {e}", file=sys.stderr)
         return 2

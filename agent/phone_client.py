@@ -1,6 +1,10 @@
 """`voice-agent call`: dial a server over Twilio Media Streams the way Twilio does, with a WAV file as the caller.
 
-It sends `connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
+Given the server's webhook (an http(s) URL), it first posts the incoming-call webhook as Twilio does (signed with
+the auth token, when given one), reads the stream URL and `<Parameter>`s from the TwiML, then opens that stream
+with a signed upgrade and the parameters (the call's stream token among them) in `start`. Given a ws(s) stream URL,
+it dials the stream directly (an unsigned server on this machine accepts that). On the stream it sends
+`connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
 silence, as a phone line does), plays what comes back on a simulated handset (audio queues up and plays in real
 time), echoes each `mark` when the audio before it has played, honours `clear`, and ends with `stop`. Latency is
 measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply
@@ -16,23 +20,27 @@ import json
 import time
 import uuid
 import wave
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import soxr
 import websockets
 
 from agent.latency.turns import summarize
-from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message
 from agent.speech.energy import speech_spans
+from agent.telephony.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message, twilio_signature
 from pipelines.replay import read_call_wav
 
 FRAME_S = 0.02
 FRAME_BYTES = int(TWILIO_RATE * FRAME_S)  # mu-law: one byte a sample
 SILENCE = b"\xff" * FRAME_BYTES
 NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks starts a new reply
+TEST_ACCOUNT_SID = "AC" + "0" * 32
+MAX_TWIML_BYTES = 64 * 1024
 
 
 def to_phone_audio(pcm: bytes, rate: int) -> bytes:
@@ -83,21 +91,65 @@ class PhoneCallResult:
     clears: int
     summary: dict[str, Any]
     stream_sid: str
+    call_sid: str
     closed_by_server: bool
 
 
+@dataclass
+class StreamInvite:
+    """What the webhook's TwiML tells Twilio: where the stream goes and the parameters `start` must carry."""
+
+    url: str
+    parameters: dict[str, str]
+
+
+async def answer_webhook(webhook_url: str, call_sid: str, account_sid: str, auth_token: str = "") -> StreamInvite:
+    """Post Twilio's incoming-call webhook (signed when given the auth token) and read the TwiML's `<Stream>`."""
+    form = {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": "+15550100000",
+        "To": "+15550100001",
+    }
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, webhook_url, form)} if auth_token else {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(webhook_url, data=form, headers=headers)
+    if response.status_code != 200 or len(response.content) > MAX_TWIML_BYTES:
+        raise RuntimeError(f"the webhook {webhook_url} answered {response.status_code}: {response.text[:120]}")
+    stream = ElementTree.fromstring(response.content).find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise RuntimeError(f"the webhook answered without a <Connect><Stream>: {response.text[:200]}")
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return StreamInvite(url=stream.get("url", ""), parameters=parameters)
+
+
 async def place_call(
-    wav: str | Path, url: str, *, tail_s: float = 2.0, max_tail_s: float = 25.0, stop: bool = True
+    wav: str | Path,
+    url: str,
+    *,
+    auth_token: str = "",
+    account_sid: str = TEST_ACCOUNT_SID,
+    tail_s: float = 2.0,
+    max_tail_s: float = 25.0,
+    stop: bool = True,
 ) -> PhoneCallResult:
+    """Place a call to `url`: the server's webhook (http/https) or its stream (ws/wss), see the module docstring."""
     pcm, rate = read_call_wav(wav)
     caller = to_phone_audio(pcm, rate)
     stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
+    invite = StreamInvite(url=url, parameters={})
+    if url.startswith(("http://", "https://")):
+        invite = await answer_webhook(url, call_sid, account_sid, auth_token)
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, invite.url)} if auth_token else {}
     marks: list[str] = []
     clears = 0
     pending_marks: list[tuple[float, str]] = []
     closed_by_server = False
 
-    async with websockets.connect(url, max_size=2**20) as ws:
+    async with websockets.connect(invite.url, max_size=2**20, additional_headers=headers) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(
             json.dumps(
@@ -106,11 +158,11 @@ async def place_call(
                     "sequenceNumber": "1",
                     "streamSid": stream_sid,
                     "start": {
-                        "accountSid": "AC" + "0" * 32,
+                        "accountSid": account_sid,
                         "streamSid": stream_sid,
                         "callSid": call_sid,
                         "tracks": ["inbound"],
-                        "customParameters": {"caller": "voice-agent call"},
+                        "customParameters": invite.parameters,
                         "mediaFormat": MEDIA_FORMAT,
                     },
                 }
@@ -202,6 +254,7 @@ async def place_call(
         clears=clears,
         summary=summarize(latencies),
         stream_sid=stream_sid,
+        call_sid=call_sid,
         closed_by_server=closed_by_server,
     )
 
@@ -224,10 +277,18 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
     return turns
 
 
-async def dial(wav: Path, url: str, *, out: Path | None = None, report: Path | None = None) -> int:
+async def dial(
+    wav: Path,
+    url: str,
+    *,
+    auth_token: str = "",
+    account_sid: str = "",
+    out: Path | None = None,
+    report: Path | None = None,
+) -> int:
     try:
-        result = await place_call(wav, url)
-    except websockets.exceptions.WebSocketException as e:
+        result = await place_call(wav, url, auth_token=auth_token, account_sid=account_sid or TEST_ACCOUNT_SID)
+    except (websockets.exceptions.WebSocketException, httpx.HTTPError, ElementTree.ParseError) as e:
         raise RuntimeError(f"cannot call {url}: {e}") from None
     for turn in result.turns:
         latency = turn["first_sound_ms"]

@@ -11,6 +11,7 @@ Units are in the names: durations inside a turn are milliseconds (`*_MS`), durat
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +39,12 @@ REPLACED = {
     "FALLBACK_API_KEY": "LLM_FALLBACKS and that provider's *_API_KEY",
 }
 PROVIDER_NAMES = ("cerebras", "groq", "sambanova", "openai", "local")
+
+
+# Secrets the agent checks (not ones a provider issues) must be long and URL/header-safe: the page sends the access
+# token in a websocket subprotocol, which allows only these characters.
+MIN_SECRET_CHARS = 24
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
 
 class SettingsError(ValueError):
@@ -116,6 +123,13 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_api_base_url: str = ""
+    twilio_allow_unsigned: bool = False
+
+    # --- Security (see README "Security") ---
+    stream_token_secret: SecretStr = SecretStr("")
+    stream_token_ttl_seconds: float = Field(30, ge=1, le=600)
+    access_token: SecretStr = SecretStr("")
+    session_idle_timeout_seconds: float = Field(30, ge=1, le=3600)
 
     @model_validator(mode="after")
     def _waits_in_order(self) -> Settings:
@@ -149,6 +163,24 @@ class Settings(BaseSettings):
         unknown = [n for n in _names(value) if n not in TOOL_NAMES]
         if unknown:
             raise ValueError(f"unknown tool {unknown[0]!r} (known: {', '.join(TOOL_NAMES)})")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str) -> str:
+        if value and not re.fullmatch(r"AC[0-9a-f]{32}", value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 lowercase hex digits")
+        return value
+
+    @field_validator("access_token", "stream_token_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (len(secret) < MIN_SECRET_CHARS or not set(secret) <= TOKEN_CHARS):
+            raise ValueError(
+                f"must be at least {MIN_SECRET_CHARS} characters of A-Z a-z 0-9 - _ . ~ "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @classmethod

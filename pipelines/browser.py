@@ -25,6 +25,7 @@ from agent.latency.observer import AudioKind, TurnLatencyObserver, TurnListener
 from agent.latency.turns import summarize_turns
 from agent.llm.service import StreamingChatLLMService
 from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
+from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from pipelines.voice import build_voice_call, run_voice_call
@@ -60,8 +61,11 @@ class PageEvents(BaseObserver):
             await self.send({"type": "bot_stopped"})
 
 
-async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener) -> None:
-    """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics)."""
+async def run_browser_call(
+    websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener, guard: InputGuard
+) -> None:
+    """Run one page's call until the page closes the socket or its input breaks the `guard`'s bounds. `on_turn`
+    gets every turn report (for /metrics)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
 
@@ -89,7 +93,7 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
             audio_out_enabled=True,
             audio_out_sample_rate=BROWSER_SAMPLE_RATE,
             add_wav_header=False,
-            serializer=BrowserSerializer(on_client_event),
+            serializer=GuardedSerializer(BrowserSerializer(on_client_event), guard),
         ),
         on_audio_written=audio_written,
     )
@@ -116,4 +120,5 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
             "sample_rate": BROWSER_SAMPLE_RATE,
         }
     )
-    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
+    async with guard.enforced(websocket):
+        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)

@@ -17,9 +17,10 @@ from loguru import logger
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from agent.latency.observer import AudioKind, TurnLatencyObserver, TurnListener
-from agent.protocols.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
+from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
+from agent.telephony.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
 from pipelines.voice import build_voice_call, run_voice_call
 
 FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
@@ -61,9 +62,10 @@ class UtteranceMarks:
 
 
 async def run_phone_call(
-    websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnListener
+    websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnListener, guard: InputGuard
 ) -> None:
-    """Run one phone call (after the `start` handshake) until Twilio stops the stream or the socket drops."""
+    """Run one admitted phone call (after the `start` handshake) until Twilio stops the stream, the socket drops
+    or the caller's input breaks the `guard`'s bounds."""
     settings = runtime.settings
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
@@ -90,7 +92,7 @@ async def run_phone_call(
             audio_out_enabled=True,
             audio_out_sample_rate=TWILIO_RATE,
             add_wav_header=False,
-            serializer=serializer,
+            serializer=GuardedSerializer(serializer, guard),
         ),
         on_audio_written=marks.audio_written,
         on_utterance_end=marks.utterance_ended,
@@ -104,5 +106,6 @@ async def run_phone_call(
         await call.worker.cancel(reason="twilio socket closed")
 
     logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
+    async with guard.enforced(websocket):
+        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
     logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")

@@ -7,6 +7,10 @@
  *   reports when each utterance actually starts playing.
  * - Renders the live transcript, a per-turn latency waterfall and clear
  *   banners for microphone / connection problems, with automatic reconnect.
+ * - Sends the access token, when the server needs one, as a WebSocket
+ *   subprotocol (never in a URL): it comes from the page's #token=... fragment
+ *   (removed from the address bar at once) or from the form shown when the
+ *   server refuses the socket for want of it; it is kept for this tab only.
  */
 (() => {
   "use strict";
@@ -15,6 +19,10 @@
   const FRAME_SAMPLES = 320; // 20 ms at 16 kHz
   const MAX_RETRIES = 5;
   const FIRST_RETRY_MS = 500;
+  const PAGE_PROTOCOL = "voice-agent";
+  const TOKEN_PROTOCOL_PREFIX = "access-token.";
+  const TOKEN_KEY = "voice-agent-access-token";
+  const POLICY_CLOSE = 1008; // the server refused the socket (access, or the input bounds)
 
   // Stage name -> colour, in pipeline order (also used for the legend).
   const OUTCOME_TEXT = {
@@ -69,7 +77,7 @@ registerProcessor("mic-frames", MicFrames);
 `;
 
   const ui = Object.fromEntries(
-    ["start", "status", "provider", "activity", "banner", "transcript", "latency", "legend", "stats"]
+    ["start", "status", "provider", "activity", "banner", "transcript", "latency", "legend", "stats", "access", "access-token"]
       .map((id) => [id, document.getElementById(id)]),
   );
 
@@ -283,10 +291,41 @@ registerProcessor("mic-frames", MicFrames);
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   }
 
+  function accessToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+
+  function rememberToken(token) {
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* storage disabled: ask again next time */ }
+  }
+
+  // A link such as http://host/#token=... carries the token; keep it for this tab and drop it from the address bar.
+  function takeTokenFromUrl() {
+    const match = /^#token=([A-Za-z0-9._~-]+)$/.exec(location.hash);
+    if (!match) return;
+    rememberToken(match[1]);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function protocols() {
+    const token = accessToken();
+    return token ? [PAGE_PROTOCOL, TOKEN_PROTOCOL_PREFIX + token] : [PAGE_PROTOCOL];
+  }
+
+  function onRefused(reason) {
+    const needsToken = /access token/.test(reason);
+    if (needsToken && accessToken()) rememberToken(""); // the one we had was refused
+    teardown("error", needsToken
+      ? "This server needs an access token: enter it below (or open the page from a link that carries it)."
+      : `The server closed the call: ${reason || "refused"}.`);
+    ui.access.hidden = !needsToken;
+    if (needsToken) ui["access-token"].focus();
+  }
+
   function connect() {
     let ws;
     try {
-      ws = new WebSocket(wsUrl());
+      ws = new WebSocket(wsUrl(), protocols());
     } catch (err) {
       return teardown("error", `Cannot open a connection to ${wsUrl()}: ${err.message}`);
     }
@@ -296,7 +335,11 @@ registerProcessor("mic-frames", MicFrames);
     let opened = false;
     ws.onopen = () => { opened = true; app.everOpened = true; };
     ws.onmessage = (e) => { if (app.ws === ws) onSocketMessage(e.data); };
-    ws.onclose = () => { if (app.ws === ws) onSocketClosed(opened); };
+    ws.onclose = (e) => {
+      if (app.ws !== ws) return;
+      if (e.code === POLICY_CLOSE && app.running) return onRefused(e.reason);
+      onSocketClosed(opened);
+    };
     ws.onerror = () => {}; // the close event that follows carries what we need
   }
 
@@ -639,6 +682,14 @@ registerProcessor("mic-frames", MicFrames);
   }
 
   ui.start.addEventListener("click", () => (app.running ? stop() : start()));
+  ui.access.addEventListener("submit", (e) => {
+    e.preventDefault();
+    rememberToken(ui["access-token"].value.trim());
+    ui["access-token"].value = "";
+    ui.access.hidden = true;
+    start();
+  });
+  takeTokenFromUrl();
   window.addEventListener("pagehide", () => { if (app.running) teardown("idle"); });
   setState("idle");
   updateButton();

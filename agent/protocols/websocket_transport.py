@@ -43,6 +43,17 @@ async def send_text_if_open(websocket: WebSocket, text: str) -> None:
         logger.debug(f"websocket: message not sent, the client went away ({type(e).__name__})")
 
 
+async def close_if_open(websocket: WebSocket, code: int, reason: str = "") -> None:
+    """Close with `code` (before `accept`, the client gets HTTP 403); a client that has gone already is not an
+    error."""
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    try:
+        await websocket.close(code=code, reason=reason)
+    except Exception as e:
+        logger.debug(f"websocket: close not sent, the client went away ({type(e).__name__})")
+
+
 class _ReportingOutput(FastAPIWebsocketOutputTransport):
     def __init__(self, *args, on_audio_written: AudioHook, on_utterance_end: Hook, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -1,9 +1,11 @@
 """The FastAPI app behind `voice-agent serve`.
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus (turn latencies, and each LLM provider's rate limits and failures), `/health`.
+bridge, `/metrics` Prometheus (turn latencies, each LLM provider's rate limits and failures, refusals), `/health`.
 Models load and warm up in the lifespan, before the first caller is accepted; every call then runs its own pipeline
-on the shared runtime, up to `MAX_SESSIONS` at once.
+on the shared runtime, up to `MAX_SESSIONS` at once. Who may use `/ws` and `/metrics` is `server/access.py`'s rule,
+who may call `telephony/twilio_admission.py`'s; every socket's frames are limited to 64 KiB and every call's input
+is bounded by `protocols/input_guard.py`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
 from agent.llm.failover import ProviderChain
+from agent.protocols.input_guard import InputGuard
+from agent.protocols.websocket_transport import close_if_open
 from agent.runtime import AgentRuntime, check_providers
+from agent.server.access import PAGE_SUBPROTOCOL, Access
 from agent.server.metrics import TurnMetrics
 from agent.server.twilio import add_twilio_routes
 from agent.settings import Settings
 from pipelines.browser import run_browser_call
 
 WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
 BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'self'",
@@ -71,6 +77,8 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     lifespan, under this app's `settings`."""
     metrics = TurnMetrics()
     slots = SessionSlots(settings.max_sessions)
+    access = Access(settings.access_token)
+    logger.info(f"access: {access.description}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,23 +123,36 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
         )
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if not access.metrics_allowed(request):
+            metrics.refused.labels("metrics", "access").inc()
+            return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/ws")
     async def browser_call(websocket: WebSocket) -> None:
         if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings.origins):
             logger.warning(f"browser: refused a websocket from origin {websocket.headers.get('origin')!r}")
+            metrics.refused.labels("browser", "origin").inc()
             await websocket.close(code=1008)
             return
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=PAGE_SUBPROTOCOL if PAGE_SUBPROTOCOL in offered else None)
+        if refusal := access.websocket_refusal(websocket):
+            logger.warning(f"browser: refused a websocket from {websocket.client}: {refusal}")
+            metrics.refused.labels("browser", "access").inc()
+            await close_if_open(websocket, 1008, refusal)
+            return
         if not slots.claim():
             await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
             await websocket.close(code=1013)
             return
         metrics.sessions.labels("browser").inc()
         try:
-            await run_browser_call(websocket, websocket.app.state.runtime, record_turn("browser"))
+            guard = InputGuard(
+                "browser", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("browser")
+            )
+            await run_browser_call(websocket, websocket.app.state.runtime, record_turn("browser"), guard)
         except Exception:
             logger.exception("browser: call failed")
         finally:
@@ -147,4 +168,11 @@ def serve(settings: Settings) -> None:
     server starts (the CLI reports it in one line); the runtime itself starts in the lifespan, so that a shutdown
     (SIGTERM, Ctrl+C) closes it, the embedded LLM server included."""
     asyncio.run(check_providers(settings))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", ws="websockets")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        ws="websockets",
+        ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+    )

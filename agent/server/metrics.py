@@ -1,6 +1,7 @@
 """Prometheus metrics of every turn: when the caller got the answer (and any filler before it), stage by stage, and
-how each turn ended (`outcome`) against the budget (`verdict`); and each LLM provider's rate-limit headers
-(remaining requests/tokens, time to reset), rest time and failures by kind."""
+how each turn ended (`outcome`) against the budget (`verdict`); each LLM provider's rate-limit headers (remaining
+requests/tokens, time to reset), rest time and failures by kind; and the connections refused or cut for security
+(admission, access, input bounds)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,24 @@ class TurnMetrics:
             registry=self.registry,
         )
         self.sessions = Gauge("voice_agent_active_sessions", "Calls in progress.", ["channel"], registry=self.registry)
+        self.refused = Counter(
+            "voice_agent_refused_total",
+            "Requests and sockets refused before a call started (bad signature, token, SID, access...).",
+            ["channel", "reason"],
+            registry=self.registry,
+        )
+        self.disconnected = Counter(
+            "voice_agent_input_disconnects_total",
+            "Calls cut because the client broke the input bounds (flood, idle).",
+            ["channel", "reason"],
+            registry=self.registry,
+        )
+
+    def refusal_counter(self, channel: str) -> Callable[[str], None]:
+        return lambda reason: self.refused.labels(channel, reason).inc()
+
+    def disconnect_counter(self, channel: str) -> Callable[[str], None]:
+        return lambda reason: self.disconnected.labels(channel, reason).inc()
 
     def watch_providers(self, chain_of: Callable[[], ProviderChain | None]) -> None:
         """Expose the provider chain returned by `chain_of` (read at each scrape; None before start-up)."""

@@ -1,5 +1,6 @@
 """The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream)
-and the Media Streams websocket, which hands each call to `pipelines/phone.py`."""
+and the Media Streams websocket, which hands each admitted call to `pipelines/phone.py`. Who gets in is decided
+by `agent/telephony/twilio_admission.py`."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ from fastapi.responses import Response
 from loguru import logger
 
 from agent.latency.observer import TurnListener
-from agent.protocols.twilio import (
-    TwilioProtocolError,
-    connect_stream_twiml,
-    read_stream_start,
-    say_and_hang_up_twiml,
-    signature_valid,
-)
+from agent.protocols.input_guard import InputGuard
 from agent.server.metrics import TurnMetrics
 from agent.settings import Settings
+from agent.telephony.admission import AdmissionRefused
+from agent.telephony.twilio import connect_stream_twiml, say_and_hang_up_twiml
+from agent.telephony.twilio_admission import STREAM_PATH, TwilioAdmission
 from pipelines.phone import run_phone_call
 
 if TYPE_CHECKING:
@@ -31,41 +29,34 @@ TWIML = "application/xml"
 def add_twilio_routes(
     app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnListener
 ) -> None:
+    admission = TwilioAdmission.from_settings(settings, on_refused=metrics.refusal_counter("phone"))
+
     @app.post("/twilio/voice")
     async def incoming_call(request: Request) -> Response:
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        public = settings.public_url.rstrip("/")
-        if settings.twilio_auth_token:
-            url = f"{public}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-            if not signature_valid(
-                settings.twilio_auth_token.get_secret_value(), url if public else str(request.url), form,
-                request.headers.get("x-twilio-signature"),
-            ):  # fmt: skip
-                logger.warning(f"twilio: refused a webhook with a bad signature (call {form.get('CallSid', '?')})")
-                return Response("invalid signature", status_code=403)
+        try:
+            form = await admission.webhook_form(request)
+        except AdmissionRefused as refused:
+            return Response(str(refused), status_code=refused.status)
         if slots.active >= slots.limit:
             return Response(say_and_hang_up_twiml(BUSY_SPEECH), media_type=TWIML)
-        base = public or f"{request.url.scheme}://{request.url.netloc}"
-        stream_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/twilio/stream"
-        parameters = {k: form[k] for k in ("From", "To", "CallSid") if k in form}
-        return Response(connect_stream_twiml(stream_url, parameters), media_type=TWIML)
+        twiml = connect_stream_twiml(admission.stream_url(request), admission.stream_parameters(form))
+        return Response(twiml, media_type=TWIML)
 
-    @app.websocket("/twilio/stream")
+    @app.websocket(STREAM_PATH)
     async def media_stream(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            start = await read_stream_start(websocket)
-        except (TwilioProtocolError, TimeoutError) as e:
-            logger.warning(f"twilio: closing a stream that did not start properly: {e or 'no start in time'}")
-            await websocket.close(code=1008)
+        start = await admission.admit_stream(websocket)
+        if start is None:
             return
         if not slots.claim():
             logger.warning(f"twilio: no free session for call {start.call_sid}; closing the stream")
             await websocket.close(code=1013)
             return
         metrics.sessions.labels("phone").inc()
+        guard = InputGuard(
+            "phone", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("phone")
+        )
         try:
-            await run_phone_call(websocket, start, websocket.app.state.runtime, record_turn)
+            await run_phone_call(websocket, start, websocket.app.state.runtime, record_turn, guard)
         except Exception:
             logger.exception(f"twilio: call {start.call_sid} failed")
         finally:
