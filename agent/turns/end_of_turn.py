@@ -13,7 +13,8 @@ The answer does not wait for that decision. With speculation on, the strategy as
 inference on the words so far (`trigger_user_turn_inference_triggered(speculation=...)`): the LLM starts streaming
 while the silence is being timed, and `LLMService`'s speculation gate holds its output. When the wait runs out the
 turn is finalised and confirms the speculation (the gate releases the answer); if the caller speaks again first, the
-speculation is withdrawn and the stream is cancelled. Speculation starts `SPECULATION_LEAD_S` before the planned end
+speculation is withdrawn and the stream is cancelled. The turn goes into the conversation with the same words the
+LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end
 of the turn (at once for short waits), so a long wait after "and..." does not spend a request on every pause.
 """
 
@@ -37,6 +38,7 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from agent.frames import TurnTranscriptionFrame
 from agent.text import ends_sentence, same_words, trails_off, words
+from agent.turns.conversation import Conversation
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 
 Wait = Literal["short", "medium", "long"]
@@ -73,11 +75,13 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self,
         *,
         waits_s: dict[Wait, float],
+        conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
         speculate: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self._conversation = conversation
         self._waits_s = waits_s
         self._smart_turn = smart_turn
         self._speculate = speculate
@@ -145,6 +149,8 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self._withdraw_speculation()
         self._speculated = None
         self._decision = None
+        if self._conversation is not None:
+            self._conversation.expect_user_turn(text)
         if confirms:
             await self.trigger_user_turn_finalized(confirms_speculation=True)
         else:
