@@ -58,14 +58,18 @@ class AgentRuntime:
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, settings: Settings, speech: SpeechModels | None = None) -> AsyncIterator[AgentRuntime]:
+    async def start(
+        cls, settings: Settings, speech: SpeechModels | None = None, local_llm_url: str | None = None
+    ) -> AsyncIterator[AgentRuntime]:
+        """Load, connect and warm everything. With `local_llm_url` (a worker process), the embedded LLM server
+        already runs there (one per machine, started by the front process) instead of being started here."""
         started = time.perf_counter()
         # Parsed here too so that a bad LATENCY_STAGE_BUDGETS_MS is a start-up error, not a first-turn one.
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
         logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
         primary_is_local = wants_local_llm(settings)
         local_server = None
-        if primary_is_local or settings.fallback_base_url == "local":
+        if needs_local_llm(settings) and not local_llm_url:
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
         server_started = asyncio.create_task(local_server.start()) if local_server else None
         clients: list[ChatCompletionClient] = []
@@ -73,7 +77,7 @@ class AgentRuntime:
             speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
             if server_started:
                 await server_started
-            local_url = local_server.base_url if local_server else ""
+            local_url = local_llm_url or (local_server.base_url if local_server else "")
             primary = local_provider(settings, local_url) if primary_is_local else cerebras_provider(settings)
             backup = fallback_provider(settings, local_url)
             for provider in filter(None, [primary, backup]):
@@ -99,6 +103,11 @@ class AgentRuntime:
                 server_started.cancel()
             if local_server:
                 await local_server.stop()
+
+
+def needs_local_llm(settings: Settings) -> bool:
+    """Whether the embedded llama.cpp server must run: as the provider, or as the hedging fallback."""
+    return wants_local_llm(settings) or settings.fallback_base_url == "local"
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:

@@ -27,6 +27,7 @@ from agent.llm.service import StreamingChatLLMService
 from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
+from pipelines.live import LiveCalls
 from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
 
 
@@ -60,8 +61,11 @@ class PageEvents(BaseObserver):
             await self.send({"type": "bot_stopped"})
 
 
-async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener) -> None:
-    """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics)."""
+async def run_browser_call(
+    websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener, live: LiveCalls | None = None
+) -> None:
+    """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics);
+    `live` lists the call while it runs (so a drain can end it with a goodbye)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
 
@@ -113,4 +117,5 @@ async def run_browser_call(websocket: WebSocket, runtime: AgentRuntime, on_turn:
             "sample_rate": BROWSER_SAMPLE_RATE,
         }
     )
-    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
+    with (live or LiveCalls()).running(call):
+        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)

@@ -19,6 +19,7 @@ from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.protocols.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
+from pipelines.live import LiveCalls
 from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
 
 FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
@@ -56,9 +57,14 @@ class UtteranceMarks:
 
 
 async def run_phone_call(
-    websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnListener
+    websocket: WebSocket,
+    start: StreamStart,
+    runtime: AgentRuntime,
+    on_turn: TurnListener,
+    live: LiveCalls | None = None,
 ) -> None:
-    """Run one phone call (after the `start` handshake) until Twilio stops the stream or the socket drops."""
+    """Run one phone call (after the `start` handshake) until Twilio stops the stream or the socket drops;
+    `live` lists the call while it runs (so a drain can end it with a goodbye)."""
     settings = runtime.settings
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
@@ -99,5 +105,6 @@ async def run_phone_call(
         await call.worker.cancel(reason="twilio socket closed")
 
     logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
+    with (live or LiveCalls()).running(call):
+        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
     logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")

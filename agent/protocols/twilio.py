@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from fastapi import WebSocket
 from loguru import logger
@@ -153,8 +153,9 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     )
 
 
-def say_and_hang_up_twiml(text: str) -> str:
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(text)}</Say><Hangup/></Response>'
+def reject_twiml(reason: str = "busy") -> str:
+    """Decline the call before it is answered: the caller hears a busy tone (or "rejected") and is not billed."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason={quoteattr(reason)}/></Response>'
 
 
 def twilio_signature(auth_token: str, url: str, form: Mapping[str, str]) -> str:

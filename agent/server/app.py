@@ -1,12 +1,15 @@
 """The FastAPI app behind `voice-agent serve`.
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus, `/health`. Models load and warm up in the lifespan, before the first caller is
-accepted; every call then runs its own pipeline on the shared runtime, up to `MAX_SESSIONS` at once.
+bridge, `/metrics` Prometheus, `/health` (liveness), `/ready` (503 when full or draining). This process terminates
+every websocket, checks and admits each call (`admission.py`), then runs it in a warm worker process
+(`workers.py`), or in this process with `WORKERS=0`. Everything loads and warms up in the lifespan, before the
+first caller is accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,35 +25,21 @@ from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
 from agent.runtime import AgentRuntime
+from agent.server.admission import Admission
+from agent.server.calls import CallRunner, InProcessCalls
+from agent.server.lifecycle import DrainingServer
 from agent.server.metrics import TurnMetrics
 from agent.server.twilio import add_twilio_routes
+from agent.server.workers import WorkerPool
 from agent.settings import Settings
-from pipelines.browser import run_browser_call
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # in the package (in a checkout: a link to web/)
 BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'self'",
     "X-Frame-Options": "SAMEORIGIN",
     "Cache-Control": "no-store",
 }
-
-
-class SessionSlots:
-    """At most `limit` calls at once, across the browser and the phone."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-
-    def claim(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
@@ -67,27 +56,27 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     """The app. With `runtime` given (tests), its models and LLM client are reused instead of being started in the
     lifespan, under this app's `settings`."""
     metrics = TurnMetrics()
-    slots = SessionSlots(settings.max_sessions)
+    admission = Admission(settings, idle_workers=lambda: app.state.calls.idle() if hasattr(app.state, "calls") else 0)
+    metrics.watch_capacity(admission)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if runtime is not None:
-            app.state.runtime = replace(runtime, settings=settings)
-            yield
-            return
-        async with AgentRuntime.start(settings) as started:
-            app.state.runtime = started
-            logger.info(f"serving on http://{settings.host}:{settings.port}")
+        async with run_calls(settings, runtime) as calls, measure_cpu(admission):
+            app.state.calls = calls
+            logger.info(f"serving on http://{settings.host}:{settings.port} ({settings.instance})")
             yield
 
     app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.slots = slots
+    app.state.settings = settings
+    app.state.admission = admission
     app.state.metrics = metrics
     app.state.recent_turns = deque(maxlen=500)  # (channel, event, report), newest last: for operators and tests
 
     def record_turn(channel: str) -> Callable[[str, dict[str, Any]], None]:
         def record(event: str, report: dict[str, Any]) -> None:
             metrics.record(channel, event, report)
+            if event == "answered":
+                admission.record_answer(report)
             app.state.recent_turns.append((channel, event, report))
 
         return record
@@ -100,10 +89,13 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
-        provider = request.app.state.runtime.provider
-        return JSONResponse(
-            {"status": "ok", "provider": provider.name, "model": provider.model, "sessions": slots.active}
-        )
+        return JSONResponse({"status": "ok", **request.app.state.calls.describe(), "sessions": admission.active})
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        refusal = admission.refusal()
+        body = {"ready": refusal is None, "active": admission.active, "capacity": admission.capacity()}
+        return JSONResponse({**body, "reason": refusal} if refusal else body, status_code=503 if refusal else 200)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -116,22 +108,44 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             await websocket.close(code=1008)
             return
         await websocket.accept()
-        if not slots.claim():
+        slot = admission.admit("browser")
+        if slot is None:
             await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
             await websocket.close(code=1013)
             return
-        metrics.sessions.labels("browser").inc()
-        try:
-            await run_browser_call(websocket, websocket.app.state.runtime, record_turn("browser"))
-        except Exception:
-            logger.exception("browser: call failed")
-        finally:
-            slots.release()
-            metrics.sessions.labels("browser").dec()
+        with slot:
+            try:
+                await websocket.app.state.calls.run_browser(websocket, record_turn("browser"))
+            except Exception:
+                logger.exception("browser: call failed")
 
-    add_twilio_routes(app, settings, slots, metrics, record_turn("phone"))
+    add_twilio_routes(app, settings, admission, record_turn("phone"))
     return app
 
 
+@asynccontextmanager
+async def run_calls(settings: Settings, runtime: AgentRuntime | None) -> AsyncIterator[CallRunner]:
+    """Where calls run: on `runtime` in this process (tests), in this process (WORKERS=0), or in worker processes."""
+    if runtime is not None:
+        yield InProcessCalls(replace(runtime, settings=settings))
+    elif settings.worker_count == 0:
+        async with AgentRuntime.start(settings) as started:
+            yield InProcessCalls(started)
+    else:
+        async with WorkerPool.start(settings) as pool:
+            yield pool
+
+
+@asynccontextmanager
+async def measure_cpu(admission: Admission) -> AsyncIterator[None]:
+    sampler = asyncio.create_task(admission.cpu.run())
+    try:
+        yield
+    finally:
+        sampler.cancel()
+
+
 def serve(settings: Settings) -> None:
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info", ws="websockets")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", ws="websockets")
+    DrainingServer(config, app).run()

@@ -1,9 +1,14 @@
-"""The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream)
-and the Media Streams websocket, which hands each call to `pipelines/phone.py`."""
+"""The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream, or
+rejects it as busy) and the Media Streams websocket, which hands each admitted call to a worker (or, with
+`WORKERS=0`, to `pipelines/phone.py` in this process).
+
+The webhook reserves the call's slot (`admission.py`), so the stream that follows is never refused. Its stream URL
+names this instance (`/twilio/stream/<INSTANCE_NAME>`) so that a load balancer can route the stream to the server
+holding the reservation (see deploy/haproxy.cfg)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import cast
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
@@ -14,23 +19,17 @@ from agent.protocols.twilio import (
     TwilioProtocolError,
     connect_stream_twiml,
     read_stream_start,
-    say_and_hang_up_twiml,
+    reject_twiml,
     signature_valid,
 )
-from agent.server.metrics import TurnMetrics
+from agent.server.admission import Admission
+from agent.server.calls import RecordedReceive
 from agent.settings import Settings
-from pipelines.phone import run_phone_call
 
-if TYPE_CHECKING:
-    from agent.server.app import SessionSlots
-
-BUSY_SPEECH = "Sorry, all our lines are busy right now. Please call again in a minute."
 TWIML = "application/xml"
 
 
-def add_twilio_routes(
-    app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnListener
-) -> None:
+def add_twilio_routes(app: FastAPI, settings: Settings, admission: Admission, record_turn: TurnListener) -> None:
     @app.post("/twilio/voice")
     async def incoming_call(request: Request) -> Response:
         form = {k: str(v) for k, v in (await request.form()).items()}
@@ -43,31 +42,33 @@ def add_twilio_routes(
             ):  # fmt: skip
                 logger.warning(f"twilio: refused a webhook with a bad signature (call {form.get('CallSid', '?')})")
                 return Response("invalid signature", status_code=403)
-        if slots.active >= slots.limit:
-            return Response(say_and_hang_up_twiml(BUSY_SPEECH), media_type=TWIML)
+        if not admission.reserve(form.get("CallSid", "")):
+            return Response(reject_twiml("busy"), media_type=TWIML)  # the caller hears busy and is not billed
         base = public or f"{request.url.scheme}://{request.url.netloc}"
-        stream_url = base.replace("https://", "wss://").replace("http://", "ws://") + "/twilio/stream"
+        stream_url = (
+            base.replace("https://", "wss://").replace("http://", "ws://") + f"/twilio/stream/{settings.instance}"
+        )
         parameters = {k: form[k] for k in ("From", "To", "CallSid") if k in form}
         return Response(connect_stream_twiml(stream_url, parameters), media_type=TWIML)
 
     @app.websocket("/twilio/stream")
+    @app.websocket("/twilio/stream/{instance}")
     async def media_stream(websocket: WebSocket) -> None:
         await websocket.accept()
+        opening = RecordedReceive(websocket)
         try:
-            start = await read_stream_start(websocket)
+            start = await read_stream_start(cast(WebSocket, opening))
         except (TwilioProtocolError, TimeoutError) as e:
             logger.warning(f"twilio: closing a stream that did not start properly: {e or 'no start in time'}")
             await websocket.close(code=1008)
             return
-        if not slots.claim():
-            logger.warning(f"twilio: no free session for call {start.call_sid}; closing the stream")
+        slot = admission.claim(start.call_sid)
+        if slot is None:  # only a stream that no webhook of ours reserved
+            logger.warning(f"twilio: no room for unannounced call {start.call_sid}; closing the stream")
             await websocket.close(code=1013)
             return
-        metrics.sessions.labels("phone").inc()
-        try:
-            await run_phone_call(websocket, start, websocket.app.state.runtime, record_turn)
-        except Exception:
-            logger.exception(f"twilio: call {start.call_sid} failed")
-        finally:
-            slots.release()
-            metrics.sessions.labels("phone").dec()
+        with slot:
+            try:
+                await websocket.app.state.calls.run_phone(websocket, start, opening.texts, record_turn)
+            except Exception:
+                logger.exception(f"twilio: call {start.call_sid} failed")

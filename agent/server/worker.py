@@ -1,0 +1,127 @@
+"""A worker process: runs one call at a time on its own runtime (Whisper, the voice, the LLM connection), loaded
+and warmed once before it takes its first call, then reused warm call after call.
+
+The front process starts it as `python -m agent.server.worker --socket PATH --name NAME` and writes its settings
+(JSON, secrets included) to its stdin; nothing secret is on the command line. It serves on a Unix socket in a
+directory only this user can enter; only the front talks to it:
+
+- `/control`: the front's line to the worker. Out: `ready` once, every turn report, `idle` after each call.
+  In: `end_call` (say goodbye and end the live call: the drain). When the front closes it, the worker exits.
+- `/ws`, `/twilio/stream`: one call each, relayed message for message by the front, which terminated the caller's
+  websocket and checked it (origin, signature, admission) before any worker saw it. The same pipelines
+  (`pipelines/browser.py`, `pipelines/phone.py`) run here as in a single-process server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from loguru import logger
+
+from agent.protocols.twilio import TwilioProtocolError, read_stream_start
+from agent.runtime import AgentRuntime
+from agent.settings import Settings
+from pipelines.browser import run_browser_call
+from pipelines.live import LiveCalls
+from pipelines.phone import run_phone_call
+
+
+def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
+    """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit)."""
+    live = LiveCalls()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AgentRuntime.start(settings, local_llm_url=local_llm_url) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def report_to_front(channel: str):
+        def report(event: str, turn: dict[str, Any]) -> None:
+            outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": turn})
+
+        return report
+
+    @app.websocket("/control")
+    async def control(websocket: WebSocket) -> None:
+        await websocket.accept()
+        provider = websocket.app.state.runtime.provider
+        await websocket.send_json({"type": "ready", "provider": provider.name, "model": provider.model})
+
+        async def send_reports() -> None:
+            while True:
+                await websocket.send_json(await outbox.get())
+
+        sender = asyncio.create_task(send_reports())
+        try:
+            while True:
+                message = await websocket.receive_json()
+                if message.get("type") == "end_call":
+                    await live.end_all(str(message.get("goodbye", "")))
+        except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
+            logger.info("the front closed the control line: exiting")
+            on_orphaned()
+        finally:
+            sender.cancel()
+
+    @app.websocket("/ws")
+    async def browser_call(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await run_browser_call(websocket, websocket.app.state.runtime, report_to_front("browser"), live)
+        except Exception:
+            logger.exception("browser: call failed")
+        finally:
+            outbox.put_nowait({"type": "idle"})
+
+    @app.websocket("/twilio/stream")
+    async def phone_call(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            start = await read_stream_start(websocket)
+            await run_phone_call(websocket, start, websocket.app.state.runtime, report_to_front("phone"), live)
+        except (TwilioProtocolError, TimeoutError) as e:
+            logger.warning(f"twilio: the relayed stream did not start properly: {e}")
+            await websocket.close(code=1008)
+        except Exception:
+            logger.exception("twilio: call failed")
+        finally:
+            outbox.put_nowait({"type": "idle"})
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.server.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
+    parser.add_argument("--name", default="worker", help="the worker's name in logs")
+    args = parser.parse_args(argv)
+    payload = json.loads(sys.stdin.read())
+    settings = Settings.load(None, **payload["settings"])
+    logger.remove()
+    logger.add(sys.stderr, level="INFO", format=f"{{time:HH:mm:ss.SSS}} | {{level: <7}} | {args.name} | {{message}}")
+    server: uvicorn.Server | None = None
+
+    def exit_now() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_worker_app(settings, payload.get("local_llm_url"), exit_now)
+    server = uvicorn.Server(uvicorn.Config(app, uds=args.socket, log_level="warning", ws="websockets-sansio"))
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
