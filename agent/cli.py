@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     call = commands.add_parser("call", help="dial a server over Twilio Media Streams with a WAV as the caller")
     call.add_argument("wav", type=Path)
     call.add_argument("--url", default="ws://127.0.0.1:7860/twilio/stream", help="the stream websocket URL")
+    call.add_argument("--webhook", default="", help="POST this incoming-call webhook first, then call its <Stream>")
     call.add_argument("--out", type=Path, help="write what the caller heard here")
     call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replay(settings, args.wav, args.report, args.out))
         from agent.phone_client import dial
 
-        return asyncio.run(dial(args.wav, args.url, out=args.out, report=args.report))
+        return asyncio.run(dial(args.wav, args.url, webhook=args.webhook, out=args.out, report=args.report))
     except (SettingsError, ValueError, RuntimeError, OSError) as e:
         print(f"voice-agent: {e}", file=sys.stderr)
         return 2

@@ -18,13 +18,15 @@ import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
+import httpx
 import numpy as np
 import soxr
 import websockets
 
 from agent.latency.turns import summarize
-from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message
+from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message, twilio_signature
 from agent.speech.energy import speech_spans
 from pipelines.replay import read_call_wav
 
@@ -86,11 +88,17 @@ class PhoneCallResult:
 
 
 async def place_call(
-    wav: str | Path, url: str, *, tail_s: float = 2.0, max_tail_s: float = 25.0, stop: bool = True
+    wav: str | Path,
+    url: str,
+    *,
+    tail_s: float = 2.0,
+    max_tail_s: float = 25.0,
+    stop: bool = True,
+    call_sid: str | None = None,
 ) -> PhoneCallResult:
     pcm, rate = read_call_wav(wav)
     caller = to_phone_audio(pcm, rate)
-    stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
+    stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", call_sid or f"CA{uuid.uuid4().hex}"
     marks: list[str] = []
     clears = 0
     pending_marks: list[tuple[float, str]] = []
@@ -205,6 +213,29 @@ async def place_call(
     )
 
 
+async def call_through_webhook(
+    wav: str | Path, webhook_url: str, *, auth_token: str = "", **options: Any
+) -> PhoneCallResult | None:
+    """Place a call the whole way Twilio does: POST the incoming-call webhook (signed when `auth_token` is given),
+    then open the `<Stream>` its TwiML names, with the same CallSid. None when the TwiML rejects the call (busy)."""
+    call_sid = f"CA{uuid.uuid4().hex}"
+    form = {
+        "CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550001111", "To": "+15550002222",
+        "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01",
+    }  # fmt: skip
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, webhook_url, form)} if auth_token else {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(webhook_url, data=form, headers=headers)
+    response.raise_for_status()
+    twiml = ElementTree.fromstring(response.text)
+    if twiml.find("Reject") is not None:
+        return None
+    stream = twiml.find("Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise RuntimeError(f"the webhook's TwiML neither connects a stream nor rejects the call: {response.text}")
+    return await place_call(wav, stream.get("url", ""), call_sid=call_sid, **options)
+
+
 def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float]) -> list[dict[str, Any]]:
     """Pair each utterance with the first reply that starts after it ends (and before the next one ends)."""
     turns = []
@@ -223,11 +254,15 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
     return turns
 
 
-async def dial(wav: Path, url: str, *, out: Path | None = None, report: Path | None = None) -> int:
+async def dial(wav: Path, url: str, *, webhook: str = "", out: Path | None = None, report: Path | None = None) -> int:
+    """`voice-agent call`: to the stream `url`, or through the incoming-call `webhook` first, as Twilio does."""
     try:
-        result = await place_call(wav, url)
-    except websockets.exceptions.WebSocketException as e:
-        raise RuntimeError(f"cannot call {url}: {e}") from None
+        result = await (call_through_webhook(wav, webhook) if webhook else place_call(wav, url))
+    except (websockets.exceptions.WebSocketException, httpx.HTTPError) as e:
+        raise RuntimeError(f"cannot call {webhook or url}: {e}") from None
+    if result is None:
+        print("the webhook rejected the call: busy")
+        return 1
     for turn in result.turns:
         latency = turn["voice_to_voice_ms"]
         heard = "no reply heard" if latency is None else f"reply heard after {latency:.0f} ms"

@@ -145,8 +145,8 @@ class Admission:
     def _load_refusal(self, level: int) -> str | None:
         if self.settings.admission != "load" or level <= 1:
             return None
-        cpu = self.cpu.busy_percent()
-        if cpu >= self.settings.admission_max_cpu_percent:
+        cpu, limit = self.cpu.busy_percent(), self.settings.admission_max_cpu_percent
+        if limit < 100 and cpu >= limit:
             return f"CPU {cpu:.0f}% busy"
         for at_level in (level, level - 1):
             if self._too_slow(at_level):

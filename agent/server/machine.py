@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -29,20 +29,26 @@ class CpuMeter:
     """The machine's CPU busy share (0-100 %, all cores together) over the last `window_s` seconds, sampled once
     a second by `run()`. Before two samples exist (or off Linux) it reads 0: nothing known, nothing refused."""
 
-    def __init__(self, window_s: float = 5.0, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        window_s: float = 5.0,
+        interval_s: float = 1.0,
+        read: Callable[[], tuple[float, float] | None] = cpu_times,
+    ) -> None:
         self.interval_s = interval_s
-        self._samples: deque[tuple[float, float, float]] = deque(maxlen=max(2, int(window_s / interval_s) + 1))
+        self._read = read
+        self._samples: deque[tuple[float, float]] = deque(maxlen=max(2, int(window_s / interval_s) + 1))
 
     def sample(self) -> None:
-        times = cpu_times()
+        times = self._read()
         if times is not None:
-            self._samples.append((time.monotonic(), *times))
+            self._samples.append(times)
 
     def busy_percent(self) -> float:
         if len(self._samples) < 2:
             return 0.0
-        _, busy0, total0 = self._samples[0]
-        _, busy1, total1 = self._samples[-1]
+        busy0, total0 = self._samples[0]
+        busy1, total1 = self._samples[-1]
         return 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
 
     async def run(self) -> None:

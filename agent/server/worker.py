@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import json
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import soxr
 import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from loguru import logger
@@ -32,6 +39,34 @@ from agent.settings import Settings
 from pipelines.browser import run_browser_call
 from pipelines.live import LiveCalls
 from pipelines.phone import run_phone_call
+from pipelines.replay import replay_call, write_wav
+
+REHEARSAL = "Hello, can you hear me?"
+
+_libc_name = ctypes.util.find_library("c")
+LIBC = ctypes.CDLL(_libc_name) if _libc_name and sys.platform.startswith("linux") else None  # for malloc_trim
+
+
+def _release_memory() -> None:
+    """Between calls: collect the call's garbage cycles now (a full collection would otherwise come at some
+    random moment of a later call, and until then the memory stays taken), and give freed heap back to the OS."""
+    gc.collect()
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
+
+
+async def rehearse(runtime: AgentRuntime) -> None:
+    """One short call through the whole pipeline (at the phone's 8 kHz, the agent's own voice as the caller) before
+    the first real one: whatever a first call sets up lazily (VAD sessions, Whisper's first decode, pipecat's
+    first pipeline, the voice's first sentence) is done now, not on a caller's time."""
+    voice = runtime.speech.voice
+    speech = np.frombuffer(b"".join(voice.synthesize(REHEARSAL)), np.int16)
+    audio = np.concatenate([np.zeros(2400, np.int16), soxr.resample(speech, voice.sample_rate, 8000)])
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "rehearsal.wav"
+        write_wav(path, np.concatenate([audio, np.zeros(16000, np.int16)]).tobytes(), 8000)
+        result = await replay_call(runtime, path, max_tail_s=10)
+    logger.info(f"rehearsal call: {sum(t['voice_to_voice_ms'] is not None for t in result.turns)} turn(s) answered")
 
 
 def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
@@ -43,6 +78,9 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AgentRuntime.start(settings, local_llm_url=local_llm_url) as runtime:
             app.state.runtime = runtime
+            await rehearse(runtime)
+            gc.collect()
+            gc.freeze()  # the models and everything loaded so far stay: later collections skip them
             yield
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -83,6 +121,7 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
         except Exception:
             logger.exception("browser: call failed")
         finally:
+            _release_memory()
             outbox.put_nowait({"type": "idle"})
 
     @app.websocket("/twilio/stream")
@@ -97,6 +136,7 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
         except Exception:
             logger.exception("twilio: call failed")
         finally:
+            _release_memory()
             outbox.put_nowait({"type": "idle"})
 
     return app

@@ -40,6 +40,7 @@ from agent.runtime import needs_local_llm
 from agent.settings import Settings
 
 START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machine
+START_ATTEMPTS = 3
 ACQUIRE_TIMEOUT_S = 30.0  # an admitted call waits this long for a worker (a crashed one being replaced)
 IDLE_TIMEOUT_S = 15.0  # after its call's socket closed, a worker has this long to say it is idle again
 
@@ -86,6 +87,9 @@ class WorkerPool:
         self._spawned = 0
         self._describe: dict[str, Any] = {}
         self._respawns: set[asyncio.Task[None]] = set()
+        # Loading models is CPU-bound: starting more workers at once than half the cores only makes each slower
+        # (and a shared local LLM server answers their warm-up requests one at a time).
+        self._starting = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
 
     @classmethod
     @asynccontextmanager
@@ -189,6 +193,20 @@ class WorkerPool:
 
     # -- processes -------------------------------------------------------------------------------
     async def _spawn(self) -> None:
+        """Start one worker; a worker that fails while starting (its warm-up timed out on a busy machine, say)
+        is tried again, up to START_ATTEMPTS times."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                async with self._starting:
+                    await self._start_worker()
+                return
+            except RuntimeError as e:
+                if attempt == START_ATTEMPTS or self._stopping:
+                    raise
+                logger.warning(f"workers: {e}; trying again ({attempt}/{START_ATTEMPTS})")
+                await asyncio.sleep(1.0)
+
+    async def _start_worker(self) -> None:
         self._spawned += 1
         name = f"worker-{self._spawned}"
         path = os.path.join(self._dir, f"{name}.sock")

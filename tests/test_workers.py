@@ -1,0 +1,102 @@
+"""`voice-agent serve` as an operator runs it: a front process and two warm worker processes, the embedded local
+LLM shared by both. Real phone calls (Twilio's webhook, then its Media Stream, recorded speech), real processes,
+real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+
+import pytest
+
+from agent.phone_client import call_through_webhook
+from agent.server.machine import process_tree, tree_pss_bytes
+from tests.audio import build_call
+from tests.servers import agent_process, cmdline, wait_until
+
+SETTINGS = {
+    "WORKERS": "2",
+    "LLM_PROVIDER": "local",
+    "MAX_SPOKEN_SENTENCES": "1",
+    "MAX_COMPLETION_TOKENS": "16",  # short answers keep the calls short
+    "ADMISSION": "count",  # this file is about the workers; admission by load has its own tests
+}
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory):
+    async with agent_process(tmp_path_factory.mktemp("workers"), SETTINGS) as running:
+        yield running
+
+
+def answered(result) -> list[bool]:
+    return [t["voice_to_voice_ms"] is not None for t in result.turns]
+
+
+async def answered_turns(server) -> float:
+    """Phone turns answered so far, from the server's /metrics."""
+    metrics = (await server.get("/metrics")).text
+    found = re.search(r'voice_agent_voice_to_voice_seconds_count\{channel="phone"\} (\S+)', metrics)
+    return float(found.group(1)) if found else 0.0
+
+
+def no_live_call(server):
+    async def condition() -> bool:
+        return (await server.get("/ready")).json()["active"] == 0
+
+    return condition
+
+
+async def test_memory_stays_flat_over_sequential_calls_in_warm_workers(server, tmp_path):
+    workers = server.workers()
+    assert len(workers) == 2
+    llm_servers = [p for p in process_tree(server.process.pid) if "llama_cpp.server" in cmdline(p)]
+    assert len(llm_servers) == 1  # one per machine, not one per worker
+    call = build_call(tmp_path / "short.wav", [0.3, "ten_of_clubs.wav", 2.0])
+    pss = []
+    for _ in range(8):
+        result = await call_through_webhook(call, f"{server.http}/twilio/voice", tail_s=1.0)
+        assert answered(result) == [True], result.turns
+        await wait_until(no_live_call(server))
+        await asyncio.sleep(0.5)  # the worker winds its call down and tidies up
+        pss.append(tree_pss_bytes(server.process.pid))
+    growth = (pss[-1] - pss[0]) / MB
+    print(f"PSS (front, workers, LLM) after call 1: {pss[0] / MB:.0f} MB, after call 8: {pss[-1] / MB:.0f} MB")
+    assert growth <= 30, [round(p / MB) for p in pss]
+    assert server.workers() == workers  # reused warm: no process was started for these calls
+
+
+async def test_calls_are_isolated_and_a_crashed_worker_is_replaced(server, tmp_path):
+    parts = [0.4, "ill_disposed.wav", 3.0, "ten_of_clubs.wav", 3.0, "amiable.wav", 3.0]
+    call = build_call(tmp_path / "long.wav", parts)
+    webhook = f"{server.http}/twilio/voice"
+    workers = server.workers()
+    before = await answered_turns(server)
+    calls = [asyncio.create_task(call_through_webhook(call, webhook, tail_s=2.5)) for _ in range(2)]
+
+    async def both_answered_once() -> bool:
+        return await answered_turns(server) >= before + 2
+
+    await wait_until(both_answered_once, 30)
+    assert (await server.get("/ready")).status_code == 503  # both workers busy: full
+    started = re.findall(r"\| (worker-\d+) \| twilio: call (CA\w+) stream", server.log())
+    assert len({name for name, _ in started[-2:]}) == 2, started  # each call in a worker of its own
+    os.kill(workers[0], signal.SIGKILL)
+    survivor, dropped = sorted(await asyncio.gather(*calls), key=lambda r: r.closed_by_server)
+    assert answered(survivor)[1:] == [True, True], survivor.turns  # answered after the crash: it never noticed
+    assert dropped.closed_by_server and not all(answered(dropped)), dropped.turns
+
+    async def replaced() -> bool:
+        return len(server.workers()) == 2 and workers[0] not in server.workers()
+
+    await wait_until(replaced, 120)
+    await wait_until(lambda: _ready(server), 30)
+    again = await call_through_webhook(build_call(tmp_path / "short.wav", [0.3, "ten_of_clubs.wav", 2.0]), webhook)
+    assert answered(again) == [True]
+
+
+async def _ready(server) -> bool:
+    return (await server.get("/ready")).status_code == 200
