@@ -117,5 +117,5 @@ async def run_browser_call(
             "sample_rate": BROWSER_SAMPLE_RATE,
         }
     )
-    with (live or LiveCalls()).running(call):
+    with (LiveCalls() if live is None else live).running(call):
         await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)

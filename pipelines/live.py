@@ -18,7 +18,8 @@ class LiveCalls:
     def __init__(self) -> None:
         self._calls: list[VoiceCall] = []  # a list: VoiceCall is a dataclass, not hashable
 
-    def __len__(self) -> int:
+    @property
+    def count(self) -> int:
         return len(self._calls)
 
     @contextmanager

@@ -105,6 +105,6 @@ async def run_phone_call(
         await call.worker.cancel(reason="twilio socket closed")
 
     logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    with (live or LiveCalls()).running(call):
+    with (LiveCalls() if live is None else live).running(call):
         await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
     logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")

@@ -48,7 +48,7 @@ class InProcessCalls:
         self.live = LiveCalls()
 
     def idle(self) -> int:
-        return max(0, self.runtime.settings.max_sessions - len(self.live))
+        return max(0, self.runtime.settings.max_sessions - self.live.count)
 
     def describe(self) -> dict[str, Any]:
         return {"provider": self.runtime.provider.name, "model": self.runtime.provider.model, "workers": 0}
