@@ -18,8 +18,9 @@ import pytest
 
 from agent.phone_client import call_through_webhook
 from bench.provider_sim import ProviderSim
+from bench.server_process import ROOT, agent_process, free_port
 from tests.audio import build_call
-from tests.servers import ROOT, agent_process, free_port, wait_until
+from tests.servers import wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="Debian's haproxy is not installed")

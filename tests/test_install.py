@@ -13,7 +13,8 @@ import httpx
 import pytest
 
 from bench.provider_sim import ProviderSim
-from tests.servers import ROOT, free_port, wait_until
+from bench.server_process import ROOT, free_port
+from tests.servers import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ import pytest
 
 from agent.phone_client import call_through_webhook
 from agent.server.machine import process_tree, tree_pss_bytes
+from bench.server_process import agent_process, cmdline
 from tests.audio import build_call
-from tests.servers import agent_process, cmdline, wait_until
+from tests.servers import wait_until
 
 SETTINGS = {
     "WORKERS": "2",
