@@ -30,12 +30,10 @@ def free_port() -> int:
 
 
 @dataclass
-class AgentProcess:
-    """`voice-agent serve` running as its own process (front + workers), as an operator runs it."""
+class LocalServer:
+    """A server listening on 127.0.0.1: its base URLs."""
 
-    process: subprocess.Popen[bytes]
     port: int
-    log_path: Path
 
     @property
     def http(self) -> str:
@@ -44,6 +42,14 @@ class AgentProcess:
     @property
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+@dataclass
+class AgentProcess(LocalServer):
+    """`voice-agent serve` running as its own process (front + workers), as an operator runs it."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -11,22 +11,13 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 
-from bench.server_process import free_port
+from bench.server_process import LocalServer, free_port
 
 
 @dataclass
-class RunningServer:
+class RunningServer(LocalServer):
     app: FastAPI
-    port: int
     server: uvicorn.Server
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
 
 @asynccontextmanager
