@@ -181,7 +181,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the full report here")
     args = parser.parse_args(argv)
     logger.remove()
-    logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith("bench"))
+    logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith(("bench", "__main__")))
     tmp = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     call = build_call(tmp / "call.wav")
     sim = ProviderSim(first_token_s=0.2, tokens_per_s=3000.0, answer=ANSWER).start()

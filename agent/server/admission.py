@@ -26,6 +26,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from loguru import logger
 
@@ -189,7 +190,7 @@ class Admission:
             return self._open("phone")
         return self.admit("phone")
 
-    def record_answer(self, report: dict) -> None:
+    def record_answer(self, report: dict[str, Any]) -> None:
         """A turn was answered: file its time under the number of calls live now."""
         ms = report.get("voice_to_voice_ms")
         if ms is not None:

@@ -33,6 +33,7 @@ import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from loguru import logger
 
+from agent.latency.observer import TurnListener
 from agent.protocols.twilio import TwilioProtocolError, read_stream_start
 from agent.runtime import AgentRuntime
 from agent.settings import Settings
@@ -85,7 +86,7 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def report_to_front(channel: str):
+    def report_to_front(channel: str) -> TurnListener:
         def report(event: str, turn: dict[str, Any]) -> None:
             outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": turn})
 
