@@ -34,7 +34,7 @@ from loguru import logger
 
 from agent.latency.turns import summarize
 from agent.phone_client import PhoneCallResult, call_through_webhook
-from agent.server.machine import tree_pss_bytes
+from agent.server.machine import pss_bytes, tree_pss_bytes
 from bench.provider_sim import ProviderSim
 from bench.server_process import AgentProcess, agent_process
 from pipelines.replay import read_call_wav, write_wav
@@ -136,29 +136,32 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 async def soak(sim: ProviderSim, call: Path, minutes: float, concurrent: int, workers: int, tmp: Path) -> dict:
-    """`concurrent` callers dial back to back for `minutes`; memory (PSS, all processes) sampled each minute."""
+    """`concurrent` callers dial back to back for `minutes` (a caller turned away tries again 5 s later); memory
+    (PSS of the front and of each worker) and the minute's answer times sampled each minute."""
     async with agent_process(tmp, server_settings(sim, "admitted", workers)) as server:
         started = time.monotonic()
         samples: list[dict[str, Any]] = []
         minute: list[float] = []
-        calls = busy = 0
+        answered_calls = busy = 0
 
         async def caller() -> None:
-            nonlocal calls, busy
+            nonlocal answered_calls, busy
             while time.monotonic() - started < minutes * 60:
                 result = await call_through_webhook(call, f"{server.http}/twilio/voice", tail_s=2.5)
-                calls += 1
                 if result is None:
                     busy += 1
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(5.0)
                 else:
+                    answered_calls += 1
                     minute.extend(t["voice_to_voice_ms"] for t in result.turns if t["voice_to_voice_ms"])
 
         async def sampler() -> None:
-            while time.monotonic() - started < minutes * 60 + 30:
+            while True:
                 await asyncio.sleep(60)
-                row = {"minute": len(samples) + 1, "pss_mb": round(tree_pss_bytes(server.process.pid) / MB)}
-                row |= {"calls": calls, "busy": busy, **summarize(minute)}
+                workers_mb = [round(pss_bytes(pid) / MB) for pid in server.workers()]
+                total, front = tree_pss_bytes(server.process.pid), pss_bytes(server.process.pid)
+                row = {"minute": len(samples) + 1, "pss_mb": round(total / MB), "front_mb": round(front / MB)}
+                row |= {"workers_mb": workers_mb, "calls": answered_calls, "busy": busy, **summarize(minute)}
                 samples.append(row)
                 minute.clear()
                 logger.info(f"soak: {row}")
@@ -166,8 +169,24 @@ async def soak(sim: ProviderSim, call: Path, minutes: float, concurrent: int, wo
         sampling = asyncio.create_task(sampler())
         await asyncio.gather(*(caller() for _ in range(concurrent)))
         sampling.cancel()
-        first, last = samples[0]["pss_mb"] if samples else 0, samples[-1]["pss_mb"] if samples else 0
-        return {"minutes": minutes, "concurrent": concurrent, "samples": samples, "pss_growth_mb": last - first}
+        return {
+            "minutes": minutes,
+            "concurrent": concurrent,
+            "samples": samples,
+            "pss_slope_mb_per_hour": slope_per_hour([(r["minute"], r["pss_mb"]) for r in samples]),
+            "pss_first_last_mb": [samples[0]["pss_mb"], samples[-1]["pss_mb"]] if samples else [],
+        }
+
+
+def slope_per_hour(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of (minute, MB) points, in MB per hour: a leak's rate, robust to one noisy sample."""
+    if len(points) < 2:
+        return None
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    return round(60 * sum((x - mean_x) * (y - mean_y) for x, y in points) / var, 1)
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -195,7 +214,9 @@ async def main(argv: list[str] | None = None) -> int:
             report["soak"] = await soak(sim, call, args.soak, args.soak_calls, args.workers or 2, tmp)
             for row in report["soak"]["samples"]:
                 print(row)
-            print(f"PSS growth over the soak: {report['soak']['pss_growth_mb']:+d} MB")
+            soaked = report["soak"]
+            trend = soaked["pss_slope_mb_per_hour"]
+            print(f"PSS first/last minute: {soaked['pss_first_last_mb']} MB; trend {trend} MB/h")
         else:
             workers = args.workers or max(args.levels)
             report["workers"] = workers
