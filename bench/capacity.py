@@ -6,7 +6,7 @@ the provider simulator at Cerebras' speed (200 ms to the first token, 3000 token
 (ACKNOWLEDGE_AFTER_MS=0), so every answer is a real one. Latency is the caller's: from the end of each utterance in
 the recording to the first sound of the reply on the line.
 
-Three servers, each a real process, in the same run:
+Three servers, each a real process, up at once in the same run (each level's rounds alternate between them):
   single   today's single process (WORKERS=0): every call on one event loop, admission by count only
   workers  the front and N warm worker processes, admission by count only: what the workers alone change
   admitted the front and workers with admission by load (the default): calls beyond what the machine can answer
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -34,7 +35,7 @@ from loguru import logger
 
 from agent.latency.turns import summarize
 from agent.phone_client import PhoneCallResult, call_through_webhook
-from agent.server.machine import pss_bytes, tree_pss_bytes
+from agent.server.machine import CpuMeter, pss_bytes, tree_pss_bytes
 from bench.provider_sim import ProviderSim
 from bench.server_process import AgentProcess, agent_process
 from pipelines.replay import read_call_wav, write_wav
@@ -83,6 +84,26 @@ async def offer(server: AgentProcess, call: Path, calls: int) -> list[PhoneCallR
     return await asyncio.gather(*(call_through_webhook(call, webhook, tail_s=2.5) for _ in range(calls)))
 
 
+async def settled(server: AgentProcess, timeout_s: float = 60.0) -> None:
+    """Until the last round's calls are over and every worker is idle again (wound down, tidied up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = (await server.get("/health")).json()
+        if health["sessions"] == 0 and health.get("workers_idle", 0) == health.get("workers_alive", 0):
+            return
+        await asyncio.sleep(0.5)
+    logger.warning(f"{server.http}: still busy after {timeout_s:.0f} s")
+
+
+async def background_cpu() -> float:
+    """The machine's CPU busy share over one second while no benchmark call runs: other people's load."""
+    meter = CpuMeter()
+    meter.sample()
+    await asyncio.sleep(1.0)
+    meter.sample()
+    return round(meter.busy_percent())
+
+
 def level_summary(results: list[PhoneCallResult | None], offered: int) -> dict[str, Any]:
     taken = [r for r in results if r is not None]
     turns = [t["voice_to_voice_ms"] for r in taken for t in r.turns]
@@ -97,20 +118,36 @@ def level_summary(results: list[PhoneCallResult | None], offered: int) -> dict[s
     }
 
 
-async def bench_server(
-    kind: str, sim: ProviderSim, call: Path, levels: list[int], rounds: int, workers: int, tmp: Path
+async def bench_servers(
+    kinds: list[str], sim: ProviderSim, call: Path, levels: list[int], rounds: int, workers: int, tmp: Path
 ) -> dict[str, Any]:
-    async with agent_process(tmp, server_settings(sim, kind, workers)) as server:
-        await offer(server, call, 1)  # a first call, not counted: the single process warms up lazily on it
-        report: dict[str, Any] = {"levels": {}, "pss_mb": {}}
+    """All the servers up at once; each level's rounds alternate between them, so that a change in the machine's
+    other load over the run weighs on every server alike."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = dict(
+            zip(
+                kinds,
+                await asyncio.gather(
+                    *(stack.enter_async_context(agent_process(tmp, server_settings(sim, k, workers))) for k in kinds)
+                ),
+                strict=True,
+            )
+        )
+        for server in servers.values():
+            await offer(server, call, 1)  # a first call, not counted: the single process warms up lazily on it
+        report: dict[str, Any] = {k: {"levels": {}, "pss_mb": {}, "background_cpu_percent": []} for k in kinds}
         for level in levels:
-            results: list[PhoneCallResult | None] = []
+            results: dict[str, list[PhoneCallResult | None]] = {k: [] for k in kinds}
             for round_index in range(rounds):
-                results += await offer(server, call, level)
-                await asyncio.sleep(2.0)  # every call wound down before the next round
-                logger.info(f"{kind}: {level} calls at once, round {round_index + 1} done")
-            report["levels"][level] = level_summary(results, level * rounds)
-            report["pss_mb"][level] = round(tree_pss_bytes(server.process.pid) / MB)
+                order = kinds[round_index % len(kinds) :] + kinds[: round_index % len(kinds)]
+                for kind in order:
+                    await settled(servers[kind])
+                    report[kind]["background_cpu_percent"].append(await background_cpu())
+                    results[kind] += await offer(servers[kind], call, level)
+                    logger.info(f"{kind}: {level} calls at once, round {round_index + 1} done")
+            for kind in kinds:
+                report[kind]["levels"][level] = level_summary(results[kind], level * rounds)
+                report[kind]["pss_mb"][level] = round(tree_pss_bytes(servers[kind].process.pid) / MB)
         return report
 
 
@@ -132,7 +169,11 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{kind:<9} {level:>5} {row['admitted']:>8} {row['busy']:>5} {row['answered']:>4}/{row['turns']:<4} "
                 f"{row['p50_ms'] or 0:>6.0f} {row['p95_ms'] or 0:>6.0f} {result['pss_mb'][level]:>7}"
             )
-        print(f"{kind:<9} highest level within the {BUDGET_MS:.0f} ms budget: {result['within_budget']}")
+        cpu = result["background_cpu_percent"]
+        print(
+            f"{kind:<9} highest level within the {BUDGET_MS:.0f} ms budget: {result['within_budget']}; "
+            f"the machine's other load before its rounds: {min(cpu)}-{max(cpu)}% CPU"
+        )
 
 
 async def soak(sim: ProviderSim, call: Path, minutes: float, concurrent: int, workers: int, tmp: Path) -> dict:
@@ -220,11 +261,9 @@ async def main(argv: list[str] | None = None) -> int:
         else:
             workers = args.workers or max(args.levels)
             report["workers"] = workers
-            report["servers"] = {}
-            for kind in args.servers:
-                result = await bench_server(kind, sim, call, args.levels, args.rounds, workers, tmp)
+            report["servers"] = await bench_servers(args.servers, sim, call, args.levels, args.rounds, workers, tmp)
+            for result in report["servers"].values():
                 result["within_budget"] = within_budget(result)
-                report["servers"][kind] = result
             print_table(report)
     finally:
         sim.stop()

@@ -118,7 +118,12 @@ class WorkerPool:
         return sum(1 for w in self._workers.values() if w.state == "idle")
 
     def describe(self) -> dict[str, Any]:
-        return {**self._describe, "workers": self.size, "workers_alive": len(self._workers)}
+        return {
+            **self._describe,
+            "workers": self.size,
+            "workers_alive": len(self._workers),
+            "workers_idle": self.idle(),
+        }
 
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers.values()]
