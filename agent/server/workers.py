@@ -41,6 +41,7 @@ from agent.settings import Settings
 
 START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machine
 START_ATTEMPTS = 3
+RETRY_REPLACE_S = 30.0  # a replacement that failed START_ATTEMPTS times is tried again after this
 ACQUIRE_TIMEOUT_S = 30.0  # an admitted call waits this long for a worker (a crashed one being replaced)
 IDLE_TIMEOUT_S = 15.0  # after its call's socket closed, a worker has this long to say it is idle again
 
@@ -275,9 +276,20 @@ class WorkerPool:
             worker.process.kill()
         code = await worker.process.wait()
         logger.error(f"workers: {worker.name} (pid {worker.process.pid}) died with code {code}; starting another")
-        respawn = asyncio.create_task(self._spawn())
+        respawn = asyncio.create_task(self._replace())
         self._respawns.add(respawn)
         respawn.add_done_callback(self._respawns.discard)
+
+    async def _replace(self) -> None:
+        """Start a worker in place of a dead one; if it will not start, keep trying (the pool runs short meanwhile,
+        and admission counts only the workers that are there)."""
+        while not self._stopping:
+            try:
+                await self._spawn()
+                return
+            except RuntimeError as e:
+                logger.error(f"workers: no replacement worker ({e}); trying again in {RETRY_REPLACE_S:.0f} s")
+                await asyncio.sleep(RETRY_REPLACE_S)
 
     async def stop(self) -> None:
         self._stopping = True
