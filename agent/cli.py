@@ -1,5 +1,6 @@
-"""`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline) and
-`call` (dial a server over the Twilio Media Streams protocol, as a carrier would)."""
+"""`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline), `call`
+(dial a server over the Twilio Media Streams protocol, as a carrier would) and `bench-llm` (time each LLM
+provider, or the simulator offline, and predict voice-to-voice per platform)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from loguru import logger
 
+from agent.llm import bench as bench_llm
 from agent.settings import Settings, SettingsError
 
 
@@ -28,12 +30,21 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--report", type=Path, help="write the per-turn JSON report here")
     replay.add_argument("--out", type=Path, help="write the agent's replies (on the call's timeline) here")
 
-    call = commands.add_parser("call", help="dial a server over Twilio Media Streams with a WAV as the caller")
+    call = commands.add_parser(
+        "call",
+        help="dial a server over Twilio Media Streams with a WAV as the caller (signed with TWILIO_AUTH_TOKEN, if set)",
+    )
     call.add_argument("wav", type=Path)
-    call.add_argument("--url", default="ws://127.0.0.1:7860/twilio/stream", help="the stream websocket URL")
-    call.add_argument("--webhook", default="", help="POST this incoming-call webhook first, then call its <Stream>")
+    call.add_argument(
+        "--url",
+        default="http://127.0.0.1:7860/twilio/voice",
+        help="the server's webhook (http/https: posted first, like Twilio) or its stream (ws/wss: dialled directly)",
+    )
     call.add_argument("--out", type=Path, help="write what the caller heard here")
     call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
+
+    bench = commands.add_parser("bench-llm", help="time each LLM provider; predict voice-to-voice per platform")
+    bench_llm.add_arguments(bench)
 
     args = parser.parse_args(argv)
     logger.remove()
@@ -48,9 +59,20 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "replay":
             return asyncio.run(_replay(settings, args.wav, args.report, args.out))
+        if args.command == "bench-llm":
+            return bench_llm.main(settings, args)
         from agent.phone_client import dial
 
-        return asyncio.run(dial(args.wav, args.url, webhook=args.webhook, out=args.out, report=args.report))
+        return asyncio.run(
+            dial(
+                args.wav,
+                args.url,
+                auth_token=settings.twilio_auth_token.get_secret_value(),
+                account_sid=settings.twilio_account_sid,
+                out=args.out,
+                report=args.report,
+            )
+        )
     except (SettingsError, ValueError, RuntimeError, OSError) as e:
         print(f"voice-agent: {e}", file=sys.stderr)
         return 2
@@ -66,16 +88,20 @@ async def _replay(settings: Settings, wav: Path, report: Path | None, out: Path 
     async with AgentRuntime.start(settings) as runtime:
         result = await replay_call(runtime, wav)
     for turn in result.turns:
-        latency = turn["voice_to_voice_ms"]
+        latency = turn["answer_ms"]
+        filler = f", filler at {turn['filler_ms']:.0f} ms" if turn["filler_ms"] is not None else ""
         print(
             f"turn {turn['turn']}: caller: {turn['user_text']!r}\n"
             f"        agent:  {turn['bot_text']!r}\n"
-            f"        voice-to-voice: {'-' if latency is None else f'{latency:.0f} ms'}"
-            f"{'  (interrupted)' if turn['interrupted'] else ''}"
+            f"        answer after: {'-' if latency is None else f'{latency:.0f} ms'}{filler}"
+            f"  ({turn['outcome']}{', cut off' if turn['cut'] else ''})"
         )
     s = result.summary
     if s["count"]:
-        print(f"{s['count']} turns: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, max {s['max_ms']:.0f} ms")
+        print(
+            f"{s['count']} of {s['turns']} turns answered: p50 {s['p50_ms']:.0f} ms, p95 {s['p95_ms']:.0f} ms, "
+            f"max {s['max_ms']:.0f} ms; {s['within_budget']} within budget"
+        )
     if report:
         report.write_text(result.to_json())
     if out:

@@ -1,9 +1,15 @@
 """`voice-agent call`: dial a server over Twilio Media Streams the way Twilio does, with a WAV file as the caller.
 
-It sends `connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
+Given the server's webhook (an http(s) URL), it first posts the incoming-call webhook as Twilio does (signed with
+the auth token, when given one), reads the stream URL and `<Parameter>`s from the TwiML, then opens that stream
+with a signed upgrade and the parameters (the call's stream token among them) in `start`. Given a ws(s) stream URL,
+it dials the stream directly (an unsigned server on this machine accepts that). A webhook answering
+`<Reject reason="busy"/>` (a full or draining server) ends the call there: `CallRejected`. On the stream it sends
+`connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
 silence, as a phone line does), plays what comes back on a simulated handset (audio queues up and plays in real
 time), echoes each `mark` when the audio before it has played, honours `clear`, and ends with `stop`. Latency is
-measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply.
+measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply
+(which may be a filler such as "Let me think."; `bench/latency.py` transcribes what was heard to find the answer).
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import json
 import time
 import uuid
 import wave
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import httpx
 import numpy as np
@@ -26,14 +32,16 @@ import soxr
 import websockets
 
 from agent.latency.turns import summarize
-from agent.protocols.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message, twilio_signature
 from agent.speech.energy import speech_spans
+from agent.telephony.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message, twilio_signature
 from pipelines.replay import read_call_wav
 
 FRAME_S = 0.02
 FRAME_BYTES = int(TWILIO_RATE * FRAME_S)  # mu-law: one byte a sample
 SILENCE = b"\xff" * FRAME_BYTES
 NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks starts a new reply
+TEST_ACCOUNT_SID = "AC" + "0" * 32
+MAX_TWIML_BYTES = 64 * 1024
 
 
 def to_phone_audio(pcm: bytes, rate: int) -> bytes:
@@ -84,27 +92,77 @@ class PhoneCallResult:
     clears: int
     summary: dict[str, Any]
     stream_sid: str
+    call_sid: str
     closed_by_server: bool
+
+
+@dataclass
+class StreamInvite:
+    """What the webhook's TwiML tells Twilio: where the stream goes and the parameters `start` must carry."""
+
+    url: str
+    parameters: dict[str, str]
+
+
+class CallRejected(RuntimeError):
+    """The webhook's TwiML rejected the call (`<Reject reason="busy"/>`): the caller hears a busy tone."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the server rejected the call: {reason}")
+        self.reason = reason
+
+
+async def answer_webhook(webhook_url: str, call_sid: str, account_sid: str, auth_token: str = "") -> StreamInvite:
+    """Post Twilio's incoming-call webhook (signed when given the auth token) and read the TwiML's `<Stream>`;
+    CallRejected when the TwiML rejects the call instead."""
+    form = {
+        "AccountSid": account_sid,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "From": "+15550100000",
+        "To": "+15550100001",
+    }
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, webhook_url, form)} if auth_token else {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.post(webhook_url, data=form, headers=headers)
+    if response.status_code != 200 or len(response.content) > MAX_TWIML_BYTES:
+        raise RuntimeError(f"the webhook {webhook_url} answered {response.status_code}: {response.text[:120]}")
+    twiml = ElementTree.fromstring(response.content)
+    if (reject := twiml.find("./Reject")) is not None:
+        raise CallRejected(reject.get("reason", "rejected"))
+    stream = twiml.find("./Connect/Stream")
+    if stream is None or not stream.get("url"):
+        raise RuntimeError(f"the webhook answered without a <Connect><Stream>: {response.text[:200]}")
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return StreamInvite(url=stream.get("url", ""), parameters=parameters)
 
 
 async def place_call(
     wav: str | Path,
     url: str,
     *,
+    auth_token: str = "",
+    account_sid: str = TEST_ACCOUNT_SID,
     tail_s: float = 2.0,
     max_tail_s: float = 25.0,
     stop: bool = True,
-    call_sid: str | None = None,
 ) -> PhoneCallResult:
+    """Place a call to `url`: the server's webhook (http/https) or its stream (ws/wss), see the module docstring."""
     pcm, rate = read_call_wav(wav)
     caller = to_phone_audio(pcm, rate)
-    stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", call_sid or f"CA{uuid.uuid4().hex}"
+    stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
+    invite = StreamInvite(url=url, parameters={})
+    if url.startswith(("http://", "https://")):
+        invite = await answer_webhook(url, call_sid, account_sid, auth_token)
+    headers = {"X-Twilio-Signature": twilio_signature(auth_token, invite.url)} if auth_token else {}
     marks: list[str] = []
     clears = 0
     pending_marks: list[tuple[float, str]] = []
     closed_by_server = False
 
-    async with websockets.connect(url, max_size=2**20) as ws:
+    async with websockets.connect(invite.url, max_size=2**20, additional_headers=headers) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
         await ws.send(
             json.dumps(
@@ -113,11 +171,11 @@ async def place_call(
                     "sequenceNumber": "1",
                     "streamSid": stream_sid,
                     "start": {
-                        "accountSid": "AC" + "0" * 32,
+                        "accountSid": account_sid,
                         "streamSid": stream_sid,
                         "callSid": call_sid,
                         "tracks": ["inbound"],
-                        "customParameters": {"caller": "voice-agent call"},
+                        "customParameters": invite.parameters,
                         "mediaFormat": MEDIA_FORMAT,
                     },
                 }
@@ -201,7 +259,7 @@ async def place_call(
             await asyncio.gather(*tasks, return_exceptions=True)
 
     turns = pair_replies(speech_spans(pcm, rate), handset.reply_starts)
-    latencies = [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
+    latencies = [t["first_sound_ms"] for t in turns if t["first_sound_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
         heard_audio=bytes(handset.heard),
@@ -209,31 +267,9 @@ async def place_call(
         clears=clears,
         summary=summarize(latencies),
         stream_sid=stream_sid,
+        call_sid=call_sid,
         closed_by_server=closed_by_server,
     )
-
-
-async def call_through_webhook(
-    wav: str | Path, webhook_url: str, *, auth_token: str = "", **options: Any
-) -> PhoneCallResult | None:
-    """Place a call the whole way Twilio does: POST the incoming-call webhook (signed when `auth_token` is given),
-    then open the `<Stream>` its TwiML names, with the same CallSid. None when the TwiML rejects the call (busy)."""
-    call_sid = f"CA{uuid.uuid4().hex}"
-    form = {
-        "CallSid": call_sid, "AccountSid": "AC" + "0" * 32, "From": "+15550001111", "To": "+15550002222",
-        "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01",
-    }  # fmt: skip
-    headers = {"X-Twilio-Signature": twilio_signature(auth_token, webhook_url, form)} if auth_token else {}
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(webhook_url, data=form, headers=headers)
-    response.raise_for_status()
-    twiml = ElementTree.fromstring(response.text)
-    if twiml.find("Reject") is not None:
-        return None
-    stream = twiml.find("Connect/Stream")
-    if stream is None or not stream.get("url"):
-        raise RuntimeError(f"the webhook's TwiML neither connects a stream nor rejects the call: {response.text}")
-    return await place_call(wav, stream.get("url", ""), call_sid=call_sid, **options)
 
 
 def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float]) -> list[dict[str, Any]]:
@@ -248,24 +284,39 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
                 "speech_start_s": round(start, 2),
                 "speech_end_s": round(end, 2),
                 "reply_start_s": None if reply is None else round(reply, 3),
-                "voice_to_voice_ms": None if reply is None else round((reply - end) * 1000, 1),
+                "first_sound_ms": None if reply is None else round((reply - end) * 1000, 1),
             }
         )
     return turns
 
 
-async def dial(wav: Path, url: str, *, webhook: str = "", out: Path | None = None, report: Path | None = None) -> int:
-    """`voice-agent call`: to the stream `url`, or through the incoming-call `webhook` first, as Twilio does."""
+async def call_unless_rejected(wav: str | Path, url: str, **options: Any) -> PhoneCallResult | None:
+    """`place_call`, or None when the server's webhook rejects the call (busy)."""
     try:
-        result = await (call_through_webhook(wav, webhook) if webhook else place_call(wav, url))
-    except (websockets.exceptions.WebSocketException, httpx.HTTPError) as e:
-        raise RuntimeError(f"cannot call {webhook or url}: {e}") from None
-    if result is None:
-        print("the webhook rejected the call: busy")
+        return await place_call(wav, url, **options)
+    except CallRejected:
+        return None
+
+
+async def dial(
+    wav: Path,
+    url: str,
+    *,
+    auth_token: str = "",
+    account_sid: str = "",
+    out: Path | None = None,
+    report: Path | None = None,
+) -> int:
+    try:
+        result = await place_call(wav, url, auth_token=auth_token, account_sid=account_sid or TEST_ACCOUNT_SID)
+    except CallRejected as e:
+        print(e)
         return 1
+    except (websockets.exceptions.WebSocketException, httpx.HTTPError, ElementTree.ParseError) as e:
+        raise RuntimeError(f"cannot call {url}: {e}") from None
     for turn in result.turns:
-        latency = turn["voice_to_voice_ms"]
-        heard = "no reply heard" if latency is None else f"reply heard after {latency:.0f} ms"
+        latency = turn["first_sound_ms"]
+        heard = "no reply heard" if latency is None else f"first sound of the reply after {latency:.0f} ms"
         print(f"turn {turn['turn']}: caller spoke {turn['speech_start_s']:.1f}-{turn['speech_end_s']:.1f} s, {heard}")
     s = result.summary
     if s["count"]:

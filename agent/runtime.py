@@ -1,8 +1,14 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper and the TTS voice, picks the LLM provider (Cerebras with a key,
-else the embedded llama.cpp server it starts), opens and warms the provider connection, and checks the model.
-Every call's pipeline then shares these objects.
+`AgentRuntime.start(settings)` loads Whisper, Smart Turn and the TTS voice (and synthesises the fixed phrases),
+builds the provider chain (`LLM_PROVIDER`, then
+`LLM_FALLBACKS`; the embedded llama.cpp server is started when `local` is in it), opens and warms each provider's
+connection, checks its model, and builds the tool registry. Every call's pipeline then shares these objects.
+
+Start-up is resilient: a provider that is down, overloaded or out of quota at start-up (a 429, a 503, a cut
+connection) is logged and the server starts anyway; each turn then fails over along the chain or apologises. Only
+a configuration error stops start-up: a rejected key (401/403) or a model the provider does not have, reported as
+a `SettingsError` that names the variable.
 """
 
 from __future__ import annotations
@@ -15,13 +21,19 @@ from dataclasses import dataclass
 
 from loguru import logger
 
+from agent.frames import PhraseKind
 from agent.latency.turns import LatencyBudget
-from agent.llm.client import ChatCompletionClient
+from agent.llm.client import ChatCompletionClient, ProviderError
+from agent.llm.failover import ProviderChain
 from agent.llm.local_server import LocalLLMServer
-from agent.llm.providers import Provider, cerebras_provider, fallback_provider, local_provider, wants_local_llm
-from agent.settings import Settings
+from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for, wants_local_llm
+from agent.settings import Settings, SettingsError
+from agent.speech.phrases import Phrase, synthesize_phrases
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
+from agent.tools.catalog import build_registry
+from agent.tools.registry import ToolRegistry
+from agent.turns.smart_turn import SmartTurnModel
 
 
 @dataclass
@@ -30,23 +42,35 @@ class SpeechModels:
 
     transcriber: WhisperTranscriber
     voice: Voice
-    phrases: dict[str, list[bytes]]  # pre-synthesised audio of the phrases said without an LLM
+    smart_turn: SmartTurnModel
+    phrases: dict[PhraseKind, Phrase]  # what the agent says without the LLM, synthesised once
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
         transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
-        phrases = {text: list(voice.synthesize(text)) for text in filter(None, [settings.acknowledgement])}
-        return cls(transcriber=transcriber, voice=voice, phrases=phrases)
+        return cls(
+            transcriber=transcriber,
+            voice=voice,
+            smart_turn=SmartTurnModel(),
+            phrases=synthesize_phrases(voice, settings.acknowledgement),
+        )
 
 
 @dataclass
 class AgentRuntime:
+    """The shared models, the provider chain and the tools: what every call's pipeline is built from."""
+
     settings: Settings
     speech: SpeechModels
-    llm: ChatCompletionClient
-    fallback: ChatCompletionClient | None = None
+    chain: ProviderChain
+    tools: ToolRegistry
+
+    @property
+    def llm(self) -> ChatCompletionClient:
+        """The primary provider's client."""
+        return self.chain.primary
 
     @property
     def provider(self) -> Provider:
@@ -67,37 +91,49 @@ class AgentRuntime:
         # Parsed here too so that a bad LATENCY_STAGE_BUDGETS_MS is a start-up error, not a first-turn one.
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
         logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
-        primary_is_local = wants_local_llm(settings)
+        names = chain_names(settings)
+        for name in names:  # a missing key or URL is a settings error before anything heavy is loaded
+            if name != "local":
+                provider_for(settings, name)
+        tools = build_registry(settings)
         local_server = None
-        if needs_local_llm(settings) and not local_llm_url:
+        if wants_local_llm(settings) and not local_llm_url:
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
         server_started = asyncio.create_task(local_server.start()) if local_server else None
-        clients: list[ChatCompletionClient] = []
+        clients: dict[str, ChatCompletionClient] = {}
+        failures: list[tuple[ChatCompletionClient, ProviderError]] = []
+
+        async def open_provider(name: str, local_url: str = "") -> None:
+            client = ChatCompletionClient(
+                provider_for(settings, name, local_url),
+                first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
+                idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
+            )
+            clients[name] = client
+            if error := await _open(client, settings.system_prompt, primary=name == names[0]):
+                failures.append((client, error))
+
         try:
+            for name in names:  # remote providers first: a rejected key stops start-up before models load
+                if name != "local":
+                    await open_provider(name)
             speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
-            if server_started:
+            if server_started and local_server:
                 await server_started
-            local_url = local_llm_url or (local_server.base_url if local_server else "")
-            primary = local_provider(settings, local_url) if primary_is_local else cerebras_provider(settings)
-            backup = fallback_provider(settings, local_url)
-            for provider in filter(None, [primary, backup]):
-                client = ChatCompletionClient(
-                    provider,
-                    first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000,
-                    idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
-                )
-                clients.append(client)
-                await client.connect()
-                await _warm(client, settings.system_prompt)
-                client.keep_warm()
-            runtime = cls(settings=settings, speech=speech, llm=clients[0], fallback=clients[1] if backup else None)
+                local_llm_url = local_server.base_url
+            if "local" in names:
+                await open_provider("local", local_llm_url or "")
+            chain = ProviderChain([clients[name] for name in names])
+            for client, error in failures:
+                chain.failed(client, error)
+            runtime = cls(settings=settings, speech=speech, chain=chain, tools=tools)
             logger.info(
-                f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {primary.describe()}"
-                + (f"; fallback: {backup.describe()}" if backup else "")
+                f"runtime ready in {time.perf_counter() - started:.1f} s; LLM: {chain.describe()}; "
+                f"tools: {', '.join(runtime.tools.names) or 'none'}"
             )
             yield runtime
         finally:
-            for client in clients:
+            for client in clients.values():
                 await client.aclose()
             if server_started and not server_started.done():
                 server_started.cancel()
@@ -105,13 +141,49 @@ class AgentRuntime:
                 await local_server.stop()
 
 
-def needs_local_llm(settings: Settings) -> bool:
-    """Whether the embedded llama.cpp server must run: as the provider, or as the hedging fallback."""
-    return wants_local_llm(settings) or settings.fallback_base_url == "local"
+async def check_providers(settings: Settings) -> None:
+    """Ask each remote provider of the chain for its models: raises SettingsError for a rejected key or an unknown
+    model (a provider that is down is left for the runtime to log). `voice-agent serve` runs it before listening."""
+    for name in chain_names(settings):
+        if name == "local":
+            continue
+        client = ChatCompletionClient(provider_for(settings, name))
+        try:
+            await client.connect()
+        except ProviderError as e:
+            _raise_if_misconfigured(client, e)
+        finally:
+            await client.aclose()
+
+
+async def _open(client: ChatCompletionClient, system_prompt: str, *, primary: bool) -> ProviderError | None:
+    """Connect, check the model and warm one provider. A rejected key or an unknown model stops start-up with a
+    SettingsError naming the variable; a provider that is merely unavailable is logged and its error returned."""
+    client.keep_warm()
+    try:
+        await client.connect()
+        await _warm(client, system_prompt)
+    except ProviderError as e:
+        _raise_if_misconfigured(client, e)
+        role = "primary provider" if primary else "fallback"
+        logger.warning(f"LLM {role} {client.provider.describe()} is unavailable at start-up ({e}); serving anyway")
+        return e
+    return None
+
+
+def _raise_if_misconfigured(client: ChatCompletionClient, error: ProviderError) -> None:
+    """A rejected key or a model the provider does not have: a SettingsError naming the variable to fix."""
+    provider = client.provider
+    platform = PLATFORMS[provider.name]
+    if error.kind == "auth":
+        raise SettingsError(f"{platform.key_env} was rejected by {provider.name} ({error})") from None
+    if error.kind == "bad_request" and platform.env_prefix:
+        raise SettingsError(f"{platform.env_prefix}_MODEL: {error}") from None
 
 
 async def _warm(client: ChatCompletionClient, system_prompt: str) -> None:
-    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool."""
+    """One tiny completion with the real system prompt: primes the server's prompt cache and our pool. A failure
+    is raised to `_open`, which logs it and serves anyway (a cold local model on a busy machine, a provider down)."""
     messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi."}]
     async for _ in client.stream(messages, **{client.provider.token_limit_param: 1}):
         pass

@@ -11,12 +11,13 @@ Units are in the names: durations inside a turn are milliseconds (`*_MS`), durat
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Ms = Annotated[float, Field(ge=0, le=60_000)]
@@ -32,6 +33,19 @@ RENAMED = {
     "LLM_STREAM_IDLE_TIMEOUT_S": "LLM_STREAM_IDLE_TIMEOUT_MS",
     "STT_WINDOW_S": "STT_WINDOW_MS",
 }
+# Variables that were replaced by a different idea, and what to set instead.
+REPLACED = {
+    "FALLBACK_BASE_URL": "LLM_FALLBACKS (provider names, e.g. groq,local)",
+    "FALLBACK_MODEL": "LLM_FALLBACKS and that provider's *_MODEL",
+    "FALLBACK_API_KEY": "LLM_FALLBACKS and that provider's *_API_KEY",
+}
+PROVIDER_NAMES = ("cerebras", "groq", "sambanova", "openai", "local")
+
+
+# Secrets the agent checks (not ones a provider issues) must be long and URL/header-safe: the page sends the access
+# token in a websocket subprotocol, which allows only these characters.
+MIN_SECRET_CHARS = 24
+TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
 
 class SettingsError(ValueError):
@@ -45,11 +59,21 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True, case_sensitive=False
     )
 
-    # --- LLM provider ---
-    llm_provider: Literal["auto", "cerebras", "local"] = "auto"
+    # --- LLM providers (declared in agent/llm/providers.py) ---
+    llm_provider: Literal["auto", "cerebras", "groq", "sambanova", "openai", "local"] = "auto"
+    llm_fallbacks: str = ""
     cerebras_api_key: SecretStr = SecretStr("")
     cerebras_base_url: str = "https://api.cerebras.ai/v1"
     cerebras_model: str = "gpt-oss-120b"
+    groq_api_key: SecretStr = SecretStr("")
+    groq_base_url: str = "https://api.groq.com/openai/v1"
+    groq_model: str = "openai/gpt-oss-120b"
+    sambanova_api_key: SecretStr = SecretStr("")
+    sambanova_base_url: str = "https://api.sambanova.ai/v1"
+    sambanova_model: str = "gpt-oss-120b"
+    llm_api_key: SecretStr = SecretStr("")
+    llm_base_url: str = ""
+    llm_model: str = "gpt-oss-120b"
     reasoning_effort: Literal["", "low", "medium", "high"] = "low"
     max_completion_tokens: int = Field(160, ge=16, le=8192)
     max_spoken_sentences: int = Field(2, ge=1, le=20)
@@ -60,12 +84,13 @@ class Settings(BaseSettings):
     )
     llm_first_token_timeout_ms: PositiveMs = 3000
     llm_stream_idle_timeout_ms: PositiveMs = 5000
-    fallback_base_url: str = ""
-    fallback_model: str = ""
-    fallback_api_key: SecretStr = SecretStr("")
     hedge_after_ms: Ms = 250
-    acknowledge_after_ms: Ms = 620
+    acknowledge_after_ms: Ms = 500
     acknowledgement: str = "Let me think."
+
+    # --- Tools ---
+    tools: str = "clock,booking"
+    booking_db_path: str = "bookings.sqlite3"
 
     # --- Local models ---
     local_llm_threads: int = Field(2, ge=1, le=64)
@@ -73,12 +98,14 @@ class Settings(BaseSettings):
     tts_engine: Literal["hibari", "piper"] = "hibari"
     stt_threads: int = Field(2, ge=1, le=64)
     stt_window_ms: float = Field(15_000, ge=1000, le=30_000)
+    stt_piece_ms: float = Field(3000, ge=1000, le=20_000)
 
     # --- Turn taking ---
-    vad_stop_ms: float = Field(120, ge=32, le=2000)
+    vad_stop_ms: float = Field(64, ge=32, le=2000)
     vad_start_ms: float = Field(100, ge=32, le=2000)
     end_of_turn_min_ms: Ms = 200
-    end_of_turn_max_ms: Ms = 600
+    end_of_turn_mid_ms: Ms = 400
+    end_of_turn_max_ms: Ms = 800
     speculate: bool = True
     first_clause_min_words: int = Field(2, ge=1, le=50)
     first_clause_max_words: int = Field(6, ge=1, le=50)
@@ -92,6 +119,12 @@ class Settings(BaseSettings):
     port: int = Field(7860, ge=0, le=65535)
     max_sessions: int = Field(4, ge=0, le=1000)
     max_call_seconds: float = Field(900, gt=0, le=86_400)
+    allowed_origins: str = ""
+    public_url: str = ""
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_api_base_url: str = ""
+    twilio_allow_unsigned: bool = False
 
     # --- Capacity: worker processes, admission, drain ---
     workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
@@ -102,17 +135,63 @@ class Settings(BaseSettings):
     phone_reservation_seconds: float = Field(20, ge=1, le=300)
     drain_grace_seconds: float = Field(900, ge=0, le=86_400)
     instance_name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,63}$")
-    allowed_origins: str = ""
-    public_url: str = ""
-    twilio_account_sid: str = ""
-    twilio_auth_token: SecretStr = SecretStr("")
-    twilio_api_base_url: str = ""
 
-    @field_validator("public_url", "cerebras_base_url", "fallback_base_url", "twilio_api_base_url")
+    # --- Security (see README "Security") ---
+    stream_token_secret: SecretStr = SecretStr("")
+    stream_token_ttl_seconds: float = Field(30, ge=1, le=600)
+    access_token: SecretStr = SecretStr("")
+    session_idle_timeout_seconds: float = Field(30, ge=1, le=3600)
+
+    @model_validator(mode="after")
+    def _waits_in_order(self) -> Settings:
+        if not self.end_of_turn_min_ms <= self.end_of_turn_mid_ms <= self.end_of_turn_max_ms:
+            raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MID_MS <= END_OF_TURN_MAX_MS is required")
+        return self
+
+    @field_validator(
+        "public_url", "cerebras_base_url", "groq_base_url", "sambanova_base_url", "llm_base_url", "twilio_api_base_url"
+    )
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and value != "local" and not value.startswith(("http://", "https://")):
+        if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("llm_fallbacks")
+    @classmethod
+    def _provider_list(cls, value: str) -> str:
+        names = _names(value)
+        unknown = [n for n in names if n not in PROVIDER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown provider {unknown[0]!r} (known: {', '.join(PROVIDER_NAMES)})")
+        if len(set(names)) != len(names):
+            raise ValueError("a provider is listed twice")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tool_list(cls, value: str) -> str:
+        unknown = [n for n in _names(value) if n not in TOOL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown tool {unknown[0]!r} (known: {', '.join(TOOL_NAMES)})")
+        return value
+
+    @field_validator("twilio_account_sid")
+    @classmethod
+    def _account_sid(cls, value: str) -> str:
+        if value and not re.fullmatch(r"AC[0-9a-f]{32}", value):
+            raise ValueError("must be a Twilio account SID: AC followed by 32 lowercase hex digits")
+        return value
+
+    @field_validator("access_token", "stream_token_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and (len(secret) < MIN_SECRET_CHARS or not set(secret) <= TOKEN_CHARS):
+            raise ValueError(
+                f"must be at least {MIN_SECRET_CHARS} characters of A-Z a-z 0-9 - _ . ~ "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return value
 
     @classmethod
@@ -143,6 +222,22 @@ class Settings(BaseSettings):
     def origins(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
+    @property
+    def fallbacks(self) -> list[str]:
+        """LLM_FALLBACKS as a list of provider names, in order."""
+        return _names(self.llm_fallbacks)
+
+    @property
+    def tool_names(self) -> list[str]:
+        return _names(self.tools)
+
+
+TOOL_NAMES = ("clock", "booking")
+
+
+def _names(value: str) -> list[str]:
+    return [n.strip().lower() for n in value.split(",") if n.strip()]
+
 
 def _refuse_renamed(env_file: Path | None) -> None:
     names = set(os.environ) | (set(dotenv_values(env_file)) if env_file else set())
@@ -150,6 +245,9 @@ def _refuse_renamed(env_file: Path | None) -> None:
     for old, new in RENAMED.items():
         if old in names:
             raise SettingsError(f"{old} is no longer read: set {new} instead (in milliseconds)")
+    for old, new in REPLACED.items():
+        if old in names:
+            raise SettingsError(f"{old} is no longer read: set {new} instead")
 
 
 def _describe(error: ValidationError) -> str:

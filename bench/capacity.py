@@ -34,7 +34,7 @@ from typing import Any
 from loguru import logger
 
 from agent.latency.turns import summarize
-from agent.phone_client import PhoneCallResult, call_through_webhook
+from agent.phone_client import PhoneCallResult, call_unless_rejected
 from agent.server.machine import CpuMeter, pss_bytes, tree_pss_bytes
 from bench.provider_sim import ProviderSim
 from bench.server_process import AgentProcess, agent_process
@@ -81,7 +81,7 @@ def server_settings(sim: ProviderSim, kind: str, workers: int) -> dict[str, str]
 async def offer(server: AgentProcess, call: Path, calls: int) -> list[PhoneCallResult | None]:
     """`calls` callers dial at the same moment; None for each one the webhook turned away (busy)."""
     webhook = f"{server.http}/twilio/voice"
-    return await asyncio.gather(*(call_through_webhook(call, webhook, tail_s=2.5) for _ in range(calls)))
+    return await asyncio.gather(*(call_unless_rejected(call, webhook, tail_s=2.5) for _ in range(calls)))
 
 
 async def settled(server: AgentProcess, timeout_s: float = 60.0) -> None:
@@ -106,7 +106,7 @@ async def background_cpu() -> float:
 
 def level_summary(results: list[PhoneCallResult | None], offered: int) -> dict[str, Any]:
     taken = [r for r in results if r is not None]
-    turns = [t["voice_to_voice_ms"] for r in taken for t in r.turns]
+    turns = [t["first_sound_ms"] for r in taken for t in r.turns]
     answered = [ms for ms in turns if ms is not None]
     return {
         "offered": offered,
@@ -188,13 +188,13 @@ async def soak(sim: ProviderSim, call: Path, minutes: float, concurrent: int, wo
         async def caller() -> None:
             nonlocal answered_calls, busy
             while time.monotonic() - started < minutes * 60:
-                result = await call_through_webhook(call, f"{server.http}/twilio/voice", tail_s=2.5)
+                result = await call_unless_rejected(call, f"{server.http}/twilio/voice", tail_s=2.5)
                 if result is None:
                     busy += 1
                     await asyncio.sleep(5.0)
                 else:
                     answered_calls += 1
-                    minute.extend(t["voice_to_voice_ms"] for t in result.turns if t["voice_to_voice_ms"])
+                    minute.extend(t["first_sound_ms"] for t in result.turns if t["first_sound_ms"])
 
         async def sampler() -> None:
             while True:

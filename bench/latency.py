@@ -1,13 +1,18 @@
-"""Voice-to-voice benchmark: this pipeline against a vanilla pipecat one (`bench/vanilla.py`), same models, same
-LLM server, on the fixture recordings replayed in real time, alternating, several rounds.
+"""Answer latency as a caller hears it, over the phone path: recorded calls dialled into the real server over the
+Twilio Media Streams protocol (`agent/phone_client.py`), the LLM played by the provider simulator at each scenario's
+speed, and the answer's onset found in the audio the caller received by transcribing it (`bench/calls.py`): an
+acknowledgement or an apology is not an answer.
 
-The number is measured from outside both pipelines, as a caller hears it: from the end of each utterance in the
-recording (by energy) to the first audible sound of the reply in the recorded output. Stage medians come from the
-turn timelines (`agent/latency`). LLM servers: the embedded local model, and the provider simulator answering at
-each platform's published speed for gpt-oss-120b.
+Scenarios: Cerebras speed (200 ms to the first token, 3,000 tokens/s), a heavy-tailed first token (log-normal,
+p50 200 ms, p95 600 ms), H100 speed (200 ms, 280 tokens/s); each with the acknowledgement off and on. Calls mix
+questions and sentences with a mid-sentence pause (false starts are counted on those).
 
-    python -m bench.latency                      # every platform, 3 rounds
-    python -m bench.latency --platforms local cerebras --rounds 2 --json bench.json
+The baseline is a vanilla pipecat 1.14 pipeline (`bench/vanilla.py`, pipecat's defaults, the same models and the same
+trimmed voice) against ours, both replayed through the same in-process transport on the same calls, alternating;
+the ratio is vanilla's answer p50 over ours.
+
+    python -m bench.latency                          # every scenario, 2 rounds (48 turns each)
+    python -m bench.latency --scenarios cerebras --rounds 1 --json bench.json
 """
 
 from __future__ import annotations
@@ -15,151 +20,229 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
+import random
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 from pydantic import SecretStr
 
-from agent.latency.turns import STAGES, summarize
-from agent.phone_client import pair_replies
+from agent.latency.turns import STAGES, percentile, summarize
+from agent.phone_client import place_call
 from agent.runtime import AgentRuntime, SpeechModels
+from agent.server.app import create_app
 from agent.settings import Settings
-from agent.speech.energy import speech_spans
+from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers, read_fixture
 from bench.provider_sim import ProviderSim
 from bench.vanilla import build_vanilla_call
-from pipelines.replay import read_call_wav, replay_call
+from pipelines.replay import replay_call
 from pipelines.voice import build_voice_call
+from tests.audio import word_error_rate
+from tests.servers import serving
 
-# Published output speeds for gpt-oss-120b (tokens/s); first token assumed 200 ms everywhere (network + prefill),
-# so the platforms differ only in how fast the answer is written.
-PLATFORMS: dict[str, tuple[float, float] | None] = {
-    "local": None,  # SmolLM2-135M via llama.cpp on this machine
-    "cerebras": (0.2, 3000.0),
-    "sambanova": (0.2, 600.0),
-    "groq": (0.2, 476.0),
-    "h100": (0.2, 280.0),
-}
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-UTTERANCES = ["ill_disposed.wav", "ten_of_clubs.wav", "amiable.wav", "five_five.wav", "eight_of_spades.wav"]
 ANSWER = "Sure, that is an easy one. Here is a short answer for you."
+GAP_S = 4.5
+HEAVY_SIGMA = math.log(3.0) / 1.645  # log-normal first token: p50 200 ms, p95 600 ms
 
 
-def build_call_wav(path: Path, gap_s: float) -> Path:
-    """The five fixture utterances, `gap_s` of silence after each: one call."""
-    import wave
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    tokens_per_s: float
+    acknowledge: bool
+    heavy_tail: bool = False
 
-    import numpy as np
-
-    pieces = [np.zeros(int(0.5 * 16000), np.int16)]
-    for name in UTTERANCES:
-        pcm, _ = read_call_wav(FIXTURES / name)
-        pieces += [np.frombuffer(pcm, np.int16), np.zeros(int(gap_s * 16000), np.int16)]
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(np.concatenate(pieces).tobytes())
-    return path
+    def first_token(self, seed: int) -> float | Callable[[], float]:
+        if not self.heavy_tail:
+            return 0.2
+        rng = random.Random(seed)
+        return lambda: rng.lognormvariate(math.log(0.2), HEAVY_SIGMA)
 
 
-def heard_latencies(call_pcm: bytes, reply_pcm: bytes) -> list[float]:
-    """Per utterance: end of speech in the call -> first audible sound of the reply (ms), as a caller hears it."""
-    replies = [start for start, _ in speech_spans(reply_pcm, 16000, min_gap_s=0.25)]
-    turns = pair_replies(speech_spans(call_pcm, 16000), replies)
-    return [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
+SCENARIOS = {
+    s.name: s
+    for s in [
+        Scenario("cerebras", 3000, acknowledge=False),
+        Scenario("cerebras-ack", 3000, acknowledge=True),
+        Scenario("heavy", 3000, acknowledge=False, heavy_tail=True),
+        Scenario("heavy-ack", 3000, acknowledge=True, heavy_tail=True),
+        Scenario("h100", 280, acknowledge=False),
+    ]
+}
 
 
-async def bench_platform(name: str, speech: SpeechModels, call: Path, rounds: int, tts: str) -> dict[str, Any]:
-    speed = PLATFORMS[name]
-    sim = None
-    overrides: dict[str, Any] = {"llm_provider": "local", "tts_engine": tts}
-    if speed:
-        sim = ProviderSim(first_token_s=speed[0], tokens_per_s=speed[1], answer=ANSWER).start()
-        overrides = {
-            "llm_provider": "cerebras",
-            "cerebras_api_key": SecretStr(sim.api_key),
-            "cerebras_base_url": sim.base_url,
-            "tts_engine": tts,
-        }
-    call_pcm, _ = read_call_wav(call)
-    results: dict[str, dict[str, list]] = {p: {"heard": [], "stages": []} for p in ("ours", "vanilla")}
+def calls_for(rounds: int, directory: Path) -> list[Call]:
+    """Two calls a round, each with half the questions and half the paused sentences, interleaved."""
+    calls = []
+    for round_index in range(rounds):
+        for half in range(2):
+            questions, paused = QUESTIONS[half::2], PAUSED[half::2]
+            names = questions[:4] + paused[:2] + questions[4:] + paused[2:]
+            calls.append(build_call(directory / f"call-{round_index}-{half}.wav", names, gap_s=GAP_S))
+    return calls
+
+
+def settings_for(sim: ProviderSim, acknowledge: bool, tts: str) -> Settings:
+    return Settings.load(
+        None,
+        llm_provider="cerebras",
+        cerebras_api_key=SecretStr(sim.api_key),
+        cerebras_base_url=sim.base_url,
+        max_spoken_sentences=1,
+        tts_engine=tts,
+        **({} if acknowledge else {"acknowledge_after_ms": 0}),
+    )
+
+
+async def run_scenario(scenario: Scenario, speech: SpeechModels, calls: list[Call], tts: str) -> dict[str, Any]:
+    sim = ProviderSim(first_token_s=scenario.first_token(seed=7), tokens_per_s=scenario.tokens_per_s, answer=ANSWER)
+    sim.start()
+    heard: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
+    settings = settings_for(sim, scenario.acknowledge, tts)
     try:
-        async with AgentRuntime.start(Settings.load(None, **overrides), speech=speech) as runtime:
-            for round_index in range(rounds):
-                order = [("ours", build_voice_call), ("vanilla", build_vanilla_call)]
-                for pipeline, build in order if round_index % 2 == 0 else order[::-1]:
-                    result = await replay_call(runtime, call, build=build)
-                    heard = heard_latencies(call_pcm, result.reply_audio)
-                    results[pipeline]["heard"] += heard
-                    results[pipeline]["stages"] += [t["stages_ms"] for t in result.turns if t["stages_ms"]]
-                    logger.info(f"{name} round {round_index + 1} {pipeline}: {[round(h) for h in heard]} ms")
+        async with AgentRuntime.start(settings, speech=speech) as runtime:
+            app = create_app(settings, runtime=runtime)
+            async with serving(app) as server:
+                for call in calls:
+                    app.state.recent_turns.clear()
+                    result = await place_call(call.path, f"{server.ws}/twilio/stream", tail_s=2.5)
+                    await asyncio.sleep(1.0)  # the server closes the call's last turn
+                    call_reports = [r for ch, e, r in app.state.recent_turns if ch == "phone" and e == "closed"]
+                    reports += [{**r, "call": str(call.path.name)} for r in call_reports]
+                    ack = settings.acknowledgement if scenario.acknowledge else ""
+                    per_utterance = await asyncio.to_thread(
+                        hear_answers, call, result.heard_audio, 8000, speech.transcriber, ack
+                    )
+                    heard += per_utterance
+                    logger.info(f"{scenario.name} {call.path.name}: {[u['answer_ms'] for u in per_utterance]}")
     finally:
-        if sim:
-            sim.stop()
-    return {pipeline: _summary(data) for pipeline, data in results.items()}
+        sim.stop()
+    return summarize_scenario(heard, reports, calls)
 
 
-def _summary(data: dict[str, list]) -> dict[str, Any]:
+def summarize_scenario(heard: list[dict], reports: list[dict], calls: list[Call]) -> dict[str, Any]:
+    paused = [h for h in heard if h["paused"]]
+    answers = [h["answer_ms"] for h in heard if h["answer_ms"] is not None]
     stages = {
         stage: round(statistics.median(values), 1)
         for stage, _ in STAGES
-        if (values := [s[stage] for s in data["stages"] if stage in s])
+        if (values := [r["stages_ms"][stage] for r in reports if stage in r["stages_ms"]])
     }
-    return {**summarize(data["heard"]), "stage_medians_ms": stages}
+    references = " ".join(u.reference for c in calls for u in c.utterances)
+    understood = " ".join(r["user_text"] for r in reports)
+    return {
+        "turns": len(heard),
+        "answered": len(answers),
+        "answer": summarize(answers),
+        "first_sound": summarize([h["first_sound_ms"] for h in heard if h["first_sound_ms"] is not None]),
+        "fillers": sum(h["filler"] for h in heard),
+        "apologies": sum(h["apology"] for h in heard),
+        "paused_turns": len(paused),
+        "false_starts": sum(h["false_start"] for h in paused),
+        "llm_requests_per_turn": round(sum(r["llm_requests"] for r in reports) / max(1, len(reports)), 2),
+        "server_turns": len(reports),
+        "stage_medians_ms": stages,
+        "stt_p95_ms": round(percentile([r["stages_ms"]["stt"] for r in reports if "stt" in r["stages_ms"]], 95), 1)
+        if reports
+        else None,
+        "wer": round(word_error_rate(references, understood), 3),
+        "understood": [r["user_text"] for r in reports],
+        "per_utterance": heard,
+    }
 
 
-def print_table(report: dict[str, Any]) -> None:
-    stage_names = [s for s, _ in STAGES if s != "playout"]
-    header = f"{'platform':<10} {'pipeline':<8} {'turns':>5} {'p50':>6} {'p95':>6} {'max':>6}  " + " ".join(
-        f"{s[:11]:>11}" for s in stage_names
+async def run_baseline(speech: SpeechModels, calls: list[Call], tts: str) -> dict[str, Any]:
+    """Ours and vanilla pipecat through the same replay transport, alternating, at Cerebras speed."""
+    sim = ProviderSim(first_token_s=0.2, tokens_per_s=3000, answer=ANSWER).start()
+    results: dict[str, list[float]] = {"ours": [], "vanilla": []}
+    try:
+        async with AgentRuntime.start(settings_for(sim, False, tts), speech=speech) as runtime:
+            for index, call in enumerate(calls):
+                order = [("ours", build_voice_call), ("vanilla", build_vanilla_call)]
+                for name, build in order if index % 2 == 0 else order[::-1]:
+                    replay = await replay_call(runtime, call.path, build=build)
+                    heard = await asyncio.to_thread(
+                        hear_answers, call, replay.reply_audio, replay.reply_sample_rate, speech.transcriber, ""
+                    )
+                    results[name] += [h["answer_ms"] for h in heard if h["answer_ms"] is not None]
+                    logger.info(f"baseline {name} {call.path.name}: {[h['answer_ms'] for h in heard]}")
+    finally:
+        sim.stop()
+    ours, vanilla = summarize(results["ours"]), summarize(results["vanilla"])
+    ratio = vanilla["p50_ms"] / ours["p50_ms"] if ours["p50_ms"] and vanilla["p50_ms"] else None
+    turns = sum(len(c.utterances) for c in calls)
+    return {"ours": ours, "vanilla": vanilla, "turns": turns, "ratio_p50": None if ratio is None else round(ratio, 2)}
+
+
+def whole_file_wer(speech: SpeechModels, calls: list[Call]) -> float:
+    """Today's transcription, for comparison: Whisper on each fixture utterance as one whole file."""
+    utterances = {u.name: u.reference for c in calls for u in c.utterances}
+    hypotheses = [speech.transcriber.transcribe(read_fixture(name).tobytes(), 16000) for name in utterances]
+    return round(word_error_rate(" ".join(utterances.values()), " ".join(hypotheses)), 3)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"answer latency as heard on the phone (ms), {report['date']} UTC, {report['machine']}")
+    print(
+        f"{'scenario':<14}{'answered':>10}{'p50':>7}{'p95':>7}{'max':>7}{'first':>7}{'fillers':>9}"
+        f"{'false st.':>11}{'req/turn':>9}{'WER':>6}  stage medians"
     )
-    print(header)
-    print("-" * len(header))
-    for name, result in report["platforms"].items():
-        for pipeline in ("ours", "vanilla"):
-            r = result[pipeline]
-            stages = " ".join(f"{r['stage_medians_ms'].get(s, float('nan')):>11.0f}" for s in stage_names)
-            print(
-                f"{name:<10} {pipeline:<8} {r['count']:>5} {r['p50_ms'] or 0:>6.0f} {r['p95_ms'] or 0:>6.0f} "
-                f"{r['max_ms'] or 0:>6.0f}  {stages}"
-            )
-        ours, vanilla = result["ours"]["p50_ms"], result["vanilla"]["p50_ms"]
-        if ours and vanilla:
-            print(f"{'':<10} p50 ratio vanilla/ours: {vanilla / ours:.2f}x")
+    for name, r in report["scenarios"].items():
+        a = r["answer"]
+        stages = " ".join(f"{k}={v:.0f}" for k, v in r["stage_medians_ms"].items())
+        print(
+            f"{name:<14}{r['answered']:>5}/{r['turns']:<4}{a['p50_ms'] or 0:>7.0f}{a['p95_ms'] or 0:>7.0f}"
+            f"{a['max_ms'] or 0:>7.0f}{r['first_sound']['p50_ms'] or 0:>7.0f}{r['fillers']:>9}"
+            f"{r['false_starts']:>5}/{r['paused_turns']:<5}{r['llm_requests_per_turn']:>9}{r['wer']:>6}  {stages}"
+        )
+    print(f"word error rate of Whisper on each utterance as a whole file (the reference): {report['whole_file_wer']}")
+    if baseline := report.get("baseline"):
+        o, v = baseline["ours"], baseline["vanilla"]
+        print(
+            f"baseline (replay, Cerebras speed, {baseline['turns']} turns each): ours p50 {o['p50_ms']} p95 "
+            f"{o['p95_ms']} ({o['count']} answered); vanilla pipecat p50 {v['p50_ms']} p95 {v['p95_ms']} "
+            f"({v['count']} answered); vanilla/ours p50 {baseline['ratio_p50']}x"
+        )
 
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--platforms", nargs="+", default=list(PLATFORMS), choices=list(PLATFORMS))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--gap", type=float, default=5.0, help="seconds of silence after each utterance")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of two calls (24 turns a round)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the vanilla pipecat comparison")
     parser.add_argument("--tts", default="hibari", choices=["hibari", "piper"])
     parser.add_argument("--json", type=Path, help="write the full report here")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith("bench"))
     speech = await asyncio.to_thread(SpeechModels.load, Settings.load(None, tts_engine=args.tts))
-    call = build_call_wav(Path(tempfile.mkdtemp()) / "bench-call.wav", args.gap)
+    directory = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    calls = calls_for(args.rounds, directory)
     started = time.time()
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "rounds": args.rounds,
         "tts": args.tts,
-        "platforms": {},
+        "scenarios": {},
     }
-    for name in args.platforms:
-        report["platforms"][name] = await bench_platform(name, speech, call, args.rounds, args.tts)
+    for name in args.scenarios:
+        report["scenarios"][name] = await run_scenario(SCENARIOS[name], speech, calls, args.tts)
+    if not args.no_baseline:
+        report["baseline"] = await run_baseline(speech, calls[:2], args.tts)
+    report["whole_file_wer"] = await asyncio.to_thread(whole_file_wer, speech, calls)
     report["seconds"] = round(time.time() - started)
-    print(f"voice-to-voice as heard (ms), {report['date']} UTC, {report['machine']}, {args.rounds} rounds")
-    print_table(report)
+    print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

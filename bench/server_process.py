@@ -30,8 +30,8 @@ def free_port() -> int:
 
 
 @dataclass
-class LocalServer:
-    """A server listening on 127.0.0.1: its base URLs."""
+class Loopback:
+    """A server's addresses on 127.0.0.1."""
 
     port: int
 
@@ -45,7 +45,7 @@ class LocalServer:
 
 
 @dataclass
-class AgentProcess(LocalServer):
+class AgentProcess(Loopback):
     """`voice-agent serve` running as its own process (front + workers), as an operator runs it."""
 
     process: subprocess.Popen[bytes]

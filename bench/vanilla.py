@@ -4,7 +4,8 @@
 - Turn taking: pipecat's default user turn strategies (VAD start; Smart Turn v3 local analyzer to stop).
 - STT: pipecat's `WhisperSTTService` on the same Whisper tiny.en weights (int8 on CPU; everything else default).
 - LLM: pipecat's `OpenAILLMService` (openai SDK) on the same server, same model and token limit.
-- TTS: the same local voice through a plain `TTSService` subclass with pipecat's default sentence aggregation
+- TTS: the same local voice, with the same leading-silence trim as ours (so the speed-up measured is the
+  pipeline's, not the trim's), through a plain `TTSService` subclass with pipecat's default sentence aggregation
   (pipecat has no Hibari service; with `--tts piper` the baseline uses pipecat's own `PiperTTSService`).
 """
 
@@ -36,7 +37,7 @@ from pipelines.voice import VoiceCall
 
 
 class PlainVoiceTTS(TTSService):
-    """The shared voice behind pipecat's stock TTS behaviour: whole sentences, the model's audio as it comes."""
+    """The shared voice behind pipecat's stock TTS behaviour: whole sentences, synthesised whole."""
 
     def __init__(self, voice: Voice, **kwargs) -> None:
         super().__init__(
@@ -46,10 +47,9 @@ class PlainVoiceTTS(TTSService):
             **kwargs,
         )
         self._voice = voice
-        self._raw = getattr(voice, "_tts", None)  # Hibari: its untrimmed output, as a stock service would play it
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        pieces = await asyncio.to_thread(self._synthesize, text)
+        pieces = await asyncio.to_thread(lambda: list(self._voice.synthesize(text)))
 
         async def stream():
             for piece in pieces:
@@ -59,13 +59,6 @@ class PlainVoiceTTS(TTSService):
             stream(), in_sample_rate=self._voice.sample_rate, context_id=context_id
         ):
             yield frame
-
-    def _synthesize(self, text: str) -> list[bytes]:
-        if self._raw is not None:
-            import numpy as np
-
-            return [(np.clip(w, -1, 1) * 32767).astype(np.int16).tobytes() for w in self._raw.stream(text)]
-        return list(self._voice.synthesize(text))
 
 
 def build_vanilla_call(

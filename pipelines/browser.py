@@ -21,14 +21,15 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
-from agent.latency.observer import TurnLatencyObserver, TurnListener
-from agent.latency.turns import summarize
+from agent.latency.observer import AudioKind, TurnLatencyObserver, TurnListener
+from agent.latency.turns import summarize_turns
 from agent.llm.service import StreamingChatLLMService
 from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
+from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from pipelines.live import LiveCalls
-from pipelines.voice import CALL_LIMIT_GOODBYE, build_voice_call, run_voice_call
+from pipelines.voice import build_voice_call, run_voice_call
 
 
 class PageEvents(BaseObserver):
@@ -51,7 +52,7 @@ class PageEvents(BaseObserver):
             await self.send({"type": "user_stopped"})
         elif isinstance(frame, InterimTranscriptionFrame):
             await self.send({"type": "transcript", "final": False, "text": frame.text})
-        elif isinstance(frame, TranscriptionFrame):
+        elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
             await self.send({"type": "transcript", "final": True, "text": frame.text})
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService):
             await self.send({"type": "bot_text", "text": frame.text})
@@ -62,10 +63,14 @@ class PageEvents(BaseObserver):
 
 
 async def run_browser_call(
-    websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener, live: LiveCalls | None = None
+    websocket: WebSocket,
+    runtime: AgentRuntime,
+    on_turn: TurnListener,
+    guard: InputGuard,
+    live: LiveCalls | None = None,
 ) -> None:
-    """Run one page's call until the page closes the socket. `on_turn` gets every turn report (for /metrics);
-    `live` lists the call while it runs (so a drain can end it with a goodbye)."""
+    """Run one page's call until the page closes the socket or its input breaks the `guard`'s bounds. `on_turn`
+    gets every turn report (for /metrics); `live` lists the call while it runs (so a drain can end it)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
 
@@ -78,8 +83,11 @@ async def run_browser_call(
     async def send_turn(event: str, report: dict[str, Any]) -> None:
         if (result := on_turn(event, report)) is not None:
             await result
-        totals = [r["heard_ms"] or r["voice_to_voice_ms"] for r in latency.reports if r["voice_to_voice_ms"]]
-        await events.send({"type": "turn", "report": report, "session": summarize(totals)})
+        await events.send({"type": "turn", "report": report, "session": summarize_turns(latency.reports)})
+
+    async def audio_written(kind: AudioKind) -> None:
+        if await latency.audio_sent(kind):
+            await events.send({"type": "answer_start"})  # right behind the answer's first chunk
 
     latency.add_listener(send_turn)
     transport = VoiceWebsocketTransport(
@@ -90,9 +98,9 @@ async def run_browser_call(
             audio_out_enabled=True,
             audio_out_sample_rate=BROWSER_SAMPLE_RATE,
             add_wav_header=False,
-            serializer=BrowserSerializer(on_client_event),
+            serializer=GuardedSerializer(BrowserSerializer(on_client_event), guard),
         ),
-        on_audio_written=latency.audio_sent,
+        on_audio_written=audio_written,
     )
     call = build_voice_call(
         runtime,
@@ -118,4 +126,5 @@ async def run_browser_call(
         }
     )
     with (LiveCalls() if live is None else live).running(call):
-        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds, goodbye=CALL_LIMIT_GOODBYE)
+        async with guard.enforced(websocket):
+            await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from agent.latency.observer import TurnLatencyObserver
-from agent.latency.turns import summarize
+from agent.latency.turns import summarize_turns
+from agent.protocols.websocket_transport import AudioHook, audio_kind
 from agent.runtime import AgentRuntime
 from pipelines.voice import VoiceCall, build_voice_call, run_voice_call
 
@@ -101,7 +102,7 @@ class ReplayOutput(BaseOutputTransport):
     def __init__(
         self,
         timeline_start: ReplayInput,
-        on_audio_written: Callable[[], Awaitable[None]],
+        on_audio_written: AudioHook,
         params: TransportParams,
         **kwargs,
     ) -> None:
@@ -126,15 +127,13 @@ class ReplayOutput(BaseOutputTransport):
         duration = len(frame.audio) / 2 / self.sample_rate
         self._next_write = max(self._next_write, now) + duration
         self.last_audio_at = now
-        await self._on_audio_written()
+        await self._on_audio_written(audio_kind(frame))
         await asyncio.sleep(max(0.0, self._next_write - time.monotonic()))
         return True
 
 
 class ReplayTransport(BaseTransport):
-    def __init__(
-        self, pcm: bytes, sample_rate: int, out_sample_rate: int, on_audio_written: Callable[[], Awaitable[None]]
-    ) -> None:
+    def __init__(self, pcm: bytes, sample_rate: int, out_sample_rate: int, on_audio_written: AudioHook) -> None:
         super().__init__()
         params = TransportParams(
             audio_in_enabled=True,
@@ -184,13 +183,12 @@ async def replay_call(
         await call.worker.cancel(reason="replay finished")
         await runner
     turns = call.latency.reports
-    latencies = [t["voice_to_voice_ms"] for t in turns if t["voice_to_voice_ms"] is not None]
     audio = bytes(transport.output().audio)
     return ReplayResult(
         turns=turns,
         reply_audio=audio,
         reply_sample_rate=out_rate,
-        summary=summarize(latencies),
+        summary=summarize_turns(turns),
         messages=[dict(m) for m in call.context.get_messages()],
     )
 
@@ -203,7 +201,7 @@ async def _wait_until_answered(call: VoiceCall, transport: ReplayTransport, max_
     while time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         now = time.monotonic()
-        pending = [t for t in call.latency.turns if t.user_text and not t.answered and not t.interrupted]
+        pending = [t for t in call.latency.turns if t.user_text and not t.answered and not t.error and not t.cut]
         quiet = now - max(transport.output().last_audio_at, ended_at) > 1.0
         if not pending and quiet and now - ended_at > 1.5:
             return

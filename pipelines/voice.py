@@ -1,12 +1,11 @@
 """The one voice pipeline every entry point runs (replay, browser, phone), assembled here and nowhere else.
 
 One turn, in order:
-  transport in -> Silero VAD -> Whisper STT -> speculation trigger -> user context aggregator (turn taking,
-  barge-in) -> streaming chat LLM -> clause-chunked local TTS -> transport out -> assistant context aggregator.
-
-The VAD calls speech over at the first moment of silence; Whisper transcribes then, and the speculation trigger
-starts the LLM on those words while the (adaptive) end-of-turn wait runs, so by the time the turn is confirmed
-the answer is usually already streaming.
+  transport in -> VAD (Silero, let go at the true end of speech) -> Whisper STT (transcribing while the caller
+  speaks) -> user context aggregator (end-of-turn strategy: words + Smart Turn, speculation, barge-in)
+  -> streaming chat LLM (raced over the provider chain; pipecat's speculation gate holds a speculative answer until
+  the turn is confirmed) -> clause chunker -> local TTS -> phrase player (acknowledgement, apology, goodbye)
+  -> transport out -> assistant context aggregator.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -19,9 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loguru import logger
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
-from pipecat.frames.frames import EndFrame, Frame, TTSSpeakFrame
+from pipecat.frames.frames import EndFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -36,14 +34,17 @@ from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
+from agent.frames import SpeakPhraseFrame
 from agent.latency.observer import TurnLatencyObserver
 from agent.llm.service import StreamingChatLLMService
 from agent.runtime import AgentRuntime
-from agent.speech.stt import WhisperSTTService
+from agent.speech.clauses import ClauseChunker
+from agent.speech.phrases import PhrasePlayer
+from agent.speech.stt import StreamingWhisperSTTService
 from agent.speech.tts import LocalTTSService
-from agent.turn_taking import AdaptiveTurnStopStrategy, SpeculationTrigger
-
-CALL_LIMIT_GOODBYE = "We have reached the time limit for this call. Thank you for calling, goodbye!"
+from agent.turns.conversation import Conversation
+from agent.turns.end_of_turn import EndOfTurnStrategy
+from agent.turns.vad import FastStopSileroVAD
 
 
 @dataclass
@@ -65,7 +66,7 @@ def build_voice_call(
     observers: Sequence[BaseObserver] = (),
 ) -> VoiceCall:
     settings = runtime.settings
-    vad = SileroVADAnalyzer(
+    vad = FastStopSileroVAD(
         sample_rate=sample_rate_in,
         params=VADParams(
             confidence=0.6,
@@ -74,45 +75,44 @@ def build_voice_call(
             min_volume=0.3,
         ),
     )
-    context = LLMContext()
+    context = Conversation()
+    end_of_turn = EndOfTurnStrategy(
+        conversation=context,
+        waits_s={
+            "short": settings.end_of_turn_min_ms / 1000,
+            "medium": settings.end_of_turn_mid_ms / 1000,
+            "long": settings.end_of_turn_max_ms / 1000,
+        },
+        smart_turn=runtime.speech.smart_turn,
+        speculate=settings.speculate,
+    )
     aggregators = LLMContextAggregatorPair(
         context,
         user_params=LLMUserAggregatorParams(
-            user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy()],
-                stop=[
-                    AdaptiveTurnStopStrategy(
-                        short_wait_s=settings.end_of_turn_min_ms / 1000, long_wait_s=settings.end_of_turn_max_ms / 1000
-                    )
-                ],
-            ),
+            user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[end_of_turn]),
         ),
     )
-    llm = StreamingChatLLMService(
-        runtime.llm,
-        context=context,
-        system_prompt=settings.system_prompt,
-        max_sentences=settings.max_spoken_sentences,
-        fallback=runtime.fallback,
-        hedge_after_s=settings.hedge_after_ms / 1000 if runtime.fallback else None,
-        acknowledgement=settings.acknowledgement,
-        acknowledge_after_s=settings.acknowledge_after_ms / 1000 or None,
-    )
     speech = runtime.speech
+    acknowledge_after_s = settings.acknowledge_after_ms / 1000 if settings.acknowledge_after_ms else None
     pipeline = Pipeline(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            WhisperSTTService(speech.transcriber),
-            *([SpeculationTrigger(llm)] if settings.speculate else []),
+            StreamingWhisperSTTService(speech.transcriber, piece_s=settings.stt_piece_ms / 1000),
             aggregators.user(),
-            llm,
-            LocalTTSService(
-                speech.voice,
-                phrases=speech.phrases,
-                first_clause_min_words=settings.first_clause_min_words,
-                first_clause_max_words=settings.first_clause_max_words,
+            StreamingChatLLMService(
+                runtime.chain,
+                context=context,
+                system_prompt=settings.system_prompt,
+                tools=runtime.tools,
+                max_sentences=settings.max_spoken_sentences,
+                hedge_after_s=settings.hedge_after_ms / 1000 if len(runtime.chain.clients) > 1 else None,
             ),
+            ClauseChunker(
+                min_clause_words=settings.first_clause_min_words, max_first_words=settings.first_clause_max_words
+            ),
+            LocalTTSService(speech.voice),
+            PhrasePlayer(speech.phrases, acknowledge_after_s=acknowledge_after_s),
             transport.output(),
             aggregators.assistant(),
         ]
@@ -131,24 +131,25 @@ def build_voice_call(
     return VoiceCall(worker=worker, latency=latency, context=context)
 
 
-async def run_voice_call(call: VoiceCall, *, max_duration_s: float | None = None, goodbye: str = "") -> None:
+async def run_voice_call(call: VoiceCall, *, max_duration_s: float | None = None) -> None:
     """Run one call's pipeline until it ends (EndFrame, cancel, or the transport closing).
 
-    With `max_duration_s`, the agent ends the call itself at that point: it says `goodbye`, then an EndFrame
-    closes the pipeline (and the transport: a phone call is hung up).
+    With `max_duration_s`, the agent ends the call itself at that point: it says its goodbye, then an EndFrame
+    closes the pipeline (and the transport: a phone call is hung up). However the call ends, its last turn is closed
+    in the latency report.
     """
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(call.worker)
-    limit = asyncio.create_task(_end_after(call, max_duration_s, goodbye)) if max_duration_s else None
+    limit = asyncio.create_task(_end_after(call, max_duration_s)) if max_duration_s else None
     try:
         await runner.run()
     finally:
         if limit:
             limit.cancel()
+        await call.latency.finish()
 
 
-async def _end_after(call: VoiceCall, seconds: float, goodbye: str) -> None:
+async def _end_after(call: VoiceCall, seconds: float) -> None:
     await asyncio.sleep(seconds)
     logger.info(f"call time limit of {seconds:.0f} s reached: ending the call")
-    frames: list[Frame] = [TTSSpeakFrame(goodbye)] if goodbye else []
-    await call.worker.queue_frames([*frames, EndFrame()])
+    await call.worker.queue_frames([SpeakPhraseFrame(kind="goodbye"), EndFrame()])

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.settings import Settings
 
+TEST_BOOKINGS = Path(tempfile.mkdtemp(prefix="voice-agent-tests-")) / "bookings.sqlite3"  # never in the checkout
+
 
 def local_settings(**overrides) -> Settings:
-    """Local models; one-sentence answers keep the real-time replays short."""
-    return Settings.load(None, **{"llm_provider": "local", "max_spoken_sentences": 1, **overrides})
+    """Local models; one-sentence answers keep the real-time replays short. Admission by count: tests that place
+    calls side by side must not be turned away because other jobs keep this machine's CPUs busy (the admission
+    tests ask for ADMISSION=load)."""
+    defaults = {
+        "llm_provider": "local",
+        "max_spoken_sentences": 1,
+        "booking_db_path": str(TEST_BOOKINGS),
+        "admission": "count",
+    }
+    return Settings.load(None, **{**defaults, **overrides})
 
 
 @pytest.fixture(scope="session")

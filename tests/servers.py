@@ -1,21 +1,26 @@
-"""Real servers on 127.0.0.1 for the tests: the agent's app under uvicorn, sharing the session's runtime.
-(`voice-agent serve` as a process of its own, with its workers, is `bench/server_process.py`'s `agent_process`.)"""
+"""Real servers on 127.0.0.1 for the tests: the agent's app under uvicorn (with `serve`'s websocket frame limit),
+sharing the session's runtime. (`voice-agent serve` as a process of its own, with its workers, is
+`bench/server_process.py`'s `agent_process`.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import pytest
 import uvicorn
+import websockets
 from fastapi import FastAPI
 
-from bench.server_process import LocalServer, free_port
+from agent.server.app import MAX_WEBSOCKET_MESSAGE_BYTES
+from bench.server_process import Loopback, free_port
 
 
 @dataclass
-class RunningServer(LocalServer):
+class RunningServer(Loopback):
     app: FastAPI
     server: uvicorn.Server
 
@@ -23,7 +28,10 @@ class RunningServer(LocalServer):
 @asynccontextmanager
 async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets", ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES
+    )
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -34,6 +42,37 @@ async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+async def _drain(ws) -> None:
+    """Read and drop what the server sends (unread, it would hold back its close frame) until the socket closes."""
+    with contextlib.suppress(websockets.ConnectionClosed):
+        async for _ in ws:
+            pass
+
+
+async def send_in_real_time(ws, frames: list) -> None:
+    """Send 20 ms `frames` one every 20 ms, as a caller talks, reading what the server sends meanwhile."""
+    reader = asyncio.create_task(_drain(ws))
+    for frame in frames:
+        await ws.send(frame)
+        await asyncio.sleep(0.02)
+    reader.cancel()
+
+
+async def send_until_cut(ws, messages: list, per_tick: int = 10) -> None:
+    """Send `messages` round and round, `per_tick` of them every 20 ms (10 = ten 20 ms frames: 10x real time),
+    until the server closes the socket; fails if it never does. What the server sends is read meanwhile."""
+    reader = asyncio.create_task(_drain(ws))
+    try:
+        with pytest.raises(websockets.ConnectionClosed):
+            for i in range(100_000):
+                await ws.send(messages[i % len(messages)])
+                if i % per_tick == 0:
+                    await asyncio.sleep(0.02)
+            pytest.fail("the server never cut the flood")
+    finally:
+        await reader
 
 
 async def wait_for(condition, timeout_s: float = 10.0) -> None:

@@ -10,11 +10,12 @@ import httpx
 import numpy as np
 import soxr
 
-from agent.phone_client import call_through_webhook, place_call
+from agent.phone_client import call_unless_rejected, place_call
 from agent.server.admission import Admission
 from agent.server.app import create_app
-from agent.server.lifecycle import DRAIN_GOODBYE, drain
+from agent.server.lifecycle import drain
 from agent.server.machine import CpuMeter
+from agent.speech.phrases import DRAIN_GOODBYE
 from tests.audio import build_call, voiced_spans, word_error_rate
 from tests.conftest import local_settings
 from tests.servers import serving, wait_for
@@ -39,7 +40,7 @@ def scripted_cpu(busy_percent: float) -> CpuMeter:
 
 def admission(idle: int = 4, cpu: float = 10.0, **settings) -> tuple[Admission, Clock]:
     clock = Clock()
-    values = {"max_sessions": 8, "admission_min_turns": 2, **settings}
+    values = {"max_sessions": 8, "admission": "load", "admission_min_turns": 2, **settings}
     return Admission(local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock), clock
 
 
@@ -124,18 +125,20 @@ async def http(method: str, url: str, **kwargs) -> httpx.Response:
 async def test_measured_slow_answers_turn_the_next_caller_away_politely(local_runtime, tmp_path):
     """A budget no answer can meet and one turn enough to judge: after two calls answered side by side, the
     server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503."""
-    settings = local_settings(latency_budget_ms=1, admission_min_turns=1, admission_max_cpu_percent=100)
+    settings = local_settings(
+        admission="load", latency_budget_ms=1, admission_min_turns=1, admission_max_cpu_percent=100
+    )
     async with serving(create_app(settings, runtime=local_runtime)) as server:
         webhook = f"{server.http}/twilio/voice"
         call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 2.5])
-        both = await asyncio.gather(call_through_webhook(call, webhook), call_through_webhook(call, webhook))
-        assert all(r is not None and r.turns[0]["voice_to_voice_ms"] for r in both)
+        both = await asyncio.gather(call_unless_rejected(call, webhook), call_unless_rejected(call, webhook))
+        assert all(r is not None and r.turns[0]["first_sound_ms"] for r in both)
         await wait_for(lambda: server.app.state.admission.active == 0)
         ready = await http("GET", f"{server.http}/ready")
         assert ready.status_code == 200 and ready.json()["capacity"] == 1  # level 2 was measured too slow
-        lone = asyncio.create_task(call_through_webhook(call, webhook))
+        lone = asyncio.create_task(call_unless_rejected(call, webhook))
         await wait_for(lambda: server.app.state.admission.active == 1)
-        busy = await http("POST", webhook, data={"CallSid": "CAbusy", "From": "+1555", "To": "+1666"})
+        busy = await http("POST", webhook, data={"CallSid": "CA" + "b" * 32, "From": "+1555", "To": "+1666"})
         assert busy.text.endswith('<Response><Reject reason="busy"/></Response>')
         ready = await http("GET", f"{server.http}/ready")
         assert ready.status_code == 503 and "over the 1 ms budget" in ready.json()["reason"]
@@ -156,7 +159,7 @@ async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(local_r
         await wait_for(lambda: state.admission.draining)
         assert (await http("GET", f"{server.http}/ready")).status_code == 503
         assert (await http("GET", f"{server.http}/health")).status_code == 200
-        busy = await http("POST", f"{server.http}/twilio/voice", data={"CallSid": "CAlate"})
+        busy = await http("POST", f"{server.http}/twilio/voice", data={"CallSid": "CA" + "1" * 32})
         assert '<Reject reason="busy"/>' in busy.text
         await asyncio.wait_for(draining, 30)
         result = await live

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import websockets
 from playwright.async_api import async_playwright
+from pydantic import SecretStr
 
 from agent.server.app import create_app
 from tests.audio import build_call, transcripts, word_error_rate
@@ -76,7 +77,8 @@ async def test_talk_to_the_agent_from_the_page(local_runtime, tmp_path):
             assert await page.evaluate("window.voiceAgent.audioChunks") > 5  # the answer was played
             row = page.locator("#latency .turn[data-turn='1']")
             assert "ms" in await row.locator(".total").inner_text()
-            assert "budget" in await row.locator(".verdict").inner_text()
+            verdict = await row.locator(".verdict").inner_text()
+            assert "answer" in verdict and "budget" in verdict, verdict  # the answer is judged, not a filler
             assert "p50" in await page.inner_text("#stats")
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "browser-demo.png"), full_page=True)
@@ -85,7 +87,7 @@ async def test_talk_to_the_agent_from_the_page(local_runtime, tmp_path):
         finally:
             await context.close()
         heard = [r for channel, event, r in app.state.recent_turns if channel == "browser" and event == "heard"]
-        assert heard and heard[0]["heard_ms"] >= heard[0]["voice_to_voice_ms"]  # the page reported its playout
+        assert heard and heard[0]["heard_ms"] >= heard[0]["answer_ms"]  # the page reported the answer's playout
 
 
 async def test_busy_server_says_so_on_the_page(local_runtime, tmp_path):
@@ -132,5 +134,30 @@ async def test_dropped_socket_is_reported_and_retried(local_runtime, tmp_path):
         try:  # the server is gone: the page says so and keeps trying
             await page.wait_for_function("document.body.dataset.state === 'reconnecting'", timeout=10_000)
             assert "reconnecting" in (await page.inner_text("#banner")).lower()
+        finally:
+            await context.close()
+
+
+async def test_the_page_asks_for_the_access_token_or_takes_it_from_its_link(local_runtime, tmp_path):
+    token = "page-access-token-in-the-browser-7f3a"
+    microphone = build_call(tmp_path / "mic.wav", [1.0])
+    app = create_app(local_settings(access_token=SecretStr(token)), runtime=local_runtime)
+    async with serving(app) as server, async_playwright() as pw:
+        context, page = await open_page(pw, tmp_path, f"{server.http}/", microphone)
+        try:
+            await page.click("#start")
+            await page.wait_for_selector("#access:not([hidden])", timeout=10_000)
+            assert "access token" in (await page.inner_text("#banner")).lower()
+            await page.fill("#access-token", token)
+            await page.click("#access button")
+            await page.wait_for_function("document.body.dataset.state === 'connected'", timeout=15_000)
+            await page.click("#start")  # Stop
+
+            linked = await context.new_page()  # a new tab: its own session storage
+            await linked.goto(f"{server.http}/#token={token}")
+            assert token not in linked.url  # taken from the link, then dropped from the address bar
+            await linked.click("#start")
+            await linked.wait_for_function("document.body.dataset.state === 'connected'", timeout=15_000)
+            assert await linked.is_hidden("#access")
         finally:
             await context.close()

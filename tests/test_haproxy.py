@@ -1,7 +1,8 @@
 """Two `voice-agent serve` servers behind a real HAProxy (Debian's package) running deploy/haproxy.cfg as shipped,
-all on 127.0.0.1, with real phone calls placed the way Twilio places them (webhook, then the stream it names):
-calls spread over both servers; a draining server takes no new call while its live call goes on to the end;
-killing one server does not disturb the other's call; with no server left, Twilio still gets a busy answer."""
+all on 127.0.0.1, in signed mode as a deployment runs them (PUBLIC_URL is HAProxy's address), with real phone calls
+placed the way Twilio places them (signed webhook, then the signed stream it names, with the call's token): calls
+spread over both servers; a draining server takes no new call while its live call goes on to the end; killing one
+server does not disturb the other's call; with no server left, Twilio still gets a busy answer."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.phone_client import call_through_webhook
+from agent.phone_client import place_call
 from bench.provider_sim import ProviderSim
 from bench.server_process import ROOT, agent_process, free_port
 from tests.audio import build_call
 from tests.servers import wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+AUTH_TOKEN = "haproxy-test-auth-token"
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="Debian's haproxy is not installed")
 
 
@@ -79,6 +81,11 @@ async def test_two_servers_behind_haproxy(tmp_path):
     }
     ports = [free_port(), free_port()]
     listen = free_port()
+    settings |= {
+        "PUBLIC_URL": f"http://127.0.0.1:{listen}",
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "STREAM_TOKEN_SECRET": "shared-by-both-servers-0123456789",
+    }
     webhook = f"http://127.0.0.1:{listen}/twilio/voice"
     long_call = build_call(
         tmp_path / "long.wav", [0.4, "ten_of_clubs.wav", 3.5, "amiable.wav", 3.5, "eight_of_spades.wav", 3.0]
@@ -95,17 +102,17 @@ async def test_two_servers_behind_haproxy(tmp_path):
             await wait_until(lambda: _up(listen), 15)
 
             # Calls spread: the second call goes to the server without an open call (leastconn).
-            first = asyncio.create_task(call_through_webhook(long_call, webhook, tail_s=2.5))
+            first = asyncio.create_task(place_call(long_call, webhook, auth_token=AUTH_TOKEN, tail_s=2.5))
             await wait_until(lambda: _total([one, two], 1), 15)
             drained, other = (one, two) if await active(one) == 1 else (two, one)
-            second = asyncio.create_task(call_through_webhook(short_call, webhook, max_tail_s=30))
+            second = asyncio.create_task(place_call(short_call, webhook, auth_token=AUTH_TOKEN, max_tail_s=30))
             await wait_until(at(other, 1), 15)
             assert await active(drained) == 1
 
             # A draining server takes no new call (though it has a free worker); its live call goes on.
             drained.process.send_signal(signal.SIGTERM)
             await wait_until(marked_down(drained), 10)
-            third = asyncio.create_task(call_through_webhook(short_call, webhook, max_tail_s=30))
+            third = asyncio.create_task(place_call(short_call, webhook, auth_token=AUTH_TOKEN, max_tail_s=30))
             await wait_until(at(other, 2), 15)
             assert await active(drained) == 1
 
@@ -118,12 +125,12 @@ async def test_two_servers_behind_haproxy(tmp_path):
             assert all(r is not None and r.closed_by_server for r in dropped)
             result = await first
             assert result is not None and not result.closed_by_server  # the caller hung up, nobody cut it off
-            assert [t["voice_to_voice_ms"] is not None for t in result.turns] == [True, True, True], result.turns
+            assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True, True], result.turns
 
             # The drained server exits once its last call is over. No server left: Twilio still hears busy.
             assert await drained.exited(30) == 0
             async with httpx.AsyncClient() as client:
-                busy = await client.post(webhook, data={"CallSid": "CAnone", "From": "+1555", "To": "+1666"})
+                busy = await client.post(webhook, data={"CallSid": "CA" + "0" * 32, "From": "+1555", "To": "+1666"})
             assert busy.status_code == 200 and busy.text.endswith('<Response><Reject reason="busy"/></Response>')
     finally:
         sim.stop()

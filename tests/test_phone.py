@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 
 import httpx
@@ -17,11 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from agent.phone_client import place_call, to_phone_audio
-from agent.protocols.twilio import MEDIA_FORMAT, twilio_signature
 from agent.server.app import create_app
+from agent.telephony.twilio import twilio_signature
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.conftest import local_settings
 from tests.servers import serving, wait_for
+from tests.twilio_wire import ACCOUNT_SID, CALL_SID, STREAM_SID, media_message, start_message
 
 
 async def http_get(url: str) -> httpx.Response:
@@ -44,36 +44,15 @@ def phone_turns(app, event: str = "closed") -> list[dict]:
     return [r for channel, e, r in app.state.recent_turns if channel == "phone" and e == event]
 
 
-def start_message(stream_sid: str = "MZtest", media_format: dict | None = None) -> str:
-    return json.dumps(
-        {
-            "event": "start",
-            "streamSid": stream_sid,
-            "start": {
-                "streamSid": stream_sid,
-                "callSid": "CAtest",
-                "accountSid": "ACtest",
-                "mediaFormat": media_format or MEDIA_FORMAT,
-                "customParameters": {},
-            },
-        }
-    )
-
-
-def media_message(payload: bytes, stream_sid: str = "MZtest") -> str:
-    return json.dumps(
-        {"event": "media", "streamSid": stream_sid, "media": {"payload": base64.b64encode(payload).decode()}}
-    )
-
-
 async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "two.wav", [0.4, "ill_disposed.wav", 6.0, "ten_of_clubs.wav", 0.4])
     result = await place_call(call, f"{server.ws}/twilio/stream")
-    assert [t["voice_to_voice_ms"] is not None for t in result.turns] == [True, True], result.turns
-    assert all(0 < t["voice_to_voice_ms"] < 3000 for t in result.turns)
+    assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True], result.turns
+    assert all(0 < t["first_sound_ms"] < 3000 for t in result.turns)
     # Each answer was bracketed by marks, and the client echoed every one of them once played.
-    assert {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end"} <= set(result.marks_echoed)
+    marks = {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end", "answer-1", "answer-2"}
+    assert marks <= set(result.marks_echoed), result.marks_echoed
     await wait_for(lambda: server.app.state.admission.active == 0)  # a clean `stop` ended the call
     turns = phone_turns(server.app)
     expected = transcripts()
@@ -83,9 +62,13 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     assert all(t["bot_text"] for t in turns)
     # The echoed start marks gave the server the phone side's playout time.
     heard = phone_turns(server.app, "heard")
-    assert len(heard) == 2 and all(r["heard_ms"] >= r["voice_to_voice_ms"] for r in heard)
+    assert len(heard) == 2 and all(r["heard_ms"] >= r["answer_ms"] for r in heard)
+    # The phone side heard each answer about when the server says it was heard (a 40 ms chunk, network aside).
+    for outside, report in zip(result.turns, heard, strict=True):
+        assert outside["first_sound_ms"] == pytest.approx(report["heard_ms"], abs=150), (outside, report)
     metrics = (await http_get(f"{server.http}/metrics")).text
-    assert 'voice_agent_voice_to_voice_seconds_count{channel="phone"}' in metrics
+    assert 'voice_agent_answer_seconds_count{channel="phone"} 2.0' in metrics
+    assert 'voice_agent_turns_total{channel="phone",outcome="answered"' in metrics
 
 
 async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
@@ -94,12 +77,26 @@ async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
     result = await place_call(call, f"{server.ws}/twilio/stream")
     assert result.clears >= 1
     turns = phone_turns(server.app)
-    assert turns[0]["interrupted"] and turns[-1]["bot_text"], (turns, result.turns)
+    assert turns[0]["cut"] and turns[-1]["bot_text"], (turns, result.turns)
     # The cut answer's audio stopped soon after the caller started talking over it (at 4.75 s in the call).
     heard = result.heard_audio
     barge_at = 0.5 + 2.99 + 1.6
     window = heard[int((barge_at + 0.7) * 8000) * 2 : int((barge_at + 2.5) * 8000) * 2]
     assert max(abs(int.from_bytes(window[i : i + 2], "little", signed=True)) for i in range(0, len(window), 2)) < 300
+
+
+MALFORMED_EVENTS = [
+    {"event": "media", "media": "x"},
+    {"event": "media", "media": None},
+    {"event": "media", "media": {"payload": 5}},
+    {"event": "mark", "mark": 5},
+    {"event": "mark", "mark": {"name": ["a"]}},
+    {"event": "dtmf", "dtmf": "5"},
+    {"event": "dtmf", "dtmf": {"digit": ["5"]}},
+    {"event": ["media"]},
+    {"event": {"a": 1}},
+    json.loads("[" * 5 + "]" * 5),
+]
 
 
 async def test_bad_messages_are_ignored_and_the_call_goes_on(server):
@@ -112,9 +109,12 @@ async def test_bad_messages_are_ignored_and_the_call_goes_on(server):
         await ws.send(b"\x00\x01binary")
         await ws.send(json.dumps({"event": "mystery"}))
         await ws.send(json.dumps({"event": "media", "media": {"payload": "%%%not base64%%%"}}))
-        await ws.send("x" * 100_000)
+        await ws.send("x" * 60_000)  # under the 64 KiB frame limit, but no Twilio message
+        await ws.send("[" * 60_000)  # JSON nested deeper than Python's recursion limit
+        for malformed in MALFORMED_EVENTS:
+            await ws.send(json.dumps(malformed))
         await ws.send(
-            json.dumps({"event": "dtmf", "streamSid": "MZtest", "dtmf": {"track": "inbound_track", "digit": "5"}})
+            json.dumps({"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"track": "inbound_track", "digit": "5"}})
         )
         frames = [speech[i : i + 160] for i in range(0, len(speech), 160)] + [b"\xff" * 160] * 150
         got_media = False
@@ -128,7 +128,7 @@ async def test_bad_messages_are_ignored_and_the_call_goes_on(server):
             except TimeoutError:
                 pass
         assert got_media, "the agent never answered after the bad messages"
-        await ws.send(json.dumps({"event": "stop", "streamSid": "MZtest"}))
+        await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
     await wait_for(lambda: server.app.state.admission.active == 0)
     assert phone_turns(server.app, "answered")[0]["user_text"]
 
@@ -168,7 +168,7 @@ async def test_socket_dropped_mid_utterance_releases_the_call(server):
 async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
     settings = local_settings(public_url="https://agent.example.com", twilio_auth_token=SecretStr("tok"))
     async with serving(create_app(settings, runtime=local_runtime)) as running:
-        form = {"CallSid": "CA1", "From": "+15550001111", "To": "+15550002222", "AccountSid": "AC1"}
+        form = {"CallSid": CALL_SID, "From": "+15550001111", "To": "+15550002222", "AccountSid": ACCOUNT_SID}
         url = "https://agent.example.com/twilio/voice"
         good = await http_post(
             f"{running.http}/twilio/voice",
@@ -177,6 +177,7 @@ async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
         )
         assert good.status_code == 200 and good.headers["content-type"].startswith("application/xml")
         assert '<Parameter name="From" value="+15550001111"/>' in good.text
+        assert '<Parameter name="streamToken" value="' in good.text  # the call's one-time stream token
         bad = await http_post(f"{running.http}/twilio/voice", data=form, headers={"X-Twilio-Signature": "forged"})
         assert bad.status_code == 403
         missing = await http_post(f"{running.http}/twilio/voice", data=form)
@@ -185,8 +186,8 @@ async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
         running.app.state.admission.start_drain()  # a draining server takes no new call
         busy = await http_post(
             f"{running.http}/twilio/voice",
-            data=form | {"CallSid": "CA2"},
-            headers={"X-Twilio-Signature": twilio_signature("tok", url, form | {"CallSid": "CA2"})},
+            data=form | {"CallSid": "CA" + "2" * 32},
+            headers={"X-Twilio-Signature": twilio_signature("tok", url, form | {"CallSid": "CA" + "2" * 32})},
         )
         assert busy.status_code == 200 and '<Response><Reject reason="busy"/></Response>' in busy.text
 
@@ -202,17 +203,18 @@ async def test_agent_ending_the_call_hangs_up_through_the_rest_api(local_runtime
     route = Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json", call_resource, methods=["POST"])
     async with serving(Starlette(routes=[route])) as twilio_rest:
         settings = local_settings(
-            twilio_account_sid="AC123",
-            twilio_auth_token=SecretStr("tok"),
+            twilio_account_sid=ACCOUNT_SID,
+            twilio_auth_token=SecretStr("tok" * 8),
             twilio_api_base_url=twilio_rest.http,
             max_call_seconds=2.5,
         )
         async with serving(create_app(settings, runtime=local_runtime)) as running:
             call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 8.0])
-            result = await place_call(call, f"{running.ws}/twilio/stream")
+            webhook = f"{running.http}/twilio/voice"
+            result = await place_call(call, webhook, auth_token="tok" * 8, account_sid=ACCOUNT_SID)
             await wait_for(lambda: bool(hangups))
     assert hangups[0]["form"] == {"Status": "completed"}
-    assert hangups[0]["path"].startswith("/2010-04-01/Accounts/AC123/Calls/CA")
+    assert hangups[0]["path"] == f"/2010-04-01/Accounts/{ACCOUNT_SID}/Calls/{result.call_sid}.json"
     assert hangups[0]["auth"].startswith("Basic ")
     assert result.closed_by_server  # and the stream was closed from our side
 

@@ -1,4 +1,6 @@
-"""The httpx chat client against a real HTTP server on 127.0.0.1 speaking Cerebras' streaming wire format."""
+"""The httpx chat client's connection handling against a real HTTP server on 127.0.0.1 speaking Cerebras' wire
+format: one warm pooled connection, model check, first-token deadline, unreachable servers. (The wire format of
+every platform is checked in test_provider_conformance.py.)"""
 
 from __future__ import annotations
 
@@ -6,9 +8,9 @@ import pytest
 from pydantic import SecretStr
 
 from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
-from agent.llm.providers import cerebras_provider
+from agent.llm.providers import provider_for
+from agent.llm.simulator import ProviderSim
 from agent.settings import Settings
-from bench.provider_sim import ProviderSim
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
 
@@ -31,30 +33,21 @@ def client_for(sim: ProviderSim, key: str = "test-key", model: str = "gpt-oss-12
     settings = Settings.load(
         None, cerebras_api_key=SecretStr(key), cerebras_base_url=sim.base_url, cerebras_model=model
     )
-    return ChatCompletionClient(cerebras_provider(settings), **kw)
+    return ChatCompletionClient(provider_for(settings, "cerebras"), **kw)
 
 
-async def collect(client: ChatCompletionClient, stats: StreamStats | None = None) -> tuple[str, str]:
-    content = reasoning = ""
-    async for chunk in client.stream(MESSAGES, stats):
-        content += chunk.content
-        reasoning += chunk.reasoning
-    return content, reasoning
+async def collect(client: ChatCompletionClient) -> str:
+    return "".join([chunk.content async for chunk in client.stream(MESSAGES)])
 
 
-async def test_streams_content_apart_from_reasoning_with_usage_and_time_info(reset):
+async def test_gpt_oss_gets_a_low_reasoning_effort_and_time_info_is_kept(reset):
     client = client_for(reset)
     stats = StreamStats()
-    content, reasoning = await collect(client, stats)
+    async for _ in client.stream(MESSAGES, stats):
+        pass
     await client.aclose()
-    assert content == reset.answer
-    assert reasoning.startswith("thinking0") and "thinking" not in content
-    assert stats.usage and stats.usage["completion_tokens"] > 0
+    assert reset.requests[-1]["body"]["reasoning_effort"] == "low"
     assert stats.time_info and stats.time_info["total_time"] > 0
-    assert stats.first_token_s is not None and stats.first_content_s >= stats.first_token_s
-    body = reset.requests[-1]["body"]
-    assert body["stream"] is True and body["reasoning_effort"] == "low"
-    assert "max_completion_tokens" in body and "max_tokens" not in body
 
 
 async def test_connect_warms_the_connection_that_the_first_turn_reuses(reset):
@@ -69,24 +62,10 @@ async def test_connect_warms_the_connection_that_the_first_turn_reuses(reset):
 
 async def test_unknown_model_is_a_clear_start_up_error(reset):
     client = client_for(reset, model="gpt-9000")
-    with pytest.raises(ProviderError, match="unknown model 'gpt-9000'.*gpt-oss-120b"):
+    with pytest.raises(ProviderError, match="unknown model 'gpt-9000'.*gpt-oss-120b") as failure:
         await client.connect()
     await client.aclose()
-
-
-@pytest.mark.parametrize(
-    ("scenario", "status", "text"),
-    [("401", 401, "Wrong API Key"), ("429", 429, "limit exceeded"), ("503", 503, "high traffic")],
-)
-async def test_http_errors_are_clear_and_never_show_the_key(reset, scenario, status, text):
-    reset.scenario = scenario
-    client = client_for(reset)
-    with pytest.raises(ProviderError) as failure:
-        await collect(client)
-    await client.aclose()
-    assert failure.value.status == status and text in str(failure.value)
-    assert failure.value.retryable == (status != 401)
-    assert "test-key" not in str(failure.value) and "test-key" not in repr(client.provider)
+    assert failure.value.kind == "bad_request"
 
 
 async def test_wrong_key_at_connect_is_reported_without_the_key(reset):
@@ -97,33 +76,19 @@ async def test_wrong_key_at_connect_is_reported_without_the_key(reset):
     assert failure.value.status == 401 and "sk-secret-123" not in str(failure.value)
 
 
-async def test_stream_cut_mid_answer_raises(reset):
-    reset.scenario = "cut"
-    client = client_for(reset)
-    with pytest.raises(ProviderError, match="stream ended before the answer was finished"):
-        await collect(client)
-    await client.aclose()
-
-
-async def test_error_event_inside_the_stream_raises(reset):
-    reset.scenario = "error_event"
-    client = client_for(reset)
-    with pytest.raises(ProviderError, match="Internal server error"):
-        await collect(client)
-    await client.aclose()
-
-
 async def test_first_token_deadline(reset):
     reset.scenario = "stall"
     client = client_for(reset, first_token_timeout_s=0.5)
-    with pytest.raises(ProviderError, match="no first token after 0.5 s"):
+    with pytest.raises(ProviderError, match="no first token after 0.5 s") as failure:
         await collect(client)
     await client.aclose()
+    assert failure.value.kind == "timeout"
 
 
 async def test_unreachable_provider(reset):
     settings = Settings.load(None, cerebras_api_key=SecretStr("k"), cerebras_base_url="http://127.0.0.1:9/v1")
-    client = ChatCompletionClient(cerebras_provider(settings))
-    with pytest.raises(ProviderError, match="cannot reach"):
+    client = ChatCompletionClient(provider_for(settings, "cerebras"))
+    with pytest.raises(ProviderError, match="cannot reach") as failure:
         await client.connect()
     await client.aclose()
+    assert failure.value.kind == "network"

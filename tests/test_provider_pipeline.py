@@ -1,18 +1,18 @@
-"""The whole pipeline on the Cerebras provider path, against the local server speaking Cerebras' wire format:
-answers stream into speech, and provider failures become a short spoken apology while the call goes on."""
+"""The whole pipeline on the provider path, against local servers speaking Cerebras', Groq's and SambaNova's wire
+formats: answers stream into speech, the prompt prefix stays byte-stable between turns (so prefix caches hit), and
+every way a provider can fail becomes a short spoken apology (never silence) while the call goes on."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
-from bench.provider_sim import ProviderSim
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
-
-APOLOGY_START = "Sorry, I'm having trouble"
+from tests.servers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ async def cerebras_runtime(sim, speech):
         cerebras_api_key=SecretStr(sim.api_key),
         cerebras_base_url=sim.base_url,
         llm_first_token_timeout_ms=1000,
+        acknowledge_after_ms=0,
     )
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         yield runtime
@@ -37,23 +38,28 @@ async def cerebras_runtime(sim, speech):
 @pytest.fixture(scope="module")
 def two_questions(tmp_path_factory):
     return build_call(
-        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3]
+        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "eight_of_spades.wav", 0.3]
     )
 
 
-async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: str):
+async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: str, **changes):
     sim.scenario = scenario
     sim.requests.clear()
+    saved = {name: getattr(sim, name) for name in changes}
+    for name, value in changes.items():
+        setattr(sim, name, value)
     try:
         return await replay_call(runtime, path)
     finally:
         sim.scenario = "ok"
+        for name, value in saved.items():
+            setattr(sim, name, value)
 
 
 async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebras_runtime, two_questions):
     assert cerebras_runtime.provider.name == "cerebras"
     result = await replay_with(sim, cerebras_runtime, two_questions, "ok")
-    assert len(result.turns) == 2, result.turns
+    assert [t["outcome"] for t in result.turns] == ["answered", "answered"], result.turns
     for turn in result.turns:
         assert turn["bot_text"] == "Sure, here is the short answer."  # one spoken sentence, reasoning never spoken
         assert turn["llm"]["time_info"]["total_time"] > 0 and turn["llm"]["usage"]["completion_tokens"] > 0
@@ -61,30 +67,76 @@ async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebra
     second = sim.requests[-1]["body"]["messages"]
     assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
     assert second[2]["content"] == "Sure, here is the short answer."
+    assert result.summary["outcomes"]["answered"] == 2 and result.summary["count"] == 2
+    # The first turn's request, as sent, is a byte-for-byte prefix of the second's: the provider's cache hits.
+    first_turn = next(r["raw"] for r in sim.requests if len(r["body"]["messages"]) == 2)
+    first_messages = first_turn[: first_turn.index(b'],"stream"')]  # up to the end of its last message
+    assert sim.requests[-1]["raw"].startswith(first_messages)
+    assert result.turns[1]["llm"]["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
 
 
-@pytest.mark.parametrize("scenario", ["503", "429", "401"])
-async def test_provider_error_is_an_apology_and_the_call_goes_on(sim, cerebras_runtime, two_questions, scenario):
+@pytest.mark.parametrize("wire", ["groq", "sambanova"])
+async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_path, wire):
+    sim = ProviderSim(wire=wire, first_token_s=0.05, answer=f"Hello from {wire}. More text.").start()
+    settings = local_settings(
+        llm_provider=wire,
+        acknowledge_after_ms=0,
+        **{f"{wire}_api_key": SecretStr(sim.api_key), f"{wire}_base_url": sim.base_url},
+    )
+    call = build_call(tmp_path / "q.wav", [0.3, "ten_of_clubs.wav", 3.0])
+    try:
+        async with AgentRuntime.start(settings, speech=speech) as runtime:
+            [turn] = (await replay_call(runtime, call)).turns
+    finally:
+        sim.stop()
+    assert turn["bot_text"] == f"Hello from {wire}." and turn["llm"]["provider"] == wire
+    assert turn["llm"]["usage"]["completion_tokens"] > 0
+    assert sim.requests[-1]["body"]["model"] == runtime.provider.model == sim.models[0]
+
+
+@pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
+async def test_a_failing_provider_gets_the_caller_an_apology_and_the_call_goes_on(
+    sim, cerebras_runtime, two_questions, scenario
+):
     result = await replay_with(sim, cerebras_runtime, two_questions, scenario)
-    assert len(result.turns) == 2, result.turns
+    assert [t["outcome"] for t in result.turns] == ["error", "error"], result.turns
     for turn in result.turns:
-        assert turn["bot_text"].startswith(APOLOGY_START), turn
-        assert scenario in turn["llm"]["error"] and "test-key" not in turn["llm"]["error"]
-    assert len(voiced_spans(result.reply_audio, result.reply_sample_rate)) >= 2
+        assert turn["answer_ms"] is None and not turn["verdict"]["within_budget"]  # an apology is not an answer
+        assert turn["filler_ms"] is not None and turn["filler_ms"] < 3000  # but the caller heard something
+        assert "test-key" not in turn["error"]
+    assert len(voiced_spans(result.reply_audio, result.reply_sample_rate)) >= 2  # two apologies were spoken
 
 
-async def test_stream_cut_mid_answer_keeps_what_was_said_then_apologises(sim, cerebras_runtime, two_questions):
-    result = await replay_with(sim, cerebras_runtime, two_questions, "cut")
+@pytest.mark.parametrize(("scenario", "error"), [("cut", "stream ended"), ("error_event", "Internal server error")])
+async def test_stream_broken_mid_answer_keeps_what_was_said_then_apologises(
+    sim, cerebras_runtime, two_questions, scenario, error
+):
+    result = await replay_with(sim, cerebras_runtime, two_questions, scenario)
     first = result.turns[0]
     assert first["bot_text"].startswith("Sure, here is the")
-    assert APOLOGY_START in first["bot_text"]
+    assert first["outcome"] == "answered" and error in first["error"]
+    spans = voiced_spans(result.reply_audio, result.reply_sample_rate)
+    assert len(spans) >= 2  # the words that came, then the apology
 
 
-async def test_first_token_that_never_comes_gets_an_acknowledgement_then_an_apology(
-    sim, cerebras_runtime, two_questions
-):
-    result = await replay_with(sim, cerebras_runtime, two_questions, "stall")
+async def test_reasoning_that_uses_the_whole_budget_is_asked_again_with_more(sim, cerebras_runtime, two_questions):
+    # 200 reasoning tokens against the 160-token limit: the first try has nothing to say.
+    result = await replay_with(sim, cerebras_runtime, two_questions, "ok", reasoning_tokens=200)
     for turn in result.turns:
-        # The acknowledgement fills the silence at 0.5 s; the apology follows the 1.0 s first-token deadline.
-        assert turn["bot_text"].startswith("Let me think.") and APOLOGY_START in turn["bot_text"], turn
-        assert turn["voice_to_voice_ms"] < 1200, turn
+        assert turn["outcome"] == "answered" and turn["llm"]["retried"], turn
+        assert turn["bot_text"] == "Sure, here is the short answer."
+    limits = [r["body"]["max_completion_tokens"] for r in sim.requests]
+    assert 160 in limits and 640 in limits
+
+
+async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions):
+    # The provider writes 2 words a second; the caller hangs up (the replay ends) a second after the answer started.
+    call = build_call(two_questions.parent / "hang.wav", [0.3, "ten_of_clubs.wav", 1.0])
+    sim.tokens_per_s, sim.requests = 2.0, []
+    try:
+        result = await replay_call(cerebras_runtime, call, max_tail_s=1.0)
+    finally:
+        sim.tokens_per_s = 3000.0
+    turn = result.turns[0]
+    assert turn["outcome"] == "answered" and turn["bot_text"] != "Sure, here is the short answer."  # mid-stream
+    await wait_for(lambda: sim.open_streams == 0, timeout_s=3)

@@ -7,11 +7,12 @@ import re
 import pytest
 from pydantic import SecretStr
 
-from agent.latency.turns import LatencyBudget, Turn, summarize
+from agent.latency.turns import LatencyBudget, Turn, summarize, summarize_turns
 from agent.llm.sse import iter_sse_data
 from agent.settings import Settings, SettingsError
-from agent.speech.clauses import ClauseTextAggregator
+from agent.speech.clauses import ClauseSplitter
 from agent.speech.tts import word_times
+from agent.text import count_sentences, ends_sentence
 
 
 async def lines(*items: str):
@@ -29,29 +30,36 @@ async def test_sse_events_comments_multiline_and_done():
     assert got == ['{"a": 1}', "x\ny"]
 
 
-async def chunks(aggregator: ClauseTextAggregator, tokens: list[str]) -> list[str]:
-    out = [a.text for t in tokens async for a in aggregator.aggregate(t)]
-    if (rest := await aggregator.flush()) is not None:
-        out.append(rest.text)
+def chunks(splitter: ClauseSplitter, tokens: list[str]) -> list[str]:
+    out = [chunk for t in tokens for chunk in splitter.add(t)]
+    if rest := splitter.flush():
+        out.append(rest)
     return out
 
 
-async def test_first_clause_goes_early_then_sentences():
+def test_first_clause_goes_early_then_sentences():
     tokens = ["Well", ",", " I", " think", " so", ", yes", ". It", " is", " fine", ", really", ". Bye", "."]
-    got = await chunks(ClauseTextAggregator(min_clause_words=2), tokens)
+    got = chunks(ClauseSplitter(min_clause_words=2), tokens)
     assert got == ["Well, I think so,", "yes.", "It is fine, really.", "Bye."]
 
 
-async def test_first_chunk_without_punctuation_is_cut_at_max_words():
-    got = await chunks(
-        ClauseTextAggregator(max_first_words=4), [w + " " for w in ["one", "two", "three", "four", "five", "six"]]
-    )
+def test_first_chunk_without_punctuation_is_cut_at_max_words():
+    got = chunks(ClauseSplitter(max_first_words=4), [w + " " for w in ["one", "two", "three", "four", "five", "six"]])
     assert got[0] == "one two three four"
 
 
-async def test_decimals_and_abbreviated_numbers_do_not_split():
-    got = await chunks(ClauseTextAggregator(max_first_words=20), ["It costs 3.5 dollars", " today. Then", " more."])
+def test_decimals_and_abbreviated_numbers_do_not_split():
+    got = chunks(ClauseSplitter(max_first_words=20), ["It costs 3.5 dollars", " today. Then", " more."])
     assert got == ["It costs 3.5 dollars today.", "Then more."]
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences", "finished"),
+    [("Sure.", 1, True), ("Sure. It is 3.5 dollars", 1, False), ("Is it? Yes!", 2, True), ("Well...", 0, False),
+     ('He said "no."', 1, True), ("5.", 1, True), ("and", 0, False)],
+)  # fmt: skip
+def test_one_idea_of_a_sentence_end_for_every_part(text, sentences, finished):
+    assert count_sentences(text) == sentences and ends_sentence(text) is finished
 
 
 def test_word_times_cover_the_audio_in_order():
@@ -101,17 +109,65 @@ def test_renamed_variables_are_refused_not_ignored(tmp_path):
         Settings.load(env)
 
 
-def test_turn_stages_add_up_and_the_budget_names_the_overrun():
-    turn = Turn(index=1)
-    for name, at in [("speech_end", 10.0), ("vad_stop", 10.2), ("transcript", 10.5), ("turn_end", 10.45),
-                     ("llm_request", 10.5), ("llm_first_token", 10.9), ("first_clause", 10.95),
-                     ("tts_first_audio", 10.97), ("audio_out", 10.98)]:  # fmt: skip
+def marked_turn(**marks: float) -> Turn:
+    turn = Turn(index=1, user_text="ten of clubs")
+    for name, at in marks.items():
         turn.mark(name, at)
-    stages = turn.stages_ms()
-    assert abs(sum(stages.values()) - turn.voice_to_voice_ms()) < 0.5
-    assert stages["end_of_turn"] == 0.0  # marks out of order are clamped, never negative
-    verdict = LatencyBudget(total_ms=800).judge(stages, turn.voice_to_voice_ms())
-    assert verdict["within_budget"] is False and "llm_ttft" in verdict["overran"] and "stt" in verdict["overran"]
+    return turn
+
+
+ANSWERED = {"speech_end": 10.0, "vad_stop": 10.1, "transcript": 10.2, "turn_end": 10.3, "llm_request": 10.15,
+            "llm_first_token": 10.5, "first_clause": 10.51, "tts_first_audio": 10.53, "answer_out": 10.55}  # fmt: skip
+
+
+def test_the_answer_is_judged_not_the_filler():
+    turn = marked_turn(**ANSWERED, filler_out=10.45)
+    report = turn.report(LatencyBudget(total_ms=500))
+    assert report["outcome"] == "answered" and report["answer_ms"] == pytest.approx(550)
+    assert report["filler_ms"] == pytest.approx(450)
+    assert report["verdict"]["within_budget"] is False  # the filler came in time; the answer did not
+    assert report["stages_ms"]["llm_request"] == 0.0  # sent speculatively, before the turn was confirmed
+    assert report["stages_ms"]["llm_ttft"] == pytest.approx(200)  # what speculation did not hide
+
+
+def test_a_turn_without_an_answer_is_never_within_budget():
+    budget = LatencyBudget(total_ms=800)
+    failed = marked_turn(speech_end=10.0, turn_end=10.3, filler_out=10.4)
+    failed.error = "cerebras HTTP 503: queue_exceeded"
+    cut = marked_turn(speech_end=10.0, turn_end=10.3)
+    cut.cut = True
+    abandoned = marked_turn(speech_end=10.0, turn_end=10.3)
+    for turn, outcome in [(failed, "error"), (cut, "interrupted"), (abandoned, "no_answer")]:
+        report = turn.report(budget)
+        assert report["outcome"] == outcome and report["answer_ms"] is None
+        assert report["verdict"]["within_budget"] is False
+
+
+def test_playout_reported_by_the_client_is_what_is_judged():
+    turn = marked_turn(**ANSWERED, playout=10.9)
+    report = turn.report(LatencyBudget(total_ms=800))
+    assert report["heard_ms"] == pytest.approx(900) and report["verdict"]["within_budget"] is False
+    assert report["stages_ms"]["playout"] == pytest.approx(350)
+
+
+def test_stage_overruns_are_named():
+    report = marked_turn(**ANSWERED).report(LatencyBudget.from_settings(800, "stt=50,llm_ttft=100"))
+    assert set(report["verdict"]["overran"]) == {"stt", "end_of_turn", "llm_ttft"}  # 100, 100, 200 ms
+    with pytest.raises(ValueError, match="unknown stage 'sst'"):
+        LatencyBudget.from_settings(800, "sst=50")
+
+
+def test_turn_summary_counts_outcomes_fillers_and_false_starts():
+    budget = LatencyBudget()
+    answered = marked_turn(**ANSWERED, filler_out=10.45).report(budget)
+    false_start = marked_turn(**ANSWERED)
+    false_start.cut = false_start.false_start = True
+    failed = marked_turn(speech_end=10.0, turn_end=10.3)
+    failed.error = "boom"
+    summary = summarize_turns([answered, false_start.report(budget), failed.report(budget)])
+    assert summary["turns"] == 3 and summary["count"] == 2 and summary["p50_ms"] == pytest.approx(550)
+    assert summary["outcomes"] == {"answered": 2, "interrupted": 0, "error": 1, "no_answer": 0}
+    assert summary["fillers"] == 1 and summary["false_starts"] == 1
 
 
 def test_summary_percentiles():

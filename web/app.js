@@ -7,6 +7,10 @@
  *   reports when each utterance actually starts playing.
  * - Renders the live transcript, a per-turn latency waterfall and clear
  *   banners for microphone / connection problems, with automatic reconnect.
+ * - Sends the access token, when the server needs one, as a WebSocket
+ *   subprotocol (never in a URL): it comes from the page's #token=... fragment
+ *   (removed from the address bar at once) or from the form shown when the
+ *   server refuses the socket for want of it; it is kept for this tab only.
  */
 (() => {
   "use strict";
@@ -15,8 +19,18 @@
   const FRAME_SAMPLES = 320; // 20 ms at 16 kHz
   const MAX_RETRIES = 5;
   const FIRST_RETRY_MS = 500;
+  const PAGE_PROTOCOL = "voice-agent";
+  const TOKEN_PROTOCOL_PREFIX = "access-token.";
+  const TOKEN_KEY = "voice-agent-access-token";
+  const POLICY_CLOSE = 1008; // the server refused the socket (access, or the input bounds)
 
   // Stage name -> colour, in pipeline order (also used for the legend).
+  const OUTCOME_TEXT = {
+    answered: "answered",
+    interrupted: "interrupted before the answer",
+    error: "failed: apology played",
+    no_answer: "no answer",
+  };
   const STAGE_COLORS = {
     vad_stop: "#94a3b8",
     stt: "#3b82f6",
@@ -63,7 +77,7 @@ registerProcessor("mic-frames", MicFrames);
 `;
 
   const ui = Object.fromEntries(
-    ["start", "status", "provider", "activity", "banner", "transcript", "latency", "legend", "stats"]
+    ["start", "status", "provider", "activity", "banner", "transcript", "latency", "legend", "stats", "access", "access-token"]
       .map((id) => [id, document.getElementById(id)]),
   );
 
@@ -277,10 +291,41 @@ registerProcessor("mic-frames", MicFrames);
     return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   }
 
+  function accessToken() {
+    try { return sessionStorage.getItem(TOKEN_KEY) || ""; } catch (_) { return ""; }
+  }
+
+  function rememberToken(token) {
+    try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* storage disabled: ask again next time */ }
+  }
+
+  // A link such as http://host/#token=... carries the token; keep it for this tab and drop it from the address bar.
+  function takeTokenFromUrl() {
+    const match = /^#token=([A-Za-z0-9._~-]+)$/.exec(location.hash);
+    if (!match) return;
+    rememberToken(match[1]);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  function protocols() {
+    const token = accessToken();
+    return token ? [PAGE_PROTOCOL, TOKEN_PROTOCOL_PREFIX + token] : [PAGE_PROTOCOL];
+  }
+
+  function onRefused(reason) {
+    const needsToken = /access token/.test(reason);
+    if (needsToken && accessToken()) rememberToken(""); // the one we had was refused
+    teardown("error", needsToken
+      ? "This server needs an access token: enter it below (or open the page from a link that carries it)."
+      : `The server closed the call: ${reason || "refused"}.`);
+    ui.access.hidden = !needsToken;
+    if (needsToken) ui["access-token"].focus();
+  }
+
   function connect() {
     let ws;
     try {
-      ws = new WebSocket(wsUrl());
+      ws = new WebSocket(wsUrl(), protocols());
     } catch (err) {
       return teardown("error", `Cannot open a connection to ${wsUrl()}: ${err.message}`);
     }
@@ -290,7 +335,11 @@ registerProcessor("mic-frames", MicFrames);
     let opened = false;
     ws.onopen = () => { opened = true; app.everOpened = true; };
     ws.onmessage = (e) => { if (app.ws === ws) onSocketMessage(e.data); };
-    ws.onclose = () => { if (app.ws === ws) onSocketClosed(opened); };
+    ws.onclose = (e) => {
+      if (app.ws !== ws) return;
+      if (e.code === POLICY_CLOSE && app.running) return onRefused(e.reason);
+      onSocketClosed(opened);
+    };
     ws.onerror = () => {}; // the close event that follows carries what we need
   }
 
@@ -362,6 +411,7 @@ registerProcessor("mic-frames", MicFrames);
     bot_text: onBotText,
     interrupt: onInterrupt,
     turn: onTurn,
+    answer_start: onAnswerStart,
   };
 
   function onSession(msg) {
@@ -400,14 +450,20 @@ registerProcessor("mic-frames", MicFrames);
     src.buffer = audio;
     src.connect(ctx.destination);
     const now = ctx.currentTime;
-    const startsUtterance = app.nextPlayTime <= now;
     const startAt = Math.max(now + 0.01, app.nextPlayTime);
     src.onended = () => { app.sources = app.sources.filter((s) => s !== src); };
     src.start(startAt);
     app.nextPlayTime = startAt + audio.duration;
+    app.lastChunkStartsAt = startAt;
     app.sources.push(src);
     va.audioChunks += 1;
-    if (startsUtterance) reportPlayoutAfter((startAt - now) * 1000);
+  }
+
+  // The server sends `answer_start` right after the answer's first audio chunk (an acknowledgement may have played
+  // before it): report when that chunk starts playing, so the server knows when the caller heard the answer.
+  function onAnswerStart() {
+    if (!app.ctx || app.lastChunkStartsAt == null) return;
+    reportPlayoutAfter((app.lastChunkStartsAt - app.ctx.currentTime) * 1000);
   }
 
   function reportPlayoutAfter(delayMs) {
@@ -516,8 +572,10 @@ registerProcessor("mic-frames", MicFrames);
   }
 
   function renderStats(s) {
-    const n = Number(s.count) || 0;
-    ui.stats.textContent = `p50 ${fmtMs(s.p50_ms)} · p95 ${fmtMs(s.p95_ms)} · ${n} turn${n === 1 ? "" : "s"}`;
+    const answered = Number(s.count) || 0;
+    const turns = Number(s.turns) || answered;
+    ui.stats.textContent =
+      `answer p50 ${fmtMs(s.p50_ms)} · p95 ${fmtMs(s.p95_ms)} · ${answered} of ${turns} turn${turns === 1 ? "" : "s"} answered`;
   }
 
   function clearLatency() {
@@ -537,7 +595,7 @@ registerProcessor("mic-frames", MicFrames);
     let max = app.budgetMs * 1.25;
     for (const t of va.turns) {
       const sum = stageEntries(t).reduce((acc, [, ms]) => acc + ms, 0);
-      max = Math.max(max, sum, Number(t.voice_to_voice_ms) || 0);
+      max = Math.max(max, sum, Number(t.answer_ms) || 0);
     }
     return Math.ceil(max / 100) * 100;
   }
@@ -557,9 +615,10 @@ registerProcessor("mic-frames", MicFrames);
     const head = el("div", "turn-head");
     const said = el("span", "turn-text", t.user_text ? `“${t.user_text}”` : "");
     said.title = t.user_text || "";
-    head.append(el("span", "turn-no", `#${t.turn}`), said, el("span", "total", fmtMs(t.voice_to_voice_ms)));
+    const total = t.answer_ms != null ? fmtMs(t.heard_ms != null ? t.heard_ms : t.answer_ms) : OUTCOME_TEXT[t.outcome];
+    head.append(el("span", "turn-no", `#${t.turn}`), said, el("span", "total", total || "—"));
 
-    row.append(head, waterfall(t, budget, scale), turnFoot(t, verdict, budget));
+    row.append(head, waterfall(t, budget, scale), turnFoot(t, verdict));
     return row;
   }
 
@@ -584,18 +643,19 @@ registerProcessor("mic-frames", MicFrames);
     return track;
   }
 
-  function turnFoot(t, verdict, budget) {
-    const within = verdict.within_budget != null
-      ? !!verdict.within_budget
-      : Number(t.voice_to_voice_ms) <= budget;
+  // The verdict judges the answer: a turn without one (cut off, failed, nothing came) is never within budget.
+  function turnFoot(t, verdict) {
+    const within = !!verdict.within_budget;
     const overran = verdict.overran || [];
     const text = within
-      ? "✓ within budget"
-      : `✗ over budget${overran.length ? ` (${overran.join(", ")})` : ""}`;
+      ? "✓ answer within budget"
+      : t.outcome !== "answered"
+        ? `✗ ${OUTCOME_TEXT[t.outcome] || "no answer"}`
+        : `✗ answer over budget${overran.length ? ` (${overran.join(", ")})` : ""}`;
     const foot = el("div", "turn-foot");
     foot.append(el("span", `verdict ${within ? "ok" : "over"}`, text));
-    if (t.heard_ms != null) foot.append(el("span", "heard", `heard ${fmtMs(t.heard_ms)}`));
-    if (t.interrupted) foot.append(el("span", "tag", "interrupted"));
+    if (t.filler_ms != null) foot.append(el("span", "tag", `filler at ${fmtMs(t.filler_ms)}`));
+    if (t.cut) foot.append(el("span", "tag", t.false_start ? "false start" : "cut off"));
     return foot;
   }
 
@@ -622,6 +682,14 @@ registerProcessor("mic-frames", MicFrames);
   }
 
   ui.start.addEventListener("click", () => (app.running ? stop() : start()));
+  ui.access.addEventListener("submit", (e) => {
+    e.preventDefault();
+    rememberToken(ui["access-token"].value.trim());
+    ui["access-token"].value = "";
+    ui.access.hidden = true;
+    start();
+  });
+  takeTokenFromUrl();
   window.addEventListener("pagehide", () => { if (app.running) teardown("idle"); });
   setState("idle");
   updateButton();

@@ -1,16 +1,18 @@
-"""Watches one call's frames and builds each turn's latency timeline (see `turns.py`).
+"""Watches one call's frames and builds each turn's latency timeline and outcome (see `turns.py`).
 
-The observer reads the pipeline clock stamp of every push, not the moment the (queued) observer runs, so its
-marks are exact. Transports add the marks only they can see: `audio_sent()` after every bot audio write to the
-socket (the first one after a turn's LLM request is the turn's first audio out), `playout_started()` when the
-client says the sound started.
+A turn starts when the turn controller says the caller started speaking (`UserStartedSpeakingFrame`) and is
+confirmed when it says the caller stopped (`UserStoppedSpeakingFrame`); pauses inside it (VAD stops followed by more
+speech) move its end-of-speech marks along. The observer reads the pipeline clock stamp of every push, not the
+moment the (queued) observer runs, so its marks are exact. Transports add the marks only they can see:
+`audio_sent(kind)` after every bot audio write to the socket ("answer" for the LLM's words, "filler" for a
+pre-synthesised phrase), and `playout_started()` when the client says the answer started playing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -30,21 +32,25 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
-from agent.frames import SpeechEndFrame
-from agent.latency.turns import LatencyBudget, Turn
-from agent.llm.service import CompletionStatsFrame
+from agent.frames import CompletionStatsFrame, SpeechEndFrame, TurnTranscriptionFrame
+from agent.latency.turns import FALSE_START_S, LatencyBudget, Turn
 
-# Called as listener(event, report): "answered" when a turn's first audio left the socket, "heard" when the client
-# reported playout, "closed" when the answer finished or was cut off (the report then has all the bot's text).
+AudioKind = Literal["answer", "filler"]
+
+# Called as listener(event, report): "answered" when a turn's answer first left the socket, "heard" when the client
+# reported its playout, "closed" when the turn is over (answered and finished or cut, failed, or abandoned).
 TurnListener = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 
 class TurnLatencyObserver(BaseObserver):
+    """Builds a `Turn` per caller turn from the frames of one call and tells listeners as each one progresses."""
+
     def __init__(self, budget: LatencyBudget | None = None, **kwargs) -> None:
         super().__init__(observe_every_push=False, **kwargs)
         self.budget = budget or LatencyBudget()
         self.turns: list[Turn] = []
         self._turn: Turn | None = None
+        self._bot_speaking_since: float | None = None
         self._mono_origin_ns: int | None = None
         self._listeners: list[TurnListener] = []
 
@@ -56,20 +62,37 @@ class TurnLatencyObserver(BaseObserver):
     def reports(self) -> list[dict[str, Any]]:
         return [t.report(self.budget) for t in self.turns if t.user_text or t.answered]
 
+    async def finish(self) -> None:
+        """The call is over: close the last turn (an unanswered one ends as `no_answer`)."""
+        if self._turn:
+            await self._close(self._turn)
+
     # -- marks from transports -------------------------------------------------------------------
-    async def audio_sent(self, at: float | None = None) -> None:
+    async def audio_sent(self, kind: AudioKind = "answer", at: float | None = None) -> bool:
+        """Bot audio of `kind` went to the socket. True when it was the first audio of the turn's answer."""
         turn = self._turn
-        if turn and "llm_request" in turn.marks and "audio_out" not in turn.marks:
-            turn.mark("audio_out", at or time.monotonic())
+        now = at or time.monotonic()
+        if self._bot_speaking_since is None:
+            self._bot_speaking_since = now
+        if turn is None or not turn.confirmed:
+            return False
+        if kind == "filler":
+            turn.mark("filler_out", now)
+            return False
+        if "llm_first_token" in turn.marks and not turn.answered:
+            turn.mark("answer_out", now)
             report = turn.report(self.budget)
             logger.bind(turn=report).info(
-                f"turn {turn.index}: {report['voice_to_voice_ms']} ms voice-to-voice "
+                f"turn {turn.index}: answer after {report['answer_ms']} ms "
                 f"({'within' if report['verdict']['within_budget'] else 'OVER'} budget) stages={report['stages_ms']}"
+                + (f", filler at {report['filler_ms']} ms" if report["filler_ms"] is not None else "")
             )
             await self._notify("answered", turn)
+            return True
+        return False
 
     async def playout_started(self, at: float | None = None) -> None:
-        """The client started playing the last answered turn."""
+        """The client started playing the answer of the last answered turn."""
         answered = [t for t in self.turns if t.answered and "playout" not in t.marks]
         if answered:
             answered[-1].mark("playout", at or time.monotonic())
@@ -81,53 +104,62 @@ class TurnLatencyObserver(BaseObserver):
         if data.direction != FrameDirection.DOWNSTREAM:
             return
         at = self._monotonic(data)
-        if isinstance(frame, VADUserStartedSpeakingFrame):
-            if self._turn and "llm_request" not in self._turn.marks:
-                for name in ("speech_end", "vad_stop", "transcript"):
-                    self._turn.marks.pop(name, None)
+        turn = self._turn
+        open_turn = turn if turn and not turn.confirmed else None
+        if isinstance(frame, UserStartedSpeakingFrame):
+            await self._new_turn(at)
+        elif isinstance(frame, VADUserStartedSpeakingFrame) and open_turn:
+            for name in ("speech_end", "vad_stop", "transcript"):  # the caller went on after a pause
+                open_turn.marks.pop(name, None)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
-            turn = self._current()
-            turn.mark("vad_stop", at, overwrite=True)
-            turn.mark("speech_end", at - frame.stop_secs, overwrite=True)
-        elif isinstance(frame, SpeechEndFrame) and self._turn and "vad_stop" in self._turn.marks:
-            # The energy-based end of speech: earlier than the VAD's stop minus stop_secs, and the true one.
-            vad_stop = self._turn.marks["vad_stop"]
-            self._turn.mark(
-                "speech_end", min(self._turn.marks["speech_end"], vad_stop - frame.silence_s), overwrite=True
-            )
-        elif isinstance(frame, TranscriptionFrame):
-            turn = self._current()
-            turn.user_text += " " + frame.text
-            turn.mark("transcript", at, overwrite=True)
-        elif isinstance(frame, UserStartedSpeakingFrame):
-            turn = self._turn
-            if turn and "llm_request" in turn.marks and "bot_stopped" not in turn.marks:
-                turn.interrupted = True  # the caller spoke over (or before) the answer
+            current = open_turn or await self._new_turn(at)
+            current.mark("vad_stop", at, overwrite=True)
+            current.mark("speech_end", at - frame.stop_secs, overwrite=True)
+        elif isinstance(frame, SpeechEndFrame) and open_turn and "vad_stop" in open_turn.marks:
+            # The end of speech measured on the audio itself: earlier than the VAD's stop minus stop_secs.
+            vad_stop = open_turn.marks["vad_stop"]
+            open_turn.mark("speech_end", min(open_turn.marks["speech_end"], vad_stop - frame.silence_s), overwrite=True)
+        elif isinstance(frame, TranscriptionFrame) and open_turn:
+            if isinstance(frame, TurnTranscriptionFrame):
+                open_turn.user_text = frame.turn_text
+            else:
+                open_turn.user_text = f"{open_turn.user_text} {frame.text}".strip()
+            if open_turn.user_text:
+                open_turn.mark("transcript", at, overwrite=True)
+        elif isinstance(frame, UserStoppedSpeakingFrame) and open_turn:
+            open_turn.mark("turn_end", at)
+        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService) and turn:
+            turn.llm_requests += 1
+            if not turn.answered:
+                turn.mark("llm_request", at, overwrite=True)
+        elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and turn and turn.confirmed:
+            turn.mark("llm_first_token", at)
+            turn.bot_text += frame.text
+        elif isinstance(frame, CompletionStatsFrame) and turn:
+            turn.llm = frame.summary()
+            turn.error = frame.error or turn.error
+        elif isinstance(frame, TTSStartedFrame) and turn and "llm_first_token" in turn.marks:
+            turn.mark("first_clause", at)
+        elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService) and turn:
+            if "first_clause" in turn.marks:
+                turn.mark("tts_first_audio", at)
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking_since = None
+            if turn and turn.confirmed and (turn.answered or turn.error):
                 await self._close(turn)
-            self._current()
-        elif isinstance(frame, UserStoppedSpeakingFrame) and self._turn:
-            self._turn.mark("turn_end", at, overwrite=True)
-        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService) and self._turn:
-            self._turn.mark("llm_request", at)
-        elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and self._turn:
-            self._turn.mark("llm_first_token", at)
-            self._turn.bot_text += frame.text
-        elif isinstance(frame, CompletionStatsFrame) and self._turn:
-            self._turn.llm = _llm_summary(frame)
-        elif isinstance(frame, TTSStartedFrame) and self._turn and "llm_first_token" in self._turn.marks:
-            self._turn.mark("first_clause", at)
-        elif isinstance(frame, TTSAudioRawFrame) and isinstance(data.source, TTSService) and self._turn:
-            if "first_clause" in self._turn.marks:
-                self._turn.mark("tts_first_audio", at)
-        elif isinstance(frame, BotStoppedSpeakingFrame) and self._turn and self._turn.answered:
-            self._turn.mark("bot_stopped", at)
-            await self._close(self._turn)
 
-    def _current(self) -> Turn:
-        """The turn being heard now; a new one once the previous got its answer under way."""
-        if self._turn is None or "llm_request" in self._turn.marks:
-            self._turn = Turn(index=len(self.turns) + 1)
-            self.turns.append(self._turn)
+    async def _new_turn(self, at: float) -> Turn:
+        """The caller started a new turn: the previous one is over, and cut if the agent was speaking."""
+        previous = self._turn
+        if previous and not previous.confirmed:
+            return previous  # the same turn goes on (a VAD stop and start inside it)
+        if previous:
+            if self._bot_speaking_since is not None:
+                previous.cut = True
+                previous.false_start = at - self._bot_speaking_since <= FALSE_START_S
+            await self._close(previous)
+        self._turn = Turn(index=len(self.turns) + 1)
+        self.turns.append(self._turn)
         return self._turn
 
     def _monotonic(self, data: FramePushed) -> float:
@@ -141,34 +173,10 @@ class TurnLatencyObserver(BaseObserver):
             await self._notify("closed", turn)
 
     async def _notify(self, event: str, turn: Turn) -> None:
+        if not (turn.user_text or turn.answered):
+            return  # noise the VAD took for speech: nothing to report
         report = turn.report(self.budget)
         for listener in self._listeners:
             result = listener(event, report)
             if result is not None:
                 await result
-
-
-def _llm_summary(frame: CompletionStatsFrame) -> dict[str, Any]:
-    stats = frame.stats
-    summary: dict[str, Any] = {
-        "provider": frame.provider,
-        "model": frame.model,
-        "speculative": frame.speculative,
-        "hedged": frame.hedged,
-        "acknowledged": frame.acknowledged,
-    }
-    if frame.error:
-        summary["error"] = frame.error
-    if stats:
-        if stats.first_token_s is not None:
-            summary["first_token_ms"] = round(stats.first_token_s * 1000, 1)
-        if stats.first_content_s is not None:
-            summary["first_content_ms"] = round(stats.first_content_s * 1000, 1)
-            if stats.first_token_s is not None:  # the part of the wait spent on (unspoken) reasoning tokens
-                summary["reasoning_ms"] = round((stats.first_content_s - stats.first_token_s) * 1000, 1)
-        summary["reasoning_chars"] = stats.reasoning_chars
-        if stats.usage:
-            summary["usage"] = stats.usage
-        if stats.time_info:
-            summary["time_info"] = stats.time_info
-    return summary

@@ -1,2 +1,3 @@
-"""Streaming chat-completion client (httpx + SSE), provider selection, the local llama.cpp server and the
-pipecat LLM service that speaks through them."""
+"""The LLM side: provider declarations and the streaming chat-completion client (httpx + SSE), the failover chain,
+the provider simulator and `bench-llm`, the local llama.cpp server, and the pipecat LLM service that speaks
+through them."""

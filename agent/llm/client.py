@@ -1,14 +1,20 @@
-"""Streaming client for OpenAI-compatible chat completions (Cerebras, Groq, SambaNova, llama.cpp), on httpx.
+"""Streaming client for OpenAI-compatible chat completions (Cerebras, Groq, SambaNova, vLLM, llama.cpp), on httpx.
 
-One pooled `httpx.AsyncClient` per provider and process. `connect()` opens the connection (and checks the model
-against `GET /models`) before the first turn, and `keep_warm()` stops it from idling out, so a turn never pays
-DNS/TCP/TLS set-up. `stream()` yields `ChatChunk`s: spoken content and (never spoken) reasoning kept apart, plus
-the provider's usage and Cerebras' `time_info` when they come.
+One client per provider and process, over one pooled `httpx.AsyncClient`; the platform's declaration
+(`agent/llm/providers.py`) supplies its quirks, so there is no subclass per platform. `connect()` opens the
+connection (and checks the model against `GET /models`) before the first turn, and `keep_warm()` stops it from
+idling out, so a turn never pays DNS/TCP/TLS set-up. `stream()` yields `ChatChunk`s: spoken content and (never
+spoken) reasoning apart, the provider's usage, server timings and cached prompt tokens, and complete tool calls.
+Every response's rate-limit headers update `rate_limits` (shown on `/metrics`, read by the failover chain).
+
+Request bodies are serialised canonically (fixed separators, no ASCII escaping), so the same messages are the same
+bytes on every turn and the providers' prompt-prefix caches can hit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -18,30 +24,14 @@ from typing import Any
 import httpx
 from loguru import logger
 
+from agent.llm.chunks import ChatChunk, ChunkParser, cached_tokens
+from agent.llm.errors import ProviderError, error_details
 from agent.llm.providers import Provider
+from agent.llm.ratelimits import RateLimitState, parse_reset_s
 from agent.llm.sse import iter_sse_data
+from agent.llm.tool_calls import ToolCall
 
-
-class ProviderError(Exception):
-    """A provider call failed. The message is safe to log: it never holds the API key."""
-
-    def __init__(self, provider: str, message: str, status: int | None = None) -> None:
-        self.provider = provider
-        self.status = status
-        self.retryable = status is None or status in (408, 409, 429) or status >= 500
-        where = f"{provider} HTTP {status}" if status else provider
-        super().__init__(f"{where}: {message}")
-
-
-@dataclass
-class ChatChunk:
-    """One streamed delta. `content` is what the agent says; `reasoning` is thinking, never spoken."""
-
-    content: str = ""
-    reasoning: str = ""
-    usage: dict[str, Any] | None = None
-    time_info: dict[str, Any] | None = None
-    finish_reason: str | None = None
+__all__ = ["ChatChunk", "ChatCompletionClient", "ProviderError", "StreamStats", "ToolCall"]
 
 
 @dataclass
@@ -54,6 +44,31 @@ class StreamStats:
     reasoning_chars: int = 0
     usage: dict[str, Any] | None = None
     time_info: dict[str, Any] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cached_tokens: int | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    def record(self, chunk: ChatChunk) -> None:
+        if chunk.usage:
+            self.usage = chunk.usage
+            self.cached_tokens = cached_tokens(chunk.usage)
+        if chunk.time_info:
+            self.time_info = chunk.time_info
+        self.timings.update(chunk.timings)
+        self.tool_calls += chunk.tool_calls
+        if chunk.content or chunk.reasoning or chunk.tool_calls:
+            now = time.perf_counter() - self.started
+            if self.first_token_s is None:
+                self.first_token_s = now
+            if chunk.content and self.first_content_s is None:
+                self.first_content_s = now
+            self.reasoning_chars += len(chunk.reasoning)
+
+
+NO_TOOLS_NOTE = (
+    "You cannot take actions or look anything up on this line (no bookings, no lookups): if the caller asks for "
+    "one, say briefly that you cannot do that here."
+)
 
 
 class ChatCompletionClient:
@@ -67,6 +82,7 @@ class ChatCompletionClient:
         idle_timeout_s: float = 5.0,
     ) -> None:
         self.provider = provider
+        self.rate_limits = RateLimitState()
         self._first_token_timeout_s = first_token_timeout_s
         self._idle_timeout_s = idle_timeout_s
         headers = {"Accept": "text/event-stream", "User-Agent": "voice-agent/0.1"}
@@ -99,6 +115,7 @@ class ChatCompletionClient:
             raise ProviderError(
                 self.provider.name,
                 f"unknown model {self.provider.model!r}; this provider offers: {', '.join(sorted(models))}",
+                kind="bad_request",
             )
 
     def keep_warm(self, interval_s: float = 20.0) -> None:
@@ -117,33 +134,55 @@ class ChatCompletionClient:
             self._warm_task = None
         await self._http.aclose()
 
-    def request_body(self, messages: Sequence[dict[str, Any]], **overrides: Any) -> dict[str, Any]:
+    def request_body(
+        self, messages: Sequence[dict[str, Any]], *, tools: Sequence[dict[str, Any]] = (), **overrides: Any
+    ) -> dict[str, Any]:
+        """The request for `messages`. `tools` (OpenAI tool schemas) go only to a platform that takes them, and no
+        parameter the platform is documented to reject is sent."""
+        platform = self.provider.platform
         body: dict[str, Any] = {
             "model": self.provider.model,
             "messages": list(messages),
             "stream": True,
-            self.provider.token_limit_param: self.provider.max_completion_tokens,
+            platform.token_limit_param: self.provider.max_completion_tokens,
             "temperature": self.provider.temperature,
         }
-        if self.provider.reasoning_effort and self.provider.model.startswith("gpt-oss"):
+        if platform.name != "local":
+            body["stream_options"] = {"include_usage": True}
+        if self.provider.reasoning_effort and self.provider.model.startswith(("gpt-oss", "openai/gpt-oss")):
             body["reasoning_effort"] = self.provider.reasoning_effort
+        if tools and platform.supports_tools:
+            body["tools"] = list(tools)
+        elif tools:  # the caller may ask for what this model cannot do: it should say so, not pretend
+            body["messages"] = _with_note(body["messages"], NO_TOOLS_NOTE)
         body.update(overrides)
-        return body
+        dropped = sorted(set(body) & platform.rejected_params)
+        if dropped:
+            logger.debug(f"{platform.name} rejects {', '.join(dropped)}: not sent")
+        return {k: v for k, v in body.items() if k not in platform.rejected_params}
 
     async def stream(
-        self, messages: Sequence[dict[str, Any]], stats: StreamStats | None = None, **overrides: Any
+        self,
+        messages: Sequence[dict[str, Any]],
+        stats: StreamStats | None = None,
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        **overrides: Any,
     ) -> AsyncIterator[ChatChunk]:
-        """Stream one completion. Raises ProviderError on an HTTP error, an error event, a cut stream or a
-        first token that does not come within the first-token deadline."""
+        """Stream one completion. Raises ProviderError (with its kind) on an HTTP error, an error event, a cut
+        stream or a first token that does not come within the first-token deadline."""
         stats = stats or StreamStats()
-        body = self.request_body(messages, **overrides)
+        body = self.request_body(messages, tools=tools, **overrides)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         name = self.provider.name
+        parser = ChunkParser(name, self.provider.platform)
         completed = False
         try:
-            async with self._http.stream("POST", "chat/completions", json=body) as response:
+            async with self._open_stream(content) as response:
+                self.rate_limits.update(self.provider.platform.rate_limit_headers, response.headers)
                 if response.status_code >= 400:
                     await response.aread()
-                    raise ProviderError(name, _error_message(response), response.status_code)
+                    raise self._http_error(response)
                 events = iter_sse_data(response.aiter_lines())
                 finished = False
                 while True:
@@ -154,29 +193,52 @@ class ChatCompletionClient:
                         break
                     except TimeoutError:
                         what = "no first token" if deadline else "stream stalled"
-                        raise ProviderError(name, f"{what} after {deadline or self._idle_timeout_s:.1f} s") from None
-                    chunk = _parse_chunk(name, data)
-                    if chunk.usage:
-                        stats.usage = chunk.usage
-                    if chunk.time_info:
-                        stats.time_info = chunk.time_info
-                    if chunk.content or chunk.reasoning:
-                        now = time.perf_counter() - stats.started
-                        if stats.first_token_s is None:
-                            stats.first_token_s = now
-                        if chunk.content and stats.first_content_s is None:
-                            stats.first_content_s = now
-                        stats.reasoning_chars += len(chunk.reasoning)
+                        raise ProviderError(
+                            name, f"{what} after {deadline or self._idle_timeout_s:.1f} s", kind="timeout"
+                        ) from None
+                    chunk = parser.parse(data)
+                    stats.record(chunk)
                     finished = finished or chunk.finish_reason is not None
                     yield chunk
                 if not finished:
-                    raise ProviderError(name, "stream ended before the answer was finished")
+                    raise ProviderError(name, "stream ended before the answer was finished", kind="network")
                 completed = True
         except httpx.HTTPError as e:
-            raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut") from e
+            raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut", kind="network") from e
         finally:
             if not completed:
                 self._rewarm()
+
+    def _http_error(self, response: httpx.Response) -> ProviderError:
+        """An HTTP error response as a ProviderError: the body's code classifies it; `retry-after` or the
+        platform's rate-limit reset headers say when to come back."""
+        try:
+            message, code, request_id = error_details(response.json())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            message, code, request_id = response.text[:200] or response.reason_phrase, "", ""
+        error = ProviderError(self.provider.name, message, response.status_code, code=code, request_id=request_id)
+        retry_after = parse_reset_s(response.headers.get("retry-after"))
+        if retry_after is None and error.kind in ("quota", "rate_limited"):
+            retry_after = self.rate_limits.exhausted_reset_s()
+        error.retry_after_s = retry_after
+        return error
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(self, content: bytes) -> AsyncIterator[httpx.Response]:
+        """POST a completion request and stream its response. A pooled connection that the server closed while it
+        sat idle (llama.cpp's uvicorn drops idle connections after 5 s) fails before the first byte of the
+        response, and httpx does not retry a POST: that failure is retried once, on a fresh connection."""
+        request = self._http.build_request(
+            "POST", "chat/completions", content=content, headers={"Content-Type": "application/json"}
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            response = await self._http.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def _rewarm(self) -> None:
         """A stream left unfinished (barge-in, error) closes its connection: open a fresh one in the background
@@ -196,45 +258,17 @@ class ChatCompletionClient:
         try:
             response = await self._http.request(method, path)
         except httpx.HTTPError as e:
-            raise ProviderError(self.provider.name, f"{type(e).__name__}: cannot reach {self.provider.base_url}") from e
+            raise ProviderError(
+                self.provider.name, f"{type(e).__name__}: cannot reach {self.provider.base_url}", kind="network"
+            ) from e
+        self.rate_limits.update(self.provider.platform.rate_limit_headers, response.headers)
         if response.status_code >= 400:
-            raise ProviderError(self.provider.name, _error_message(response), response.status_code)
+            raise self._http_error(response)
         return response
 
 
-def _parse_chunk(provider: str, data: str) -> ChatChunk:
-    try:
-        event = json.loads(data)
-    except json.JSONDecodeError:
-        raise ProviderError(provider, f"malformed stream event: {data[:80]!r}") from None
-    if not isinstance(event, dict):
-        raise ProviderError(provider, f"malformed stream event: {data[:80]!r}")
-    if "error" in event or str(event.get("type", "")).endswith("error"):
-        raise ProviderError(provider, _describe_error(event), event.get("status_code"))
-    chunk = ChatChunk(usage=event.get("usage"), time_info=event.get("time_info"))
-    for choice in event.get("choices") or []:
-        delta = choice.get("delta") or {}
-        chunk.content += delta.get("content") or ""
-        chunk.reasoning += delta.get("reasoning") or delta.get("reasoning_content") or ""
-        chunk.finish_reason = choice.get("finish_reason") or chunk.finish_reason
-    return chunk
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        return _describe_error(response.json())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:200] or response.reason_phrase
-
-
-def _describe_error(body: Any) -> str:
-    """Both shapes: Cerebras' flat {"message", "type", "code"} and OpenAI's {"error": {...}}."""
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            parts = [str(inner.get(k)) for k in ("message", "code") if inner.get(k)]
-            if parts:
-                return " / ".join(parts)
-        elif isinstance(inner, str):
-            return inner
-    return str(body)[:200]
+def _with_note(messages: list[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    """The messages with `note` appended to the system message (a copy: the conversation itself is not changed)."""
+    if messages and messages[0].get("role") == "system":
+        return [{**messages[0], "content": f"{messages[0].get('content', '')} {note}"}, *messages[1:]]
+    return [{"role": "system", "content": note}, *messages]

@@ -1,80 +1,81 @@
-"""The pipecat LLM stage: answers each `LLMContextFrame` by streaming a chat completion, pushing spoken text as
+"""The pipecat LLM stage: answers each `LLMContextFrame` by streaming a chat completion, pushing the spoken text as
 `LLMTextFrame`s the moment it arrives.
 
-Latency actions, each optional:
-- speculation: `speculate(user_text)` starts the completion before the turn is over (see `agent/turn_taking.py`); when
-  the turn ends with the same words the answer is already streaming, otherwise it is thrown away;
-- hedging: no spoken token from the provider by `hedge_after_s` (or an error) sends the same request to the
-  fallback provider, and whichever speaks first is kept;
-- acknowledgement: still nothing to say `acknowledge_after_s` after the caller stopped speaking: a short
-  pre-synthesised phrase is spoken, so the caller is not left in silence past the budget.
-
-Reasoning text is counted, never spoken. When every provider fails (401/429/503, a cut stream, no first token) the
-caller hears a short apology instead of silence and the call goes on.
+- The request is raced across the provider chain (`race.py`): hedged to the next provider when the first is slow,
+  failed over at once when it errors.
+- Speculation is pipecat's own: the turn strategy asks for an inference before the turn is confirmed
+  (`LLMContextFrame(speculation=True)`), and `LLMService`'s speculation gate holds everything this service pushes
+  until the turn is confirmed (released) or withdrawn (discarded, and the stream is cancelled with the interrupted
+  frame processing).
+- Tools: when the answer asks for tools, they run (a speculative answer first waits for its turn to be confirmed,
+  so nothing is booked for words the caller had not finished), the caller hears a short hold phrase if they take a
+  while, their results go into the conversation and the answer streams on. A barge-in during a tool call does not
+  stop the tool: its result still goes into the conversation, unspoken.
+- Reasoning text is counted, never spoken. A reasoning model that spends its whole token budget thinking is asked
+  once more with a larger budget.
+- No dead air: when every provider fails, or the stream breaks in any way, the caller hears the pre-synthesised
+  apology (`SpeakPhraseFrame`) and the call goes on.
 """
 
 from __future__ import annotations
 
-import re
-import time
-from dataclasses import dataclass
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
-    DataFrame,
     Frame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
-from agent.frames import SpeechEndFrame
-from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
-from agent.llm.streams import AnswerStream, BufferedStream
+from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
+from agent.llm.client import ProviderError
+from agent.llm.failover import ProviderChain
+from agent.llm.race import AnswerRace
+from agent.llm.tool_calls import ToolCall
+from agent.text import count_sentences
+from agent.tools.registry import ToolRegistry, ToolResult
 
-_SENTENCE_END = re.compile(r"[.!?](?:\s|$)")
-APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
+REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it
+MAX_TOOL_ROUNDS = 3  # completions that may ask for tools before one has to answer
+HOLD_AFTER_S = 0.3  # a tool still running this long gets the hold phrase
 
 
 @dataclass
-class CompletionStatsFrame(DataFrame):
-    """Sent downstream after each completion: timings, usage, Cerebras time_info and the actions taken."""
+class Completion:
+    """What one raced completion produced."""
 
-    provider: str = ""
-    model: str = ""
-    stats: StreamStats | None = None
-    error: str | None = None
-    speculative: bool = False
-    hedged: bool = False
-    acknowledged: bool = False
-
-    def __str__(self) -> str:
-        return f"{self.name}(provider: {self.provider}, error: {self.error})"
+    spoken: str = ""
+    finish_reason: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 class StreamingChatLLMService(LLMService):
-    """Streams answers from an OpenAI-compatible provider through a shared, pre-warmed client."""
+    """Streams answers from the provider chain through shared, pre-warmed clients, running tools when asked."""
 
     def __init__(
         self,
-        client: ChatCompletionClient,
+        providers: ProviderChain,
         *,
         context: LLMContext,
         system_prompt: str,
+        tools: ToolRegistry | None = None,
         max_sentences: int = 3,
-        apology: str = APOLOGY,
-        fallback: ChatCompletionClient | None = None,
         hedge_after_s: float | None = None,
-        acknowledgement: str = "",
-        acknowledge_after_s: float | None = None,
         **kwargs,
     ) -> None:
-        provider = client.provider
+        provider = providers.clients[0].provider
         super().__init__(
             settings=LLMSettings(
                 model=provider.model,
@@ -92,121 +93,138 @@ class StreamingChatLLMService(LLMService):
             ),
             **kwargs,
         )
-        self._client = client
-        self._context = context
-        self._apology = apology
+        self._providers = providers
+        self._context = context  # the conversation (a speculative request carries a provisional copy of it)
+        self._tools = tools or ToolRegistry()
         self._max_sentences = max_sentences
-        self._fallback = fallback
         self._hedge_after_s = hedge_after_s
-        self._acknowledgement = acknowledgement
-        self._acknowledge_after_s = acknowledge_after_s if acknowledgement else None
-        self._speculation: BufferedStream | None = None
-        self._speech_ended_at: float | None = None
+        self._turn_confirmed = asyncio.Event()
 
     def can_generate_metrics(self) -> bool:
         return True
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        # Turn frames are system frames: they arrive even while an answer is being processed.
+        if isinstance(frame, UserStartedSpeakingFrame):
+            self._turn_confirmed.clear()
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._turn_confirmed.set()
         if isinstance(frame, LLMContextFrame):
-            await self._answer(frame.context)
-            return
-        if isinstance(frame, SpeechEndFrame):
-            self._speech_ended_at = time.monotonic() - frame.silence_s
-        await self.push_frame(frame, direction)
+            if not frame.speculation:
+                self._turn_confirmed.set()
+            await self._answer(frame.context, speculative=frame.speculation)
+        else:
+            await self.push_frame(frame, direction)
 
-    # -- speculation ---------------------------------------------------------------------------------
-    async def speculate(self, user_text: str) -> None:
-        """Start answering `user_text` now, as if the caller's turn had just ended with it."""
-        self.cancel_speculation()
-        messages = [*await self._messages(self._context), {"role": "user", "content": user_text}]
-        self._speculation = BufferedStream(self._client, messages)
-
-    def cancel_speculation(self) -> None:
-        if self._speculation:
-            self._speculation.cancel()
-            self._speculation = None
-
-    def _take_speculation(self, messages: list[dict[str, Any]]) -> BufferedStream | None:
-        speculation, self._speculation = self._speculation, None
-        if speculation and _same_request(speculation.messages, messages):
-            return speculation
-        if speculation:
-            logger.debug("LLM: the turn ended differently from the speculation; asking again")
-            speculation.cancel()
-        return None
-
-    # -- answering -----------------------------------------------------------------------------------
     async def _messages(self, context: LLMContext) -> list[dict[str, Any]]:
         params = await self.get_llm_adapter().get_llm_invocation_params(
             context, system_instruction=self._settings.system_instruction, convert_developer_to_user=True
         )
         return list(params["messages"])
 
-    def _start_fallback(self, messages: list[dict[str, Any]]) -> BufferedStream | None:
-        if self._fallback is None:
-            return None
-        logger.info(f"LLM: hedging to the fallback provider {self._fallback.provider.describe()}")
-        return BufferedStream(self._fallback, messages)
-
-    async def _answer(self, context: LLMContext) -> None:
-        provider = self._client.provider
+    async def _answer(self, context: LLMContext, *, speculative: bool) -> None:
         messages = await self._messages(context)
-        speculation = self._take_speculation(messages)
-        answer = AnswerStream(
-            speculation or BufferedStream(self._client, messages),
-            fallback=self._start_fallback if self._fallback else None,
-            hedge_after_s=self._hedge_after_s,
-        )
-        speech_ended_at, self._speech_ended_at = self._speech_ended_at or time.monotonic(), None
-        acknowledge_at = speech_ended_at + self._acknowledge_after_s if self._acknowledge_after_s else None
-        spoken = ""
-        acknowledged = False
-        error: str | None = None
+        stats = CompletionStatsFrame(model=self._providers.clients[0].provider.model, speculative=speculative)
+        turn_id = _turn_id(messages)
         await self.push_frame(LLMFullResponseStartFrame())
         await self.start_processing_metrics()
         await self.start_ttfb_metrics()
+        failed = False
         try:
-            while True:
-                wait = None if spoken or acknowledge_at is None else max(0.0, acknowledge_at - time.monotonic())
-                try:
-                    chunk = await answer.next_chunk(wait)
-                except TimeoutError:
-                    acknowledged, acknowledge_at = True, None
-                    logger.info("LLM: no answer yet at the acknowledgement deadline; acknowledging")
-                    await self._push_llm_text(self._acknowledgement + " ")
-                    continue
-                if chunk is None:
+            for _ in range(MAX_TOOL_ROUNDS):
+                completion = await self._complete(messages, stats)
+                if not completion.tool_calls:
                     break
-                if not chunk.content or len(_SENTENCE_END.findall(spoken)) >= self._max_sentences:
-                    continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
-                if not spoken:
-                    await self.stop_ttfb_metrics()
-                spoken += chunk.content
-                await self._push_llm_text(chunk.content)
-        except ProviderError as e:
-            error = str(e)
-            logger.warning(f"LLM {provider.describe()} failed: {error}")
-            await self._push_llm_text((" " if spoken else "") + self._apology)
+                messages += await self._run_tools(completion.tool_calls, turn_id, stats)
+            if not completion.spoken:
+                raise ProviderError(stats.provider or "llm", f"no answer (finish_reason {completion.finish_reason})")
+        except Exception as e:  # any failure: the caller hears an apology, never silence
+            failed = True
+            stats.error = str(e) if isinstance(e, ProviderError) else f"{type(e).__name__}: {e}"
+            if not isinstance(e, ProviderError):
+                logger.opt(exception=e).error("LLM: answering failed")
+            logger.warning(f"LLM: no answer for this turn ({stats.error}); apologising")
         finally:
-            answer.cancel()
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEndFrame())
-            await self.push_frame(
-                CompletionStatsFrame(
-                    provider=answer.provider,
-                    model=provider.model,
-                    stats=answer.stats,
-                    error=error,
-                    speculative=speculation is not None,
-                    hedged=answer.hedged,
-                    acknowledged=acknowledged,
-                )
-            )
+            if failed:
+                await self.push_frame(SpeakPhraseFrame(kind="apology"))
+            await self.push_frame(stats)
+
+    async def _complete(self, messages: list[dict[str, Any]], stats: CompletionStatsFrame) -> Completion:
+        """One completion, retried once with a larger budget when reasoning used up all of it."""
+        completion = await self._speak(messages, stats)
+        if not completion.spoken and not completion.tool_calls and completion.finish_reason == "length":
+            logger.warning("LLM: the answer's whole token budget went on reasoning; asking once more with more")
+            stats.retried = True
+            limit = self._providers.clients[0].provider.max_completion_tokens * REASONING_RETRY_FACTOR
+            completion = await self._speak(messages, stats, budget=limit)
+        return completion
+
+    async def _speak(
+        self, messages: list[dict[str, Any]], stats: CompletionStatsFrame, *, budget: int | None = None
+    ) -> Completion:
+        """Race one completion and push its spoken text, up to the sentence limit."""
+        platform = self._providers.clients[0].provider.platform
+        overrides = {} if budget is None else {platform.token_limit_param: budget}
+        race = AnswerRace(
+            self._providers.available(),
+            messages,
+            spawn=self.create_task,
+            tools=self._tools.schemas(),
+            hedge_after_s=self._hedge_after_s,
+            on_error=self._providers.failed,
+            on_win=self._providers.succeeded,
+            **overrides,
+        )
+        completion = Completion()
+        try:
+            async for chunk in race.chunks():
+                completion.tool_calls += chunk.tool_calls
+                if not chunk.content or count_sentences(completion.spoken) >= self._max_sentences:
+                    continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
+                if not completion.spoken:
+                    await self.stop_ttfb_metrics()
+                completion.spoken += chunk.content
+                await self._push_llm_text(chunk.content)
+        finally:
+            stats.provider, stats.hedged = race.provider, stats.hedged or race.hedged
+            stats.providers_tried += race.tried
+            s = race.stats
+            stats.first_token_s, stats.first_content_s = s.first_token_s, s.first_content_s
+            stats.reasoning_chars += s.reasoning_chars
+            stats.usage, stats.time_info = s.usage, s.time_info
+        completion.finish_reason = race.finish_reason
+        return completion
+
+    async def _run_tools(
+        self, calls: list[ToolCall], turn_id: str, stats: CompletionStatsFrame
+    ) -> list[dict[str, Any]]:
+        """Run the answer's tool calls once its turn is confirmed; their messages go into the conversation (even
+        if the caller barges in meanwhile) and are returned for the follow-up request."""
+        await self._turn_confirmed.wait()
+        stats.tools += [call.name for call in calls]
+        running = self.create_task(self._record_tools(calls, turn_id), "tools")
+        done, _ = await asyncio.wait({running}, timeout=HOLD_AFTER_S)
+        if not done:
+            await self.push_frame(SpeakPhraseFrame(kind="hold"))
+        return await asyncio.shield(running)
+
+    async def _record_tools(self, calls: list[ToolCall], turn_id: str) -> list[dict[str, Any]]:
+        results: list[ToolResult] = await asyncio.gather(*(self._tools.run(call, turn_id) for call in calls))
+        messages = [
+            {"role": "assistant", "content": "", "tool_calls": [call.as_message() for call in calls]},
+            *(result.as_message() for result in results),
+        ]
+        for message in messages:
+            self._context.add_message(message)  # type: ignore[arg-type]
+        logger.info(f"LLM: tools {[c.name for c in calls]} ran: {[r.content for r in results]}")
+        return messages
 
 
-def _same_request(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    """Same conversation and the same last user words (whitespace aside)."""
-    if len(a) != len(b) or a[:-1] != b[:-1]:
-        return False
-    return " ".join(str(a[-1].get("content", "")).split()) == " ".join(str(b[-1].get("content", "")).split())
+def _turn_id(messages: list[dict[str, Any]]) -> str:
+    """The same for every request that answers the same turn (speculative, confirmed, hedged, retried), so a
+    side-effecting tool runs once per turn."""
+    user_turn = json.dumps([len(messages), messages[-1] if messages else None], sort_keys=True, default=str)
+    return hashlib.sha1(user_turn.encode()).hexdigest()[:16]

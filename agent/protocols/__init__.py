@@ -1,2 +1,2 @@
-"""Wire protocols of the agent's clients: the browser page's websocket and Twilio Media Streams, and the
-websocket transport both run on."""
+"""The browser page's wire protocol, the websocket transport every client socket runs on (the page's and the
+carriers' in `agent/telephony/`), and the input guard that bounds what a client may send."""

@@ -44,7 +44,7 @@ class BrowserSerializer(FrameSerializer):
             return InputAudioRawFrame(audio=data, sample_rate=BROWSER_SAMPLE_RATE, num_channels=1)
         try:
             event = json.loads(data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's recursion limit
             logger.warning(f"browser: dropped a text message that is not JSON: {data[:60]!r}")
             return None
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):

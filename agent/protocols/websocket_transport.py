@@ -1,5 +1,6 @@
 """pipecat's FastAPI websocket transport, with an output that reports every bot audio write the moment it has
-gone to the socket (for true voice-to-voice timing) and the end of each utterance (for Twilio marks)."""
+gone to the socket, and whether it was the answer or a pre-synthesised phrase (for true voice-to-voice timing),
+and the end of each utterance (for Twilio marks)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,19 @@ from pipecat.transports.websocket.fastapi import (
 )
 from starlette.websockets import WebSocketState
 
+from agent.frames import PhraseAudioFrame
+from agent.latency.observer import AudioKind
+
 Hook = Callable[[], Awaitable[None]]
+AudioHook = Callable[[AudioKind], Awaitable[object]]
 
 
-async def _nothing() -> None:
+async def _nothing(*_: object) -> None:
     return None
+
+
+def audio_kind(frame: OutputAudioRawFrame) -> AudioKind:
+    return "filler" if isinstance(frame, PhraseAudioFrame) else "answer"
 
 
 async def send_text_if_open(websocket: WebSocket, text: str) -> None:
@@ -34,8 +43,19 @@ async def send_text_if_open(websocket: WebSocket, text: str) -> None:
         logger.debug(f"websocket: message not sent, the client went away ({type(e).__name__})")
 
 
+async def close_if_open(websocket: WebSocket, code: int, reason: str = "") -> None:
+    """Close with `code` (before `accept`, the client gets HTTP 403); a client that has gone already is not an
+    error."""
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    try:
+        await websocket.close(code=code, reason=reason)
+    except Exception as e:
+        logger.debug(f"websocket: close not sent, the client went away ({type(e).__name__})")
+
+
 class _ReportingOutput(FastAPIWebsocketOutputTransport):
-    def __init__(self, *args, on_audio_written: Hook, on_utterance_end: Hook, **kwargs) -> None:
+    def __init__(self, *args, on_audio_written: AudioHook, on_utterance_end: Hook, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._on_audio_written = on_audio_written
         self._on_utterance_end = on_utterance_end
@@ -48,7 +68,7 @@ class _ReportingOutput(FastAPIWebsocketOutputTransport):
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
         written = await super().write_audio_frame(frame)
         if written:
-            await self._on_audio_written()
+            await self._on_audio_written(audio_kind(frame))
         return written
 
 
@@ -58,7 +78,7 @@ class VoiceWebsocketTransport(FastAPIWebsocketTransport):
         websocket: WebSocket,
         params: FastAPIWebsocketParams,
         *,
-        on_audio_written: Hook = _nothing,
+        on_audio_written: AudioHook = _nothing,
         on_utterance_end: Hook = _nothing,
     ) -> None:
         super().__init__(websocket, params)

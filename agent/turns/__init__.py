@@ -1,0 +1,1 @@
+"""Turn taking: when the caller started and stopped speaking, and when their turn is over."""

@@ -1,0 +1,205 @@
+"""When is the caller's turn over, and how much of the answer can be under way by then.
+
+`EndOfTurnStrategy` is the one user-turn stop strategy of the pipeline (pipecat ends a turn when *any* listed stop
+strategy fires, so combining signals has to happen inside one). After each VAD stop it gets the transcript of the
+words so far and chooses how much more silence to wait for:
+
+- from the words (`word_wait`): short after a finished sentence or a question, long when they trail off ("and",
+  "um", a comma, a function word), medium when there is no punctuation to go by;
+- from the voice, when the words leave it open: Smart Turn v3 (`smart_turn.py`) moves a medium wait to short when
+  the caller sounds finished, to long when they sound mid-sentence.
+
+The answer does not wait for that decision. With speculation on, the strategy asks pipecat for a speculative
+inference on the words so far (`trigger_user_turn_inference_triggered(speculation=...)`): the LLM starts streaming
+while the silence is being timed, and `LLMService`'s speculation gate holds its output. When the wait runs out the
+turn is finalised and confirms the speculation (the gate releases the answer); if the caller speaks again first, the
+speculation is withdrawn and the stream is cancelled. The turn goes into the conversation with the same words the
+LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end
+of the turn (at once for short waits), so a long wait after "and..." does not spend a request on every pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import Literal
+
+from loguru import logger
+from pipecat.frames.frames import (
+    Frame,
+    InputAudioRawFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
+from pipecat.turns.user_stop import BaseUserTurnStopStrategy
+
+from agent.frames import TurnTranscriptionFrame
+from agent.text import ends_sentence, same_words, trails_off, words
+from agent.turns.conversation import Conversation
+from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
+
+Wait = Literal["short", "medium", "long"]
+
+# Words a finished sentence rarely ends on: Whisper still ends such fragments with a period ("He was not.").
+_TRAILING_WORDS = """
+and but or so because if when while although though since unless until than that which who whose where
+the a an this these those my your his her our their some any every
+to of with in on at for from by about into onto over under through after before like as
+is was are were be been being am do does did have has had will would can could should shall may might must
+not i you he she we they um uh er hmm
+"""
+TRAILING = frozenset(_TRAILING_WORDS.split())
+SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
+WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
+SOUNDS_FINISHED = 0.7  # Smart Turn probability above which a medium wait becomes short ...
+SOUNDS_UNFINISHED = 0.3  # ... and below which it becomes long
+
+
+def word_wait(text: str) -> Wait:
+    """How long to wait after these words: judged from how they end."""
+    said = words(text)
+    if not said or said[-1] in TRAILING or trails_off(text):
+        return "long"
+    if ends_sentence(text) and len(said) > 1:
+        return "short"
+    return "medium"  # no punctuation to go by, or a single word ("Yes." may be the start of more)
+
+
+class EndOfTurnStrategy(BaseUserTurnStopStrategy):
+    """Ends the caller's turn after a silence chosen from their words and voice, speculating on the answer."""
+
+    def __init__(
+        self,
+        *,
+        waits_s: dict[Wait, float],
+        conversation: Conversation | None = None,
+        smart_turn: SmartTurnModel | None = None,
+        speculate: bool = True,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._conversation = conversation
+        self._waits_s = waits_s
+        self._smart_turn = smart_turn
+        self._speculate = speculate
+        self._text = ""
+        self._speaking = False
+        self._stopped_at = 0.0
+        self._audio: deque[bytes] = deque()
+        self._audio_bytes = 0
+        self._sample_rate = 16000
+        self._decision: asyncio.Task | None = None
+        self._speculated: str | None = None
+        # The STT sends one transcript per VAD stop, naming it: decide only on the transcript of the last one.
+        self._segments_ended = 0
+        self._silence_s = 0.0  # audio heard since the last VAD stop (the caller silent all along)
+        self._audio_tick = asyncio.Event()
+
+    async def handle_user_turn_started(self) -> None:
+        await self._reset()
+
+    async def handle_user_turn_stopped(self) -> None:
+        await self._reset()
+
+    async def cleanup(self) -> None:
+        await self._cancel_decision()
+        await super().cleanup()
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, InputAudioRawFrame):
+            self._keep_audio(frame)
+            if not self._speaking:
+                self._silence_s += len(frame.audio) / 2 / frame.sample_rate
+                self._audio_tick.set()
+        elif isinstance(frame, VADUserStartedSpeakingFrame):
+            self._speaking = True
+            await self._cancel_decision()
+            await self._withdraw_speculation()
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._speaking = False
+            self._stopped_at = time.monotonic()
+            self._silence_s = 0.0
+            self._segments_ended += 1
+        elif isinstance(frame, TurnTranscriptionFrame):
+            if frame.segment < self._segments_ended:
+                return ProcessFrameResult.CONTINUE  # the caller has spoken since: a newer transcript is coming
+            self._text = frame.turn_text.strip()
+            if self._text and not self._speaking:
+                await self._cancel_decision()
+                self._decision = self.task_manager.create_task(self._decide(self._text), f"{self}::decide")
+        return ProcessFrameResult.CONTINUE
+
+    async def _decide(self, text: str) -> None:
+        """Choose the wait, speculate on the answer, and end the turn when the silence has lasted that long."""
+        wait = word_wait(text)
+        if wait != "medium" or self._smart_turn is None:
+            await self._speculate_before(self._waits_s[wait], text)
+        else:
+            await self._speculate_before(self._waits_s["medium"], text)
+            wait = await self._ask_smart_turn()
+            await self._speculate_before(self._waits_s[wait], text)
+        logger.debug(f"{self}: {wait} wait after {text!r}")
+        await self._silence_of(self._waits_s[wait])
+        await self._speculate_before(0.0, text)
+        confirms = self._speculated is not None and same_words(self._speculated, text)
+        if not confirms:
+            await self._withdraw_speculation()
+        self._speculated = None
+        self._decision = None
+        if self._conversation is not None:
+            self._conversation.expect_user_turn(text)
+        if confirms:
+            await self.trigger_user_turn_finalized(confirms_speculation=True)
+        else:
+            await self.trigger_user_turn_stopped()
+
+    async def _speculate_before(self, wait_s: float, text: str) -> None:
+        """Start the speculative inference once the turn would end (after `wait_s` of silence) within the lead."""
+        if not self._speculate or self._speculated is not None:
+            return
+        await self._silence_of(wait_s - SPECULATION_LEAD_S)
+        self._speculated = text
+        await self.trigger_user_turn_inference_triggered(speculation=UserTurnSpeculation(text=text))
+
+    async def _silence_of(self, seconds: float) -> None:
+        """Until the caller has been silent this long since the VAD stop, counted in audio: on a busy server the
+        frames are processed late, and a wall-clock wait would end a turn whose next words are already queued.
+        A client that stops sending audio altogether is covered by the wall clock, a little later."""
+        while self._silence_s < seconds and time.monotonic() - self._stopped_at < seconds + WALL_CLOCK_GRACE_S:
+            self._audio_tick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._audio_tick.wait(), 0.05)
+
+    async def _ask_smart_turn(self) -> Wait:
+        assert self._smart_turn is not None
+        pcm = b"".join(self._audio)
+        probability = await asyncio.to_thread(self._smart_turn.probability, pcm, self._sample_rate)
+        if probability >= SOUNDS_FINISHED:
+            return "short"
+        return "long" if probability < SOUNDS_UNFINISHED else "medium"
+
+    async def _withdraw_speculation(self) -> None:
+        if self._speculated is not None:
+            self._speculated = None
+            await self.trigger_user_turn_speculation_cancelled()
+
+    async def _cancel_decision(self) -> None:
+        if self._decision and self._decision is not asyncio.current_task():
+            await self.task_manager.cancel_task(self._decision)
+        self._decision = None
+
+    async def _reset(self) -> None:
+        await self._cancel_decision()
+        self._text = ""
+        self._speculated = None
+
+    def _keep_audio(self, frame: InputAudioRawFrame) -> None:
+        """The last WINDOW_S seconds of the caller's audio, for Smart Turn."""
+        self._sample_rate = frame.sample_rate
+        self._audio.append(frame.audio)
+        self._audio_bytes += len(frame.audio)
+        while self._audio_bytes > WINDOW_S * self._sample_rate * 2:
+            self._audio_bytes -= len(self._audio.popleft())

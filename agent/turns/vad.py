@@ -1,0 +1,40 @@
+"""Voice activity detection that lets go of speech as soon as the audio goes quiet.
+
+Silero's confidence decays slowly after the last word (its recurrent state carries the speech on for ~100-300 ms),
+and that hangover sits between the caller and the answer. `FastStopSileroVAD` keeps Silero's judgement of what is
+speech, but a frame whose own energy has fallen near the noise floor, far below the caller's recent speech level,
+counts as silence at once, so the VAD's stop window starts at the true end of speech. Pauses inside a turn then end
+more VAD segments; the end-of-turn strategy decides which of them end the turn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+
+QUIET_FRACTION = 0.1  # a frame below this fraction of the recent speech level is silence ...
+NOISE_MARGIN = 2.5  # ... as is one within this factor of the noise floor
+MIN_SPEECH_RMS = 80.0  # 16-bit RMS: anything quieter is never speech
+SPEECH_DECAY = 0.995  # per frame: the speech level forgets a loud moment over ~5 s
+NOISE_RISE = 1.01  # per frame: the noise floor creeps up, so a change of line noise is learnt
+
+
+class FastStopSileroVAD(SileroVADAnalyzer):
+    """Silero VAD whose speech ends when the audio's own energy drops, not when Silero's confidence decays."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._speech_level = 0.0
+        self._noise_floor = MIN_SPEECH_RMS / NOISE_MARGIN
+
+    def voice_confidence(self, buffer: bytes) -> float:
+        confidence = float(np.asarray(super().voice_confidence(buffer)).reshape(-1)[0])
+        samples = np.frombuffer(buffer, np.int16).astype(np.float32)
+        level = float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0
+        self._noise_floor = min(self._noise_floor * NOISE_RISE, max(level, 1.0))
+        if confidence >= self.params.confidence:
+            self._speech_level = max(level, self._speech_level * SPEECH_DECAY)
+        else:
+            self._speech_level *= SPEECH_DECAY
+        quiet = max(MIN_SPEECH_RMS, self._noise_floor * NOISE_MARGIN, self._speech_level * QUIET_FRACTION)
+        return confidence if level >= quiet else 0.0
