@@ -130,7 +130,8 @@ async def test_measured_slow_answers_turn_the_next_caller_away_politely(local_ru
     )
     async with serving(create_app(settings, runtime=local_runtime)) as server:
         webhook = f"{server.http}/twilio/voice"
-        call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 2.5])
+        # Long enough after the words that both calls are still live when both are answered (filed at 2 calls).
+        call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 6.0])
         both = await asyncio.gather(call_unless_rejected(call, webhook), call_unless_rejected(call, webhook))
         assert all(r is not None and r.turns[0]["first_sound_ms"] for r in both)
         await wait_for(lambda: server.app.state.admission.active == 0)
