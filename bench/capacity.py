@@ -37,7 +37,7 @@ from agent.latency.turns import summarize
 from agent.phone_client import PhoneCallResult, call_unless_rejected
 from agent.server.machine import CpuMeter, pss_bytes, tree_pss_bytes
 from bench.provider_sim import ProviderSim
-from bench.server_process import AgentProcess, agent_process
+from bench.server_process import AgentProcess, agent_process, on_simulator
 from pipelines.replay import read_call_wav, write_wav
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
@@ -64,18 +64,15 @@ def build_call(path: Path) -> Path:
 
 def server_settings(sim: ProviderSim, kind: str, workers: int) -> dict[str, str]:
     common = {
-        "LLM_PROVIDER": "cerebras",
-        "CEREBRAS_API_KEY": sim.api_key,
-        "CEREBRAS_BASE_URL": sim.base_url,
         "ACKNOWLEDGE_AFTER_MS": "0",
         "LATENCY_BUDGET_MS": str(BUDGET_MS),
         "MAX_SESSIONS": "64",
     }
     if kind == "single":
-        return {**common, "WORKERS": "0", "ADMISSION": "count"}
+        return on_simulator(sim, {**common, "WORKERS": "0", "ADMISSION": "count"})
     if kind == "workers":
-        return {**common, "WORKERS": str(workers), "ADMISSION": "count"}
-    return {**common, "WORKERS": str(workers), "ADMISSION": "load"}
+        return on_simulator(sim, {**common, "WORKERS": str(workers), "ADMISSION": "count"})
+    return on_simulator(sim, {**common, "WORKERS": str(workers), "ADMISSION": "load"})
 
 
 async def offer(server: AgentProcess, call: Path, calls: int) -> list[PhoneCallResult | None]:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from agent.llm.simulator import ProviderSim
 from agent.server.machine import process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +70,12 @@ class AgentProcess(Loopback):
                 raise AssertionError(f"the server did not exit within {timeout_s:.0f} s:\n{self.log()[-3000:]}")
             await asyncio.sleep(0.1)
         return self.process.returncode
+
+
+def on_simulator(sim: ProviderSim, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """A server's settings with the provider simulator (Cerebras' wire format) as its LLM, plus `settings`."""
+    llm = {"LLM_PROVIDER": "cerebras", "CEREBRAS_API_KEY": sim.api_key, "CEREBRAS_BASE_URL": sim.base_url}
+    return {**llm, **(settings or {})}
 
 
 def cmdline(pid: int) -> str:

@@ -19,7 +19,7 @@ import pytest
 
 from agent.phone_client import place_call
 from bench.provider_sim import ProviderSim
-from bench.server_process import ROOT, agent_process, free_port
+from bench.server_process import ROOT, agent_process, free_port, on_simulator
 from tests.audio import build_call
 from tests.servers import wait_until
 
@@ -71,21 +71,19 @@ def marked_down(server):
 
 async def test_two_servers_behind_haproxy(tmp_path):
     sim = ProviderSim(answer="Sure. That is an easy one to answer.").start()
-    settings = {
-        "WORKERS": "2",
-        "LLM_PROVIDER": "cerebras",
-        "CEREBRAS_API_KEY": sim.api_key,
-        "CEREBRAS_BASE_URL": sim.base_url,
-        "MAX_SPOKEN_SENTENCES": "1",
-        "ADMISSION": "count",
-    }
     ports = [free_port(), free_port()]
     listen = free_port()
-    settings |= {
-        "PUBLIC_URL": f"http://127.0.0.1:{listen}",
-        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-        "STREAM_TOKEN_SECRET": "shared-by-both-servers-0123456789",
-    }
+    settings = on_simulator(
+        sim,
+        {
+            "WORKERS": "2",
+            "MAX_SPOKEN_SENTENCES": "1",
+            "ADMISSION": "count",
+            "PUBLIC_URL": f"http://127.0.0.1:{listen}",  # what Twilio dials and signs: HAProxy's address
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "STREAM_TOKEN_SECRET": "shared-by-both-servers-0123456789",
+        },
+    )
     webhook = f"http://127.0.0.1:{listen}/twilio/voice"
     long_call = build_call(
         tmp_path / "long.wav", [0.4, "ten_of_clubs.wav", 3.5, "amiable.wav", 3.5, "eight_of_spades.wav", 3.0]

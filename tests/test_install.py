@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bench.provider_sim import ProviderSim
-from bench.server_process import ROOT, free_port
+from bench.server_process import ROOT, free_port, on_simulator
 from tests.servers import wait_until
 
 
@@ -50,12 +50,12 @@ async def test_an_installed_server_serves_the_page_from_anywhere(wheel, tmp_path
     assert where.stdout.startswith(str(env_dir)), where  # the installed copy, not the checkout
     sim = ProviderSim().start()
     port = free_port()
-    settings = {"LLM_PROVIDER": "cerebras", "CEREBRAS_API_KEY": sim.api_key, "CEREBRAS_BASE_URL": sim.base_url}
+    settings = on_simulator(sim, {"WORKERS": "0"})
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(
         [env_dir / "bin" / "voice-agent", "serve", "--port", str(port)],
         cwd=elsewhere,
-        env={**env, **settings, "WORKERS": "0"},
+        env={**env, **settings},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -18,7 +18,7 @@ from agent.runtime import AgentRuntime
 from agent.server.machine import process_tree, tree_pss_bytes
 from agent.server.metrics import ProviderReading, combine_readings
 from bench.provider_sim import ProviderSim
-from bench.server_process import agent_process, cmdline
+from bench.server_process import agent_process, cmdline, on_simulator
 from tests.audio import build_call
 from tests.conftest import local_settings
 from tests.servers import wait_until
@@ -32,15 +32,12 @@ async def server(tmp_path_factory):
     sim = ProviderSim(answer="Sure. That is easy.").start()  # short answers keep the calls short
     settings = {
         "WORKERS": "2",
-        "LLM_PROVIDER": "cerebras",
-        "CEREBRAS_API_KEY": sim.api_key,
-        "CEREBRAS_BASE_URL": sim.base_url,
         "MAX_SPOKEN_SENTENCES": "1",
         "ADMISSION": "count",  # this file is about the workers; admission by load has its own tests
         "SESSION_IDLE_TIMEOUT_SECONDS": "3",  # the calls below talk or send silence all along: only the idle one is cut
     }
     try:
-        async with agent_process(tmp_path_factory.mktemp("workers"), settings) as running:
+        async with agent_process(tmp_path_factory.mktemp("workers"), on_simulator(sim, settings)) as running:
             yield running
     finally:
         sim.stop()
