@@ -9,8 +9,11 @@ import re
 import httpx
 import numpy as np
 import soxr
+from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
 from agent.phone_client import call_unless_rejected, place_call
+from agent.runtime import AgentRuntime
 from agent.server.admission import Admission
 from agent.server.app import create_app
 from agent.server.lifecycle import drain
@@ -122,32 +125,47 @@ async def http(method: str, url: str, **kwargs) -> httpx.Response:
         return await client.request(method, url, **kwargs)
 
 
-async def test_measured_slow_answers_turn_the_next_caller_away_politely(local_runtime, tmp_path):
+async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, tmp_path):
     """A budget no answer can meet and one turn enough to judge: after two calls answered side by side, the
-    server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503."""
+    server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503.
+    The LLM is the provider simulator (Cerebras' wire format), which answers even on a loaded machine."""
+    sim = ProviderSim(first_token_s=0.05, answer="Sure. That is easy.").start()
     settings = local_settings(
-        admission="load", latency_budget_ms=1, admission_min_turns=1, admission_max_cpu_percent=100
+        llm_provider="cerebras",
+        cerebras_api_key=SecretStr(sim.api_key),
+        cerebras_base_url=sim.base_url,
+        acknowledge_after_ms=0,
+        admission="load",
+        latency_budget_ms=1,
+        admission_min_turns=1,
+        admission_max_cpu_percent=100,
     )
-    async with serving(create_app(settings, runtime=local_runtime)) as server:
-        webhook = f"{server.http}/twilio/voice"
-        # Long enough after the words that both calls are still live when both are answered (filed at 2 calls).
-        call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 6.0])
-        both = await asyncio.gather(call_unless_rejected(call, webhook), call_unless_rejected(call, webhook))
-        assert all(r is not None and r.turns[0]["first_sound_ms"] for r in both)
-        await wait_for(lambda: server.app.state.admission.active == 0)
-        ready = await http("GET", f"{server.http}/ready")
-        assert ready.status_code == 200 and ready.json()["capacity"] == 1  # level 2 was measured too slow
-        lone = asyncio.create_task(call_unless_rejected(call, webhook))
-        await wait_for(lambda: server.app.state.admission.active == 1)
-        busy = await http("POST", webhook, data={"CallSid": "CA" + "b" * 32, "From": "+1555", "To": "+1666"})
-        assert busy.text.endswith('<Response><Reject reason="busy"/></Response>')
-        ready = await http("GET", f"{server.http}/ready")
-        assert ready.status_code == 503 and "over the 1 ms budget" in ready.json()["reason"]
-        metrics = (await http("GET", f"{server.http}/metrics")).text
-        assert re.search(r"^voice_agent_active_calls 1\.0$", metrics, re.M)
-        assert re.search(r"^voice_agent_capacity_calls 1\.0$", metrics, re.M)
-        assert (await lone) is not None
-        assert (await http("GET", f"{server.http}/health")).status_code == 200
+    try:
+        async with (
+            AgentRuntime.start(settings, speech=speech) as runtime,
+            serving(create_app(settings, runtime)) as server,
+        ):
+            webhook = f"{server.http}/twilio/voice"
+            # Long enough after the words that both calls are still live when both are answered (filed at 2 calls).
+            call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 6.0])
+            both = await asyncio.gather(call_unless_rejected(call, webhook), call_unless_rejected(call, webhook))
+            assert all(r is not None and r.turns[0]["first_sound_ms"] for r in both)
+            await wait_for(lambda: server.app.state.admission.active == 0)
+            ready = await http("GET", f"{server.http}/ready")
+            assert ready.status_code == 200 and ready.json()["capacity"] == 1  # level 2 was measured too slow
+            lone = asyncio.create_task(call_unless_rejected(call, webhook))
+            await wait_for(lambda: server.app.state.admission.active == 1)
+            busy = await http("POST", webhook, data={"CallSid": "CA" + "b" * 32, "From": "+1555", "To": "+1666"})
+            assert busy.text.endswith('<Response><Reject reason="busy"/></Response>')
+            ready = await http("GET", f"{server.http}/ready")
+            assert ready.status_code == 503 and "over the 1 ms budget" in ready.json()["reason"]
+            metrics = (await http("GET", f"{server.http}/metrics")).text
+            assert re.search(r"^voice_agent_active_calls 1\.0$", metrics, re.M)
+            assert re.search(r"^voice_agent_capacity_calls 1\.0$", metrics, re.M)
+            assert (await lone) is not None
+            assert (await http("GET", f"{server.http}/health")).status_code == 200
+    finally:
+        sim.stop()
 
 
 async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(local_runtime, speech, tmp_path):
