@@ -11,6 +11,7 @@ import numpy as np
 import soxr
 from pydantic import SecretStr
 
+from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import call_unless_rejected, place_call
 from agent.runtime import AgentRuntime
@@ -86,6 +87,23 @@ def test_live_calls_already_over_budget_block_one_more():
     gate.admit("phone")
     answer(gate, 2, 950, 990)  # the two live calls are slow now
     assert gate.admit("phone") is None
+
+
+def answered_turn(filler_s: float, answer_s: float) -> dict:
+    """The tracker's report of a turn whose answer came `answer_s` after the caller stopped, behind a filler."""
+    marks = {"speech_end": 0.0, "turn_end": 0.1, "llm_first_token": 0.2, "filler_out": filler_s, "answer_out": answer_s}
+    return Turn(index=1, marks=marks, user_text="Hello?").report(LatencyBudget())
+
+
+def test_the_answer_is_judged_not_a_filler_before_it():
+    gate, _ = admission()
+    answer(gate, 1, 500, 520)
+    gate.admit("phone")
+    gate.admit("phone")
+    for turn in (answered_turn(0.4, 0.95), answered_turn(0.42, 0.99)):  # quick fillers, slow answers
+        gate.record_answer(turn)
+    assert gate.answers.p95(2) == (2, 990.0)
+    assert gate.admit("phone") is None  # two calls are already over the budget: no third
 
 
 def test_a_slow_provider_is_no_reason_to_turn_callers_away():
