@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pipecat.frames.frames import DataFrame, SpeechOutputAudioRawFrame, SystemFrame, TranscriptionFrame
 
-PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold"]
+PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold", "drain_goodbye"]
 
 
 @dataclass

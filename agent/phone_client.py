@@ -3,7 +3,8 @@
 Given the server's webhook (an http(s) URL), it first posts the incoming-call webhook as Twilio does (signed with
 the auth token, when given one), reads the stream URL and `<Parameter>`s from the TwiML, then opens that stream
 with a signed upgrade and the parameters (the call's stream token among them) in `start`. Given a ws(s) stream URL,
-it dials the stream directly (an unsigned server on this machine accepts that). On the stream it sends
+it dials the stream directly (an unsigned server on this machine accepts that). A webhook answering
+`<Reject reason="busy"/>` (a full or draining server) ends the call there: `CallRejected`. On the stream it sends
 `connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
 silence, as a phone line does), plays what comes back on a simulated handset (audio queues up and plays in real
 time), echoes each `mark` when the audio before it has played, honours `clear`, and ends with `stop`. Latency is
@@ -103,8 +104,17 @@ class StreamInvite:
     parameters: dict[str, str]
 
 
+class CallRejected(RuntimeError):
+    """The webhook's TwiML rejected the call (`<Reject reason="busy"/>`): the caller hears a busy tone."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the server rejected the call: {reason}")
+        self.reason = reason
+
+
 async def answer_webhook(webhook_url: str, call_sid: str, account_sid: str, auth_token: str = "") -> StreamInvite:
-    """Post Twilio's incoming-call webhook (signed when given the auth token) and read the TwiML's `<Stream>`."""
+    """Post Twilio's incoming-call webhook (signed when given the auth token) and read the TwiML's `<Stream>`;
+    CallRejected when the TwiML rejects the call instead."""
     form = {
         "AccountSid": account_sid,
         "ApiVersion": "2010-04-01",
@@ -119,7 +129,10 @@ async def answer_webhook(webhook_url: str, call_sid: str, account_sid: str, auth
         response = await client.post(webhook_url, data=form, headers=headers)
     if response.status_code != 200 or len(response.content) > MAX_TWIML_BYTES:
         raise RuntimeError(f"the webhook {webhook_url} answered {response.status_code}: {response.text[:120]}")
-    stream = ElementTree.fromstring(response.content).find("./Connect/Stream")
+    twiml = ElementTree.fromstring(response.content)
+    if (reject := twiml.find("./Reject")) is not None:
+        raise CallRejected(reject.get("reason", "rejected"))
+    stream = twiml.find("./Connect/Stream")
     if stream is None or not stream.get("url"):
         raise RuntimeError(f"the webhook answered without a <Connect><Stream>: {response.text[:200]}")
     parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
@@ -277,6 +290,14 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
     return turns
 
 
+async def call_unless_rejected(wav: str | Path, url: str, **options: Any) -> PhoneCallResult | None:
+    """`place_call`, or None when the server's webhook rejects the call (busy)."""
+    try:
+        return await place_call(wav, url, **options)
+    except CallRejected:
+        return None
+
+
 async def dial(
     wav: Path,
     url: str,
@@ -288,6 +309,9 @@ async def dial(
 ) -> int:
     try:
         result = await place_call(wav, url, auth_token=auth_token, account_sid=account_sid or TEST_ACCOUNT_SID)
+    except CallRejected as e:
+        print(e)
+        return 1
     except (websockets.exceptions.WebSocketException, httpx.HTTPError, ElementTree.ParseError) as e:
         raise RuntimeError(f"cannot call {url}: {e}") from None
     for turn in result.turns:

@@ -21,6 +21,7 @@ from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from agent.telephony.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
+from pipelines.live import LiveCalls
 from pipelines.voice import build_voice_call, run_voice_call
 
 FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
@@ -62,10 +63,15 @@ class UtteranceMarks:
 
 
 async def run_phone_call(
-    websocket: WebSocket, start: StreamStart, runtime: AgentRuntime, on_turn: TurnListener, guard: InputGuard
+    websocket: WebSocket,
+    start: StreamStart,
+    runtime: AgentRuntime,
+    on_turn: TurnListener,
+    guard: InputGuard,
+    live: LiveCalls | None = None,
 ) -> None:
     """Run one admitted phone call (after the `start` handshake) until Twilio stops the stream, the socket drops
-    or the caller's input breaks the `guard`'s bounds."""
+    or the caller's input breaks the `guard`'s bounds; `live` lists the call while it runs (so a drain can end it)."""
     settings = runtime.settings
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
@@ -106,6 +112,7 @@ async def run_phone_call(
         await call.worker.cancel(reason="twilio socket closed")
 
     logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    async with guard.enforced(websocket):
-        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
+    with (LiveCalls() if live is None else live).running(call):
+        async with guard.enforced(websocket):
+            await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
     logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")

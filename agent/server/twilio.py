@@ -1,64 +1,60 @@
-"""The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream)
-and the Media Streams websocket, which hands each admitted call to `pipelines/phone.py`. Who gets in is decided
-by `agent/telephony/twilio_admission.py`."""
+"""The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream, or
+rejects it as busy) and the Media Streams websocket, which hands each admitted call to a worker (or, with
+`WORKERS=0`, to `pipelines/phone.py` in this process). Who gets in is decided by
+`agent/telephony/twilio_admission.py`; whether there is room, by `admission.py`.
+
+The webhook reserves the call's slot, so the stream that follows is never refused for lack of room. Its stream URL
+names this instance (`/twilio/stream/<INSTANCE_NAME>`) so that a load balancer can route the stream to the server
+holding the reservation (see deploy/haproxy.cfg)."""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from loguru import logger
 
 from agent.latency.observer import TurnListener
-from agent.protocols.input_guard import InputGuard
+from agent.server.admission import Admission
 from agent.server.metrics import TurnMetrics
 from agent.settings import Settings
 from agent.telephony.admission import AdmissionRefused
-from agent.telephony.twilio import connect_stream_twiml, say_and_hang_up_twiml
+from agent.telephony.twilio import connect_stream_twiml, reject_twiml
 from agent.telephony.twilio_admission import STREAM_PATH, TwilioAdmission
-from pipelines.phone import run_phone_call
 
-if TYPE_CHECKING:
-    from agent.server.app import SessionSlots
-
-BUSY_SPEECH = "Sorry, all our lines are busy right now. Please call again in a minute."
 TWIML = "application/xml"
 
 
 def add_twilio_routes(
-    app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnListener
+    app: FastAPI, settings: Settings, admission: Admission, metrics: TurnMetrics, record_turn: TurnListener
 ) -> None:
-    admission = TwilioAdmission.from_settings(settings, on_refused=metrics.refusal_counter("phone"))
+    twilio = TwilioAdmission.from_settings(settings, on_refused=metrics.refusal_counter("phone"))
 
     @app.post("/twilio/voice")
     async def incoming_call(request: Request) -> Response:
         try:
-            form = await admission.webhook_form(request)
+            form = await twilio.webhook_form(request)
         except AdmissionRefused as refused:
             return Response(str(refused), status_code=refused.status)
-        if slots.active >= slots.limit:
-            return Response(say_and_hang_up_twiml(BUSY_SPEECH), media_type=TWIML)
-        twiml = connect_stream_twiml(admission.stream_url(request), admission.stream_parameters(form))
-        return Response(twiml, media_type=TWIML)
+        if not admission.reserve(str(form["CallSid"])):
+            return Response(reject_twiml("busy"), media_type=TWIML)  # the caller hears busy and is not billed
+        stream_url = f"{twilio.stream_url(request)}/{settings.instance}"  # routed back here by a load balancer
+        return Response(connect_stream_twiml(stream_url, twilio.stream_parameters(form)), media_type=TWIML)
 
     @app.websocket(STREAM_PATH)
+    @app.websocket(STREAM_PATH + "/{instance}")
     async def media_stream(websocket: WebSocket) -> None:
-        start = await admission.admit_stream(websocket)
+        start = await twilio.admit_stream(websocket)
         if start is None:
             return
-        if not slots.claim():
-            logger.warning(f"twilio: no free session for call {start.call_sid}; closing the stream")
+        slot = admission.claim(start.call_sid)
+        if slot is None:  # only a stream that no webhook of ours reserved
+            logger.warning(f"twilio: no room for unannounced call {start.call_sid}; closing the stream")
             await websocket.close(code=1013)
             return
-        metrics.sessions.labels("phone").inc()
-        guard = InputGuard(
-            "phone", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("phone")
-        )
-        try:
-            await run_phone_call(websocket, start, websocket.app.state.runtime, record_turn, guard)
-        except Exception:
-            logger.exception(f"twilio: call {start.call_sid} failed")
-        finally:
-            slots.release()
-            metrics.sessions.labels("phone").dec()
+        with slot:
+            try:
+                await websocket.app.state.calls.run_phone(
+                    websocket, start, record_turn, metrics.disconnect_counter("phone")
+                )
+            except Exception:
+                logger.exception(f"twilio: call {start.call_sid} failed")

@@ -16,7 +16,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from fastapi import WebSocket
 from loguru import logger
@@ -50,10 +50,12 @@ class StreamStart:
     call_sid: str
     account_sid: str
     custom_parameters: dict[str, str] = field(default_factory=dict)
+    opening: list[str] = field(default_factory=list, repr=False)  # the messages up to `start`, as sent (for a relay)
 
 
 async def read_stream_start(websocket: WebSocket, timeout_s: float = 10.0) -> StreamStart:
     """Read `connected` (optional, once) then `start`; a clear TwilioProtocolError for anything else."""
+    opening: list[str] = []
     async with asyncio.timeout(timeout_s):
         for _ in range(2):
             message = await websocket.receive()
@@ -65,8 +67,11 @@ async def read_stream_start(websocket: WebSocket, timeout_s: float = 10.0) -> St
             event = _parse(text)
             if event is None:
                 raise TwilioProtocolError(f"a malformed message before the stream started: {text[:60]!r}")
+            opening.append(text)
             if event.get("event") != "connected":
-                return parse_start(event)
+                start = parse_start(event)
+                start.opening = opening
+                return start
         raise TwilioProtocolError("no 'start' after 'connected'")
 
 
@@ -181,8 +186,9 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     )
 
 
-def say_and_hang_up_twiml(text: str) -> str:
-    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Say>{escape(text)}</Say><Hangup/></Response>'
+def reject_twiml(reason: str = "busy") -> str:
+    """Decline the call before it is answered: the caller hears a busy tone (or "rejected") and is not billed."""
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason={quoteattr(reason)}/></Response>'
 
 
 def twilio_signature(auth_token: str, url: str, params: Mapping[str, Any] | None = None) -> str:
