@@ -99,6 +99,7 @@ def settings_for(sim: ProviderSim, acknowledge: bool, tts: str) -> Settings:
         cerebras_base_url=sim.base_url,
         max_spoken_sentences=1,
         tts_engine=tts,
+        admission="count",  # one call at a time: this benchmark is about a call's latency, not admission
         **({} if acknowledge else {"acknowledge_after_ms": 0}),
     )
 
@@ -224,7 +225,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the full report here")
     args = parser.parse_args(argv)
     logger.remove()
-    logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith("bench"))
+    logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith(("bench", "__main__")))
     speech = await asyncio.to_thread(SpeechModels.load, Settings.load(None, tts_engine=args.tts))
     directory = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     calls = calls_for(args.rounds, directory)
