@@ -1,11 +1,12 @@
 """The FastAPI app behind `voice-agent serve`.
 
-Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus (turn latencies, each LLM provider's rate limits and failures, refusals), `/health`.
+Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/twilio/...`,
+`/telnyx/...`, `/plivo/...`: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
+latencies, each LLM provider's rate limits and failures, refusals), `/health`.
 Models load and warm up in the lifespan, before the first caller is accepted; every call then runs its own pipeline
 on the shared runtime, up to `MAX_SESSIONS` at once. Who may use `/ws` and `/metrics` is `server/access.py`'s rule,
-who may call `telephony/twilio_admission.py`'s; every socket's frames are limited to 64 KiB and every call's input
-is bounded by `protocols/input_guard.py`.
+who may call each carrier's gate (`telephony/gate.py`); every socket's frames are limited to 64 KiB and every
+call's input is bounded by `protocols/input_guard.py`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from agent.protocols.input_guard import InputGuard
 from agent.protocols.websocket_transport import close_if_open
 from agent.runtime import AgentRuntime, check_providers
 from agent.server.access import PAGE_SUBPROTOCOL, Access
+from agent.server.carriers import add_carrier_routes
 from agent.server.metrics import TurnMetrics
-from agent.server.twilio import add_twilio_routes
 from agent.settings import Settings
 from pipelines.browser import run_browser_call
 
@@ -124,7 +125,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
-        if not access.metrics_allowed(request):
+        if not access.bearer_allowed(request):
             metrics.refused.labels("metrics", "access").inc()
             return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -159,7 +160,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             slots.release()
             metrics.sessions.labels("browser").dec()
 
-    add_twilio_routes(app, settings, slots, metrics, record_turn("phone"))
+    app.state.phone_slots = add_carrier_routes(app, settings, slots, metrics, record_turn("phone"))
     return app
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of every turn: when the caller got the answer (and any filler before it), stage by stage, and
 how each turn ended (`outcome`) against the budget (`verdict`); each LLM provider's rate-limit headers (remaining
-requests/tokens, time to reset), rest time and failures by kind; and the connections refused or cut for security
-(admission, access, input bounds)."""
+requests/tokens, time to reset), rest time and failures by kind; the connections refused or cut for security
+(admission, access, input bounds); and outbound calls."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class TurnMetrics:
         )
         self.turns = Counter(
             "voice_agent_turns_total",
-            "Finished turns by outcome (answered, interrupted, error, no_answer) and budget verdict.",
+            "Finished turns by outcome (answered, interrupted, error, no_answer, transferred) and budget verdict.",
             ["channel", "outcome", "verdict"],
             registry=self.registry,
         )
@@ -74,6 +74,12 @@ class TurnMetrics:
             "voice_agent_refused_total",
             "Requests and sockets refused before a call started (bad signature, token, SID, access...).",
             ["channel", "reason"],
+            registry=self.registry,
+        )
+        self.dials = Counter(
+            "voice_agent_dials_total",
+            "Outbound call requests by carrier and result (placed, or why not: dial_allowlist, busy, carrier_error).",
+            ["carrier", "result"],
             registry=self.registry,
         )
         self.disconnected = Counter(

@@ -1,64 +1,35 @@
-"""The phone bridge's HTTP side: Twilio's incoming-call webhook (TwiML that connects the call to our stream)
-and the Media Streams websocket, which hands each admitted call to `pipelines/phone.py`. Who gets in is decided
-by `agent/telephony/twilio_admission.py`."""
+"""The Twilio bridge's routes (`POST /twilio/voice`, `WS /twilio/stream`, `POST /twilio/amd`): the shared phone
+routes (`phone_routes.py`) with Twilio's gate (`agent/telephony/twilio_admission.py`) and TwiML. The stream's
+`<Parameter>`s also carry who calls whom."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import Response
-from loguru import logger
+from fastapi import FastAPI
+from starlette.datastructures import FormData
 
 from agent.latency.observer import TurnListener
-from agent.protocols.input_guard import InputGuard
 from agent.server.metrics import TurnMetrics
+from agent.server.phone_routes import Bridge, add_phone_routes, answered_by_action
+from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
-from agent.telephony.admission import AdmissionRefused
-from agent.telephony.twilio import connect_stream_twiml, say_and_hang_up_twiml
-from agent.telephony.twilio_admission import STREAM_PATH, TwilioAdmission
-from pipelines.phone import run_phone_call
+from agent.telephony.admission import StreamTokens
+from agent.telephony.markup import connect_stream, say_and_hang_up
+from agent.telephony.twilio_admission import TwilioAdmission
 
-if TYPE_CHECKING:
-    from agent.server.app import SessionSlots
 
-BUSY_SPEECH = "Sorry, all our lines are busy right now. Please call again in a minute."
-TWIML = "application/xml"
+def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
+    call = {k: str(form[k]) for k in ("From", "To", "CallSid") if k in form}
+    return connect_stream(stream_url, call | parameters)
 
 
 def add_twilio_routes(
-    app: FastAPI, settings: Settings, slots: SessionSlots, metrics: TurnMetrics, record_turn: TurnListener
+    app: FastAPI,
+    settings: Settings,
+    slots: PhoneSlots,
+    metrics: TurnMetrics,
+    record_turn: TurnListener,
+    tokens: StreamTokens,
 ) -> None:
-    admission = TwilioAdmission.from_settings(settings, on_refused=metrics.refusal_counter("phone"))
-
-    @app.post("/twilio/voice")
-    async def incoming_call(request: Request) -> Response:
-        try:
-            form = await admission.webhook_form(request)
-        except AdmissionRefused as refused:
-            return Response(str(refused), status_code=refused.status)
-        if slots.active >= slots.limit:
-            return Response(say_and_hang_up_twiml(BUSY_SPEECH), media_type=TWIML)
-        twiml = connect_stream_twiml(admission.stream_url(request), admission.stream_parameters(form))
-        return Response(twiml, media_type=TWIML)
-
-    @app.websocket(STREAM_PATH)
-    async def media_stream(websocket: WebSocket) -> None:
-        start = await admission.admit_stream(websocket)
-        if start is None:
-            return
-        if not slots.claim():
-            logger.warning(f"twilio: no free session for call {start.call_sid}; closing the stream")
-            await websocket.close(code=1013)
-            return
-        metrics.sessions.labels("phone").inc()
-        guard = InputGuard(
-            "phone", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("phone")
-        )
-        try:
-            await run_phone_call(websocket, start, websocket.app.state.runtime, record_turn, guard)
-        except Exception:
-            logger.exception(f"twilio: call {start.call_sid} failed")
-        finally:
-            slots.release()
-            metrics.sessions.labels("phone").dec()
+    admission = TwilioAdmission.from_settings(settings, metrics.refusal_counter("phone"), tokens)
+    bridge = Bridge(admission, answer=answer_twiml, busy=say_and_hang_up, machine_action=answered_by_action)
+    add_phone_routes(app, bridge, settings, slots, metrics, record_turn)

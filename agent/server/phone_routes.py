@@ -1,0 +1,139 @@
+"""The HTTP side every carrier's bridge shares, one design for all:
+
+- `POST /<carrier>/voice`: the call webhook (incoming calls, and outbound calls as they are answered: `?dial=<id>`),
+  checked by the carrier's gate, answered with the document that connects the call to `/<carrier>/stream` (or a
+  busy message when no slot is free, for incoming calls: an outbound call's slot was reserved when it was dialled);
+- `WS /<carrier>/stream`: the media stream, admitted by the gate, given its slot (`phone_slots.py`), run by
+  `pipelines/phone.py`;
+- `POST /<carrier>/amd`: the carrier's answering-machine result for an outbound call: at the end of a machine's
+  greeting the call is redirected to leave VOICEMAIL_MESSAGE and hang up (a fax is hung up on, a person talks on
+  with the agent). The redirect goes through the REST API, so any process can act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import Response
+from loguru import logger
+from starlette.datastructures import FormData
+
+from agent.latency.observer import TurnListener
+from agent.protocols.input_guard import InputGuard
+from agent.server.metrics import TurnMetrics
+from agent.server.phone_slots import PhoneSlots
+from agent.settings import Settings
+from agent.telephony.admission import AdmissionRefused
+from agent.telephony.carriers import CARRIERS
+from agent.telephony.gate import CarrierGate
+from agent.telephony.rest import CarrierError
+from pipelines.phone import run_phone_call
+
+XML = "application/xml"
+BUSY_SPEECH = "Sorry, all our lines are busy right now. Please call again in a minute."
+MachineAction = Literal["voicemail", "hang_up"] | None
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """One carrier's routes: its gate, the document that connects a call to our stream (given the stream URL, its
+    parameters and the webhook's form), the one that says it is busy, and how its machine-detection callback
+    reads."""
+
+    gate: CarrierGate
+    answer: Callable[[str, dict[str, str], FormData], str]
+    busy: Callable[[str], str]
+    machine_action: Callable[[FormData], MachineAction]
+
+    @property
+    def name(self) -> str:
+        return self.gate.carrier
+
+
+def answered_by_action(form: FormData) -> MachineAction:
+    """Twilio's and Telnyx's `AnsweredBy` (asynchronous AMD with DetectMessageEnd): leave the message once a
+    machine's greeting is over, hang up on a fax; a person (or an unknown) talks with the agent."""
+    answered_by = form.get("AnsweredBy")
+    if answered_by in ("machine_end_beep", "machine_end_silence", "machine_end_other"):
+        return "voicemail"
+    return "hang_up" if answered_by == "fax" else None
+
+
+def add_phone_routes(
+    app: FastAPI,
+    bridge: Bridge,
+    settings: Settings,
+    slots: PhoneSlots,
+    metrics: TurnMetrics,
+    record_turn: TurnListener,
+) -> None:
+    gate, name = bridge.gate, bridge.name
+    stream_path = f"/{name}/stream"
+
+    @app.post(f"/{name}/voice")
+    async def call_webhook(request: Request) -> Response:
+        try:
+            form = await gate.webhook(request)
+        except AdmissionRefused as refused:
+            return Response(str(refused), status_code=refused.status)
+        dial_id = request.query_params.get("dial")
+        outbound = slots.reserved(dial_id)
+        if not outbound and slots.full:
+            return Response(bridge.busy(BUSY_SPEECH), media_type=XML)
+        parameters = gate.stream_parameters(gate.call_id(form), dial_id if outbound else None)
+        return Response(bridge.answer(gate.stream_url(request, stream_path), parameters, form), media_type=XML)
+
+    @app.post(f"/{name}/amd")
+    async def machine_detected(request: Request) -> Response:
+        try:
+            form = await gate.webhook(request)
+        except AdmissionRefused as refused:
+            return Response(str(refused), status_code=refused.status)
+        action, call_id = bridge.machine_action(form), gate.call_id(form)
+        api = CARRIERS[name].api(settings)
+        logger.info(f"{name}: machine detection on call {call_id}: {action or 'a person, the agent talks on'}")
+        if action and api:
+            try:
+                if action == "voicemail":
+                    await api.leave_voicemail(call_id, settings.voicemail_message)
+                else:
+                    await api.hang_up(call_id)
+            except CarrierError as e:
+                logger.error(f"{name}: {action} on call {call_id} failed: {e}")
+        return Response(status_code=204)
+
+    @app.websocket(stream_path)
+    async def media_stream(websocket: WebSocket) -> None:
+        await run_admitted_stream(websocket, gate, settings, slots, metrics, record_turn)
+
+
+async def run_admitted_stream(
+    websocket: WebSocket,
+    gate: CarrierGate,
+    settings: Settings,
+    slots: PhoneSlots,
+    metrics: TurnMetrics,
+    record_turn: TurnListener,
+) -> None:
+    """Admit a carrier's stream, give it its slot, and run the call to its end."""
+    opening = await gate.admit_stream(websocket)
+    if opening is None:
+        return
+    slot = slots.claim(opening.dial_id)
+    if slot is None:
+        logger.warning(f"{gate.carrier}: no free session for call {opening.call_id}; closing the stream")
+        await websocket.close(code=1013)
+        return
+    metrics.sessions.labels("phone").inc()
+    guard = InputGuard("phone", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("phone"))
+    with slot:
+        try:
+            runtime = websocket.app.state.runtime
+            await run_phone_call(websocket, opening, runtime, record_turn, guard, greeting=slot.greeting)
+        except Exception:
+            logger.exception(f"{gate.carrier}: call {opening.call_id} failed")
+        finally:
+            metrics.sessions.labels("phone").dec()
