@@ -123,6 +123,7 @@ async def place_call(
     url: str,
     *,
     dialect: Dialect | None = None,
+    ids: CallIds | None = None,
     auth_token: str = "",
     account_sid: str = "",
     direction: str = "inbound",
@@ -133,15 +134,16 @@ async def place_call(
     stop: bool = True,
 ) -> PhoneCallResult:
     """Place a call to `url`: the server's webhook (http/https) or its stream (ws/wss), see the module docstring.
-    Without a `dialect`, the call is Twilio's (signed with `auth_token` when given). `digits` are (seconds into the
-    call, key) pairs; setting `hang_up` ends the stream as the carrier does when the call leaves the agent."""
+    Without a `dialect`, the call is Twilio's (signed with `auth_token` when given); `ids` are the call's ids (new
+    ones by default). `digits` are (seconds into the call, key) pairs; setting `hang_up` ends the stream as the
+    carrier does when the call leaves the agent."""
     pcm, rate = read_call_wav(wav)
     line = dialect or TwilioCaller(auth_token, account_sid)
-    caller = line.encode(to_phone_rate(pcm, rate))
-    ids = line.new_ids()
+    ids = ids or line.new_ids()
     invite = StreamInvite(url)
     if url.startswith(("http://", "https://")):
         invite = await line.invite(url, ids, direction)
+    caller = line.encode(to_phone_rate(pcm, rate))  # in the codec the answer asked for
     marks: list[str] = []
     clears = 0
     pending_marks: list[tuple[float, str]] = []

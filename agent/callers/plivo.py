@@ -27,7 +27,7 @@ class PlivoCaller(Dialect):
         self._auth_token = auth_token
         self._auth_id = auth_id or TEST_AUTH_ID
         self._sequence = 0
-        self._extra_headers = ""
+        self._extra_headers = ""  # the stream's, as sent in start (and, as Plivo does, in each media message)
 
     def new_ids(self) -> CallIds:
         return CallIds(str(uuid.uuid4()), str(uuid.uuid4()), self._auth_id)
@@ -56,8 +56,7 @@ class PlivoCaller(Dialect):
             raise RuntimeError(f"the answer URL gave no <Stream>: {ElementTree.tostring(root)[:200]!r}")
         if stream.get("bidirectional") != "true" or stream.get("contentType") != plivo.CONTENT_TYPE:
             raise RuntimeError("the <Stream> is not bidirectional mu-law 8 kHz")
-        self._extra_headers = stream.get("extraHeaders", "")
-        return StreamInvite((stream.text or "").strip())
+        return StreamInvite((stream.text or "").strip(), plivo.parse_extra_headers(stream.get("extraHeaders", "")))
 
     def _message(self, event: str, ids: CallIds, **body: Any) -> str:
         self._sequence += 1
@@ -72,6 +71,7 @@ class PlivoCaller(Dialect):
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
         }
         self._sequence = 1
+        self._extra_headers = plivo.extra_headers(invite.parameters)
         return [
             json.dumps({"event": "start", "sequenceNumber": 1, "start": start, "extra_headers": self._extra_headers})
         ]

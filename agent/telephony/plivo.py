@@ -47,7 +47,7 @@ class PlivoProtocolError(AdmissionRefused):
 
 def answer_xml(stream_url: str, parameters: Mapping[str, str]) -> str:
     """The answer XML that connects a call to our stream, both ways, mu-law 8 kHz; `parameters` as extraHeaders."""
-    extra = ",".join(f"{k}={_header_value(k, v)}" for k, v in parameters.items())
+    extra = extra_headers(parameters)
     attributes = f" extraHeaders={quoteattr(extra)}" if extra else ""
     return (
         f'{XML_HEADER}<Response><Stream bidirectional="true" keepCallAlive="true" '
@@ -68,8 +68,9 @@ def speak_xml(message: str) -> str:
     return f"{XML_HEADER}<Response><Speak>{escape(message)}</Speak></Response>"
 
 
-def _header_value(name: str, value: str) -> str:
-    return value.encode().hex() if name == TOKEN_PARAMETER else value
+def extra_headers(parameters: Mapping[str, str]) -> str:
+    """`parameters` as an extraHeaders value ("a=1,b=2"; the stream token hex-encoded: letters and digits only)."""
+    return ",".join(f"{k}={v.encode().hex() if k == TOKEN_PARAMETER else v}" for k, v in parameters.items())
 
 
 def parse_extra_headers(text: Any) -> dict[str, str]:
