@@ -94,6 +94,7 @@ class Handset:
 @dataclass
 class PhoneCallResult:
     turns: list[dict[str, Any]]
+    reply_starts: list[float]  # when each stretch of the agent's speech started, on the caller's timeline
     heard_audio: bytes
     marks_echoed: list[str]
     clears: int
@@ -226,6 +227,7 @@ async def place_call(
     latencies = [t["first_sound_ms"] for t in turns if t["first_sound_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
+        reply_starts=handset.reply_starts,
         heard_audio=bytes(handset.heard),
         marks_echoed=marks,
         clears=clears,

@@ -358,7 +358,8 @@ class PlivoDouble(CarrierDouble):
             self.check(body.get("machine_detection_method", "POST") in ("GET", "POST"), "callback method")
             machine_url = body.get("machine_detection_url")
         ids, request_uuid = self.make_dialect().new_ids(), str(uuid.uuid4())
-        amd_form = {"From": body["from"], "To": body["to"], "Machine": "true" if self.answered_by else "false",
+        machine = (self.answered_by or "").startswith("machine")
+        amd_form = {"From": body["from"], "To": body["to"], "Machine": "true" if machine else "false",
                     "RequestUUID": request_uuid, "ALegRequestUUID": request_uuid, "CallUUID": ids.call_id,
                     "ALegUUID": ids.call_id, "IfMachine": "continue", "Direction": "outbound",
                     "Event": "MachineDetection", "CallStatus": "in-progress"}  # fmt: skip

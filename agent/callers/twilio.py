@@ -10,7 +10,7 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite
+from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite, connected_stream
 from agent.telephony.twilio import MEDIA_FORMAT, mark_message, twilio_signature
 
 TEST_ACCOUNT_SID = "AC" + "0" * 32
@@ -40,15 +40,11 @@ class TwilioCaller(Dialect):
     def signature_headers(self, url: str, form: dict[str, str], body: bytes) -> dict[str, str]:
         return {"X-Twilio-Signature": twilio_signature(self._auth_token, url, form)} if self._auth_token else {}
 
+    def upgrade_headers(self, url: str) -> dict[str, str]:
+        return self.signature_headers(url, {}, b"")
+
     def read_answer(self, root: ElementTree.Element) -> StreamInvite:
-        stream = root.find("./Connect/Stream")
-        if stream is None or not stream.get("url"):
-            raise RuntimeError(
-                f"the webhook answered without a <Connect><Stream>: {ElementTree.tostring(root)[:200]!r}"
-            )
-        url = stream.get("url", "")
-        parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-        return StreamInvite(url, parameters, self.signature_headers(url, {}, b""))
+        return StreamInvite(*connected_stream(root))
 
     def opening(self, ids: CallIds, invite: StreamInvite) -> list[str]:
         start = {
