@@ -30,7 +30,6 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
-from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
@@ -95,10 +94,9 @@ class TurnLatencyObserver(BaseObserver):
         return False
 
     async def transferred(self) -> None:
-        """The call was put through to a person: the current turn ends there."""
+        """The call was put through to a person: the current turn ends there (it closes with the call)."""
         if self._turn:
             self._turn.transferred = True
-            await self._close(self._turn)
 
     async def playout_started(self, at: float | None = None) -> None:
         """The client started playing the answer of the last answered turn."""
@@ -117,7 +115,7 @@ class TurnLatencyObserver(BaseObserver):
         open_turn = turn if turn and not turn.confirmed else None
         if isinstance(frame, UserStartedSpeakingFrame):
             await self._new_turn(at)
-        elif isinstance(frame, KeypadEntryFrame) and isinstance(data.destination, LLMUserAggregator):
+        elif isinstance(frame, KeypadEntryFrame):
             keyed = await self._new_turn(at)
             keyed.user_text = f"[keypad] {frame.digits}"
             for name in ("speech_end", "vad_stop", "transcript", "turn_end"):

@@ -60,10 +60,8 @@ def transfer_tool(transfer: Transfer) -> Tool:
     async def transfer_call(reason: str = "") -> dict[str, Any]:
         try:
             return await transfer.put_through()
-        except CarrierError as e:
-            raise ToolError(
-                f"the transfer did not go through ({e}); tell the caller nobody can take the call now"
-            ) from None
+        except CarrierError:  # logged where it failed; the model only needs to know it did
+            raise ToolError("the transfer did not go through: tell the caller nobody can take the call now") from None
 
     return Tool(TRANSFER_CALL, transfer_call, side_effects=True, timeout_s=60, hold_phrase=False)
 
