@@ -32,9 +32,11 @@ class TurnTranscriptionFrame(TranscriptionFrame):
     """The transcript after one more stretch of the caller's speech: `text` is what is new since the last one (what
     the user aggregator appends to the turn), `turn_text` the whole turn so far, re-transcribed with all its audio
     (what the end-of-turn strategy and the latency report read). The two agree unless Whisper revised earlier words.
+    `segment` numbers the VAD stop it answers (1 for the call's first): only the latest one decides anything.
     """
 
     turn_text: str = ""
+    segment: int = 0
 
 
 @dataclass

@@ -142,7 +142,7 @@ async def measured_call(server: Server, wav: Path) -> tuple[list[float], float]:
         result = await place_call(wav, f"{server.ws}/twilio/stream")
     finally:
         sampler.cancel()
-    return [t["voice_to_voice_ms"] for t in result.turns if t["voice_to_voice_ms"] is not None], peak - baseline
+    return [t["first_sound_ms"] for t in result.turns if t["first_sound_ms"] is not None], peak - baseline
 
 
 def summary(latencies: list[float], turns: int, growth: list[float]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from agent.speech.clauses import ClauseChunker
 from agent.speech.phrases import PhrasePlayer
 from agent.speech.stt import StreamingWhisperSTTService
 from agent.speech.tts import LocalTTSService
+from agent.turns.conversation import Conversation
 from agent.turns.end_of_turn import EndOfTurnStrategy
 from agent.turns.vad import FastStopSileroVAD
 
@@ -74,8 +75,9 @@ def build_voice_call(
             min_volume=0.3,
         ),
     )
-    context = LLMContext()
+    context = Conversation()
     end_of_turn = EndOfTurnStrategy(
+        conversation=context,
         waits_s={
             "short": settings.end_of_turn_min_ms / 1000,
             "medium": settings.end_of_turn_mid_ms / 1000,

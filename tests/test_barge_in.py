@@ -1,23 +1,41 @@
-"""Barge-in: a caller who talks over the agent cuts it off at once, and the context keeps only what was heard."""
+"""Barge-in: a caller who talks over the agent cuts it off at once, and the context keeps only what was heard.
+
+The answers come from the provider simulator (a long first sentence, quickly), so the caller surely talks over one.
+"""
 
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
+from agent.runtime import AgentRuntime
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
+from tests.conftest import local_settings
 
 LEAD_S = 0.5
 QUESTION_S = 2.99  # ill_disposed.wav
-BARGE_AT_S = LEAD_S + QUESTION_S + 1.6  # the agent's answer has started by then
+GAP_S = 3.0
+BARGE_AT_S = LEAD_S + QUESTION_S + GAP_S  # the agent's answer has started by then
+LONG_ANSWER = "Well, that is a question I have thought about for a long time, and the answer takes a while to tell."
 
 
 @pytest.fixture(scope="module")
-async def barge_in_call(local_runtime, tmp_path_factory):
+async def barge_in_call(speech, tmp_path_factory):
     path = build_call(
-        tmp_path_factory.mktemp("calls") / "barge.wav", [LEAD_S, "ill_disposed.wav", 1.6, "amiable.wav", 6.0]
+        tmp_path_factory.mktemp("calls") / "barge.wav", [LEAD_S, "ill_disposed.wav", GAP_S, "amiable.wav", 6.0]
     )
-    return await replay_call(local_runtime, path)
+    sim = ProviderSim(first_token_s=0.05, answer=LONG_ANSWER).start()
+    settings = local_settings(
+        llm_provider="cerebras", cerebras_api_key=SecretStr(sim.api_key), cerebras_base_url=sim.base_url,
+        acknowledge_after_ms=0,
+    )  # fmt: skip
+    try:
+        async with AgentRuntime.start(settings, speech=speech) as runtime:
+            return await replay_call(runtime, path)
+    finally:
+        sim.stop()
 
 
 async def test_caller_speaking_over_the_bot_cuts_it_off(barge_in_call):

@@ -52,7 +52,7 @@ async def replay(settings, speech, path):
 async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, speech, question):
     primary, _ = sims
     primary.first_token_s = 0.4  # the delay speculation hides
-    patient = {"end_of_turn_min_ms": 800, "end_of_turn_mid_ms": 800, "end_of_turn_max_ms": 800}
+    patient = {"end_of_turn_min_ms": 2000, "end_of_turn_mid_ms": 2000, "end_of_turn_max_ms": 2000}
     [off] = await replay(provider_settings(primary, speculate=False, **patient), speech, question)
     [on] = await replay(provider_settings(primary, speculate=True, **patient), speech, question)
     assert not off["llm"]["speculative"] and on["llm"]["speculative"]
@@ -66,16 +66,17 @@ async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, spee
 
 async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, tmp_path):
     primary, _ = sims
-    # "Ten of clubs" ... 0.35 s ... "five five": one turn. The pause is long enough to speculate on "10 of clubs"
-    # but shorter than the end-of-turn wait.
+    # "Ten of clubs" ... 0.77 s of silence (the recordings' own and 0.35 s between them) ... "five five": one turn.
+    # The pause is long enough to speculate on "10 of clubs" but shorter than the end-of-turn wait.
     call = build_call(tmp_path / "pause.wav", [0.3, "ten_of_clubs.wav", 0.35, "five_five.wav", 3.0])
-    patient = {"end_of_turn_min_ms": 600, "end_of_turn_mid_ms": 700, "end_of_turn_max_ms": 800}
+    patient = {"end_of_turn_min_ms": 1000, "end_of_turn_mid_ms": 1100, "end_of_turn_max_ms": 1200}
     turns = await replay(provider_settings(primary, **patient), speech, call)
     assert len(turns) == 1, turns
     user_messages = [r["body"]["messages"][-1]["content"] for r in primary.requests]
     assert len(user_messages) >= 2, user_messages  # a speculation on the first words, then the whole turn
     assert "5" not in user_messages[0] and "five" not in user_messages[0].lower()  # dropped
-    assert turns[0]["llm_requests"] == len(primary.requests)  # speculative requests are counted per turn
+    answers = [r for r in primary.requests if r["body"].get("max_completion_tokens") != 1]  # not the warm-up
+    assert turns[0]["llm_requests"] == len(answers)  # speculative requests are counted per turn
     assert turns[0]["outcome"] == "answered"
 
 
@@ -114,8 +115,9 @@ async def test_acknowledgement_fills_a_slow_provider_and_never_delays_the_answer
     assert quiet["filler_ms"] is None and acknowledged["filler_ms"] is not None
     assert acknowledged["filler_ms"] < acknowledged["answer_ms"]
     assert acknowledged["outcome"] == "answered" and acknowledged["bot_text"].startswith("Sure, here is")
-    # The acknowledgement is cut the moment the answer is ready: the answer comes no later than without it.
-    assert acknowledged["answer_ms"] < quiet["answer_ms"] + 120, (acknowledged, quiet)
+    # The acknowledgement is cut the moment the answer is ready: the answer's first audio went out right behind its
+    # synthesis, not after the rest of "Let me think."
+    assert acknowledged["stages_ms"]["output"] < 150, acknowledged["stages_ms"]
     # It is for a slow provider: at the default deadline a fast one never triggers it.
     primary.first_token_s = 0.2
     [fast] = await replay(provider_settings(primary, acknowledge_after_ms=500), speech, call)

@@ -10,7 +10,7 @@ import pytest
 from pipecat.frames.frames import LLMContextFrame
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.services.llm_service import LLMService
-from pipecat.services.tts_service import TextAggregationMode, TTSService
+from pipecat.services.tts_service import TTSService
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from agent.turns.smart_turn import model_path
@@ -41,7 +41,8 @@ def test_llm_service_gates_what_it_pushes():
 @pytest.mark.parametrize("name", ["_stream_audio_frames_from_iterator", "add_word_timestamps"])
 def test_tts_helpers_used_by_the_local_voice(name):
     assert callable(getattr(TTSService, name, None)), f"agent/speech/tts.py: TTSService.{name} is gone"
-    assert TextAggregationMode.TOKEN, "agent/speech/tts.py: token mode (the clause chunker feeds it) is gone"
+    source = inspect.getsource(TTSService.process_frame)
+    assert "AggregatedTextFrame" in source, "agent/speech/clauses.py: the TTS no longer speaks aggregated text as is"
 
 
 def test_user_aggregator_ignores_empty_transcripts():

@@ -14,6 +14,7 @@ bytes on every turn and the providers' prompt-prefix caches can hit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -177,9 +178,7 @@ class ChatCompletionClient:
         parser = ChunkParser(name, self.provider.platform)
         completed = False
         try:
-            async with self._http.stream(
-                "POST", "chat/completions", content=content, headers={"Content-Type": "application/json"}
-            ) as response:
+            async with self._open_stream(content) as response:
                 self.rate_limits.update(self.provider.platform.rate_limit_headers, response.headers)
                 if response.status_code >= 400:
                     await response.aread()
@@ -223,6 +222,23 @@ class ChatCompletionClient:
             retry_after = self.rate_limits.exhausted_reset_s()
         error.retry_after_s = retry_after
         return error
+
+    @contextlib.asynccontextmanager
+    async def _open_stream(self, content: bytes) -> AsyncIterator[httpx.Response]:
+        """POST a completion request and stream its response. A pooled connection that the server closed while it
+        sat idle (llama.cpp's uvicorn drops idle connections after 5 s) fails before the first byte of the
+        response, and httpx does not retry a POST: that failure is retried once, on a fresh connection."""
+        request = self._http.build_request(
+            "POST", "chat/completions", content=content, headers={"Content-Type": "application/json"}
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            response = await self._http.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     def _rewarm(self) -> None:
         """A stream left unfinished (barge-in, error) closes its connection: open a fresh one in the background

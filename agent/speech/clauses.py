@@ -1,15 +1,17 @@
-"""Text chunking for TTS: the first speakable clause of an answer goes to the voice as early as possible, then
-whole sentences.
+"""Text chunking for TTS: the first speakable clause of an answer goes to the voice as early as possible, then whole
+sentences.
 
-`ClauseChunker` sits between the LLM and the TTS (which runs in pipecat's token mode, so it synthesises each text
-frame it gets as it comes). The first chunk of an answer is released at the first clause boundary (`,` `;` `:` or a
-dash) once it has a few words, or after `max_first_words` words with no punctuation at all, so the caller hears the
-answer start while the LLM is still writing it. After that, chunks are whole sentences, which sound more natural.
+`ClauseChunker` sits between the LLM and the TTS and sends each chunk as an `AggregatedTextFrame`, pipecat's frame
+for text already aggregated upstream: the TTS speaks it as it is, and times its words as one spoken segment. The
+first chunk of an answer is released at the first clause boundary (`,` `;` `:` or a dash) once it has a few words, or
+after `max_first_words` words with no punctuation at all, so the caller hears the answer start while the LLM is still
+writing it. After that, chunks are whole sentences, which sound more natural.
 """
 
 from __future__ import annotations
 
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
     Frame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
@@ -17,6 +19,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.text.base_text_aggregator import TextType
 
 from agent.text import ends_clause, ends_sentence
 
@@ -63,7 +66,7 @@ class ClauseSplitter:
 
 
 class ClauseChunker(FrameProcessor):
-    """Turns the LLM's token stream into clause- and sentence-sized `LLMTextFrame`s for the TTS."""
+    """Turns the LLM's token stream into clause- and sentence-sized `AggregatedTextFrame`s for the TTS."""
 
     def __init__(self, *, min_clause_words: int = 2, max_first_words: int = 6, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -76,10 +79,10 @@ class ClauseChunker(FrameProcessor):
             return
         if isinstance(frame, LLMTextFrame):
             for chunk in self._splitter.add(frame.text):
-                await self.push_frame(LLMTextFrame(chunk + " "))
+                await self.push_frame(AggregatedTextFrame(chunk, TextType.SENTENCE))
             return
         if isinstance(frame, LLMFullResponseEndFrame) and (rest := self._splitter.flush()):
-            await self.push_frame(LLMTextFrame(rest))
+            await self.push_frame(AggregatedTextFrame(rest, TextType.SENTENCE))
         elif isinstance(frame, (LLMFullResponseStartFrame, InterruptionFrame)):
             self._splitter.reset()
         await self.push_frame(frame, direction)

@@ -81,6 +81,7 @@ class TurnSpeech:
         self.ready: tuple[int, str] | None = None  # an early transcript of the piece: (bytes it covers, text)
         self.last_interim = time.monotonic()
         self.sent_words: list[str] = []  # the words already given to the user aggregator
+        self.ended = False
 
     @property
     def previous_text(self) -> str:
@@ -140,6 +141,7 @@ class StreamingWhisperSTTService(STTService):
         self._pre_roll: deque[bytes] = deque()
         self._turn: TurnSpeech | None = None
         self._speaking = False
+        self._segments = 0  # VAD stops so far: each transcript names the one it answers
         self._final: asyncio.Task | None = None  # the last transcription after a VAD stop (they go out in order)
 
     def can_generate_metrics(self) -> bool:
@@ -169,17 +171,21 @@ class StreamingWhisperSTTService(STTService):
                 self._pre_roll.clear()
         elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._turn is not None:
             self._speaking = False
+            self._segments += 1
             await self.push_frame(SpeechEndFrame(silence_s=self._turn.trailing_silence_s))
             spoken_until = self._turn.spoken_until(frame.stop_secs)
-            final = self._transcribe_turn(self._turn, self._final, spoken_until)
+            final = self._transcribe_turn(self._turn, self._final, spoken_until, self._segments)
             self._final = self.create_task(final, "whisper-final")
-        elif isinstance(frame, UserStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM:
-            self._turn = None  # the turn is over: the next words start a new one
+        elif isinstance(frame, UserStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM and self._turn:
+            self._turn.ended = True  # the turn is over: the next words start a new one
+            self._turn = None
 
-    async def _transcribe_turn(self, turn: TurnSpeech, previous: asyncio.Task | None, spoken_until: int) -> None:
+    async def _transcribe_turn(
+        self, turn: TurnSpeech, previous: asyncio.Task | None, spoken_until: int, segment: int
+    ) -> None:
         """The turn's transcript after a VAD stop: the early one when no words came after it, else the last piece
-        decoded now. Every VAD stop gets exactly one `TurnTranscriptionFrame`, in order, even when it adds nothing
-        (noise the VAD took for speech): the end-of-turn strategy waits for the one of the last stop."""
+        decoded now. Every VAD stop gets one `TurnTranscriptionFrame` naming it, in order, even when it adds nothing
+        (noise the VAD took for speech): the end-of-turn strategy decides on the one of the last stop."""
         if previous:
             await asyncio.shield(previous)
         await self.start_processing_metrics()
@@ -200,8 +206,11 @@ class StreamingWhisperSTTService(STTService):
             tail = ""
         await self.stop_processing_metrics()
         turn_text = " ".join(filter(None, [*turn.pieces, tail])).strip()
+        if turn.ended:  # the turn was closed without it (the controller's timeout): its words would land in the next
+            logger.warning(f"STT: the transcript {turn_text!r} came after its turn ended; dropped")
+            return
         frame = TurnTranscriptionFrame(turn.new_text(turn_text), self._user_id, time_now_iso8601(), finalized=True)
-        frame.turn_text = turn_text
+        frame.turn_text, frame.segment = turn_text, segment
         await self.push_frame(frame)
 
     # -- background transcriptions -------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The pipecat TTS stage: speaks each text chunk with the shared local voice, streaming audio per sentence.
 
-Text arrives already cut into clauses and sentences by `ClauseChunker` (so the first clause of an answer is
-synthesised while the LLM is still writing the rest); the service runs in pipecat's token mode and synthesises each
-text frame as it comes. Each word gets an estimated time in the audio (proportional to its length), so pipecat
-releases word-level `TTSTextFrame`s as the audio plays: on barge-in the context keeps exactly the words heard.
+Text arrives already cut into clauses and sentences by `ClauseChunker` as `AggregatedTextFrame`s (so the first clause
+of an answer is synthesised while the LLM is still writing the rest), which pipecat's TTS speaks as they are. Each
+word gets an estimated time in the audio (proportional to its length), so pipecat releases word-level `TTSTextFrame`s
+as the audio plays: on barge-in the context keeps exactly the words heard.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from loguru import logger
 from pipecat.frames.frames import Frame
 from pipecat.services.settings import TTSSettings
-from pipecat.services.tts_service import TextAggregationMode, TTSService
+from pipecat.services.tts_service import TTSService
 
 from agent.frames import SpeakPhraseFrame
 from agent.speech.voices import Voice
@@ -34,7 +34,6 @@ class LocalTTSService(TTSService):
     def __init__(self, voice: Voice, **kwargs) -> None:
         super().__init__(
             settings=TTSSettings(model=voice.name, voice=voice.name, language="en"),
-            text_aggregation_mode=TextAggregationMode.TOKEN,
             push_start_frame=True,
             push_stop_frames=True,
             push_text_frames=False,

@@ -13,13 +13,15 @@ The answer does not wait for that decision. With speculation on, the strategy as
 inference on the words so far (`trigger_user_turn_inference_triggered(speculation=...)`): the LLM starts streaming
 while the silence is being timed, and `LLMService`'s speculation gate holds its output. When the wait runs out the
 turn is finalised and confirms the speculation (the gate releases the answer); if the caller speaks again first, the
-speculation is withdrawn and the stream is cancelled. Speculation starts `SPECULATION_LEAD_S` before the planned end
+speculation is withdrawn and the stream is cancelled. The turn goes into the conversation with the same words the
+LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end
 of the turn (at once for short waits), so a long wait after "and..." does not spend a request on every pause.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Literal
@@ -28,7 +30,6 @@ from loguru import logger
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
-    TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -37,6 +38,7 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from agent.frames import TurnTranscriptionFrame
 from agent.text import ends_sentence, same_words, trails_off, words
+from agent.turns.conversation import Conversation
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 
 Wait = Literal["short", "medium", "long"]
@@ -50,7 +52,8 @@ is was are were be been being am do does did have has had will would can could s
 not i you he she we they um uh er hmm
 """
 TRAILING = frozenset(_TRAILING_WORDS.split())
-SPECULATION_LEAD_S = 0.4  # start the speculative request this long before the planned end of the turn
+SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
+WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
 SOUNDS_FINISHED = 0.7  # Smart Turn probability above which a medium wait becomes short ...
 SOUNDS_UNFINISHED = 0.3  # ... and below which it becomes long
 
@@ -72,11 +75,13 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self,
         *,
         waits_s: dict[Wait, float],
+        conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
         speculate: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self._conversation = conversation
         self._waits_s = waits_s
         self._smart_turn = smart_turn
         self._speculate = speculate
@@ -88,9 +93,10 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._sample_rate = 16000
         self._decision: asyncio.Task | None = None
         self._speculated: str | None = None
-        # The STT sends one transcript per VAD segment, in order: decide only on the transcript of the last one.
+        # The STT sends one transcript per VAD stop, naming it: decide only on the transcript of the last one.
         self._segments_ended = 0
-        self._segments_transcribed = 0
+        self._silence_s = 0.0  # audio heard since the last VAD stop (the caller silent all along)
+        self._audio_tick = asyncio.Event()
 
     async def handle_user_turn_started(self) -> None:
         await self._reset()
@@ -105,6 +111,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, InputAudioRawFrame):
             self._keep_audio(frame)
+            if not self._speaking:
+                self._silence_s += len(frame.audio) / 2 / frame.sample_rate
+                self._audio_tick.set()
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._speaking = True
             await self._cancel_decision()
@@ -112,13 +121,13 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speaking = False
             self._stopped_at = time.monotonic()
+            self._silence_s = 0.0
             self._segments_ended += 1
-        elif isinstance(frame, TranscriptionFrame):
-            self._segments_transcribed += 1
-            whole = frame.turn_text if isinstance(frame, TurnTranscriptionFrame) else f"{self._text} {frame.text}"
-            self._text = whole.strip()
-            caught_up = self._segments_transcribed >= self._segments_ended
-            if self._text and caught_up and not self._speaking:
+        elif isinstance(frame, TurnTranscriptionFrame):
+            if frame.segment < self._segments_ended:
+                return ProcessFrameResult.CONTINUE  # the caller has spoken since: a newer transcript is coming
+            self._text = frame.turn_text.strip()
+            if self._text and not self._speaking:
                 await self._cancel_decision()
                 self._decision = self.task_manager.create_task(self._decide(self._text), f"{self}::decide")
         return ProcessFrameResult.CONTINUE
@@ -127,35 +136,42 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         """Choose the wait, speculate on the answer, and end the turn when the silence has lasted that long."""
         wait = word_wait(text)
         if wait != "medium" or self._smart_turn is None:
-            await self._speculate_before(self._stopped_at + self._waits_s[wait], text)
+            await self._speculate_before(self._waits_s[wait], text)
         else:
-            await self._speculate_before(self._stopped_at + self._waits_s["medium"], text)
+            await self._speculate_before(self._waits_s["medium"], text)
             wait = await self._ask_smart_turn()
-            await self._speculate_before(self._stopped_at + self._waits_s[wait], text)
+            await self._speculate_before(self._waits_s[wait], text)
         logger.debug(f"{self}: {wait} wait after {text!r}")
-        await asyncio.sleep(max(0.0, self._stopped_at + self._waits_s[wait] - time.monotonic()))
-        await self._speculate_before(time.monotonic(), text)
+        await self._silence_of(self._waits_s[wait])
+        await self._speculate_before(0.0, text)
         confirms = self._speculated is not None and same_words(self._speculated, text)
         if not confirms:
             await self._withdraw_speculation()
         self._speculated = None
         self._decision = None
+        if self._conversation is not None:
+            self._conversation.expect_user_turn(text)
         if confirms:
             await self.trigger_user_turn_finalized(confirms_speculation=True)
         else:
             await self.trigger_user_turn_stopped()
 
-    async def _speculate_before(self, turn_end: float, text: str) -> None:
-        """Start the speculative inference now if the turn would end within the lead time, else leave it."""
+    async def _speculate_before(self, wait_s: float, text: str) -> None:
+        """Start the speculative inference once the turn would end (after `wait_s` of silence) within the lead."""
         if not self._speculate or self._speculated is not None:
             return
-        if turn_end - time.monotonic() <= SPECULATION_LEAD_S:
-            self._speculated = text
-            await self.trigger_user_turn_inference_triggered(speculation=UserTurnSpeculation(text=text))
-        else:
-            delay = turn_end - SPECULATION_LEAD_S - time.monotonic()
-            await asyncio.sleep(delay)
-            await self._speculate_before(turn_end, text)
+        await self._silence_of(wait_s - SPECULATION_LEAD_S)
+        self._speculated = text
+        await self.trigger_user_turn_inference_triggered(speculation=UserTurnSpeculation(text=text))
+
+    async def _silence_of(self, seconds: float) -> None:
+        """Until the caller has been silent this long since the VAD stop, counted in audio: on a busy server the
+        frames are processed late, and a wall-clock wait would end a turn whose next words are already queued.
+        A client that stops sending audio altogether is covered by the wall clock, a little later."""
+        while self._silence_s < seconds and time.monotonic() - self._stopped_at < seconds + WALL_CLOCK_GRACE_S:
+            self._audio_tick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._audio_tick.wait(), 0.05)
 
     async def _ask_smart_turn(self) -> Wait:
         assert self._smart_turn is not None
