@@ -94,6 +94,7 @@ def carrier_caller(carrier: str) -> Dialect:
 
 def deployment_settings(port: int, doubles: dict[str, CarrierDouble], **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "max_spoken_sentences": 2,  # the production default: answers long enough to be talked over
         "public_url": f"http://127.0.0.1:{port}",
         "stream_token_secret": SecretStr(TOKEN_SECRET),
         "operator_token": SecretStr(OPERATOR_TOKEN),

@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.callers.dialect import CallIds, StreamInvite
 from agent.llm.simulator import ProviderSim
-from agent.phone_client import place_call, to_phone_rate
+from agent.phone_client import caller_for, place_call, to_phone_rate
+from agent.server.app import create_app
 from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
 from tests.audio import build_call, load, transcripts, word_error_rate
+from tests.conftest import local_settings
 from tests.phone_deployment import SIM_ANSWER, TELNYX_SIGNING_KEY, TOKEN_SECRET, phone_deployment, simulated_runtime
-from tests.servers import wait_for
+from tests.servers import serving, wait_for
 
 CARRIERS = ["telnyx", "plivo"]
 
@@ -220,3 +222,45 @@ async def test_webhooks_without_the_carriers_signature_are_refused(deployment, c
         for case, forged in forgeries.items():
             answer = await client.post(url, content=body, headers=headers | forged)
             assert answer.status_code == 403, case
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+async def test_callbacks_that_redirect_a_call_need_the_carriers_signature(deployment, carrier):
+    """A forged answering-machine result would send any call to voicemail; a forged transfer document (Plivo)
+    would put it through anywhere."""
+    caller = deployment.caller(carrier)
+    ids = caller.new_ids()
+    machine = {"telnyx": {"CallSid": ids.call_id, "AnsweredBy": "machine_end_beep"},
+               "plivo": {"CallUUID": ids.call_id, "Machine": "true"}}[carrier]  # fmt: skip
+    base = deployment.server.http
+    async with httpx.AsyncClient() as client:
+        forged = await client.post(f"{base}/{carrier}/amd", data=machine)
+    assert forged.status_code == 403
+    if carrier == "plivo":
+        abroad = await caller.post(f"{base}/plivo/transfer?to=%2B442071234567", {"CallUUID": ids.call_id})
+        assert abroad.status_code == 403  # signed, but not a number of DIAL_ALLOWLIST
+        async with httpx.AsyncClient() as client:
+            unsigned = await client.post(f"{base}/plivo/voicemail", data={"CallUUID": ids.call_id})
+        assert unsigned.status_code == 403
+        allowed = await caller.post(f"{base}/plivo/transfer?to=%2B15550009999", {"CallUUID": ids.call_id})
+        assert allowed.status_code == 200 and "<Number>15550009999</Number>" in allowed.text
+    assert not any(d.requests for d in deployment.doubles.values())  # nothing reached a carrier's REST API
+
+
+@pytest.mark.parametrize("carrier", CARRIERS)
+async def test_without_the_carriers_credential_only_this_machine_gets_in(runtime, carrier):
+    forwarded = {"X-Forwarded-For": "203.0.113.9"}  # a tunnel or proxy on this machine
+    caller = caller_for(carrier)  # signs nothing: the server holds no credential to check
+    form = caller.webhook_form(caller.new_ids(), "inbound")
+    for opened, expected in ((False, 403), (True, 200)):
+        settings = local_settings(**{f"{carrier}_allow_unsigned": opened})
+        async with serving(create_app(settings, runtime=runtime)) as server, httpx.AsyncClient() as client:
+            remote = await client.post(f"{server.http}/{carrier}/voice", data=form, headers=forwarded)
+            assert remote.status_code == expected, (opened, remote.text)
+            local = await client.post(f"{server.http}/{carrier}/voice", data=form)
+            assert local.status_code == 200 and "streamToken" not in local.text  # unsigned: no token to check
+            if not opened:
+                with pytest.raises(websockets.InvalidStatus) as refused:
+                    async with websockets.connect(f"{server.ws}/{carrier}/stream", additional_headers=forwarded):
+                        pass
+                assert refused.value.response.status_code == 403

@@ -158,8 +158,8 @@ def test_twilio_start_is_parsed_or_refused_with_a_protocol_error(event):
         start = parse_start(event)
     except TwilioProtocolError:
         return
-    assert CALL_SID.fullmatch(start.call_sid) and STREAM_SID.fullmatch(start.stream_sid)
-    assert all(isinstance(v, str) for v in start.custom_parameters.values())
+    assert CALL_SID.fullmatch(start.call_id) and STREAM_SID.fullmatch(start.stream_id)
+    assert all(isinstance(v, str) for v in start.parameters.values())
 
 
 async def run_browser(messages: list[str | bytes]) -> tuple[list[Any], list[dict]]:

@@ -14,6 +14,7 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import httpx
 import pytest
 
 from agent.llm.simulator import ProviderSim
@@ -150,6 +151,17 @@ async def test_the_dial_endpoint_needs_the_operator_token_and_a_well_formed_orde
     assert (await deployment.dial({"to": CALLEE}, token="not-the-token")).status_code == 401
     for body in [{"to": CALLEE, "carrier": "skype"}, {"to": 5}, {"to": CALLEE, "greeting": "x" * 501}, {}]:
         assert (await deployment.dial(body)).status_code == 400, body
+    async with httpx.AsyncClient() as client:  # a body over 4 KiB, declared or streamed, is not read
+        headers = {"Authorization": f"Bearer {OPERATOR_TOKEN}", "Content-Type": "application/json"}
+        url = f"{deployment.server.http}/calls"
+        declared = await client.post(url, content=b" " * 2**20, headers=headers)
+
+        async def chunks():
+            for _ in range(256):
+                yield b" " * 4096
+
+        streamed = await client.post(url, content=chunks(), headers=headers)
+    assert declared.status_code == 400 and streamed.status_code == 400, (declared.text, streamed.text)
     assert not any(d.requests for d in deployment.doubles.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import audioop
+import base64
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -94,8 +95,15 @@ class Dialect(ABC):
         """Whether the marks a clear dropped are echoed at once (Twilio, Telnyx) or never (Plivo)."""
         return True
 
-    @abstractmethod
-    def read(self, message: dict[str, Any]) -> Incoming: ...
+    def read(self, message: dict[str, Any]) -> Incoming:
+        """One of our messages, as the carrier reads it (Twilio's and Telnyx's `media`, `mark` and `clear`; Plivo
+        names them otherwise)."""
+        kind = message.get("event")
+        if kind == "media":
+            return Incoming("media", audio=self.decode(base64.b64decode(message["media"]["payload"])))
+        if kind == "mark":
+            return Incoming("mark", name=message["mark"]["name"])
+        return Incoming("clear" if kind == "clear" else "other")
 
     # -- shared ----------------------------------------------------------------------------------
     def encode(self, pcm: bytes) -> bytes:

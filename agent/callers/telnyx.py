@@ -10,11 +10,10 @@ import json
 import time
 import uuid
 import xml.etree.ElementTree as ElementTree
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite, connected_stream
+from agent.callers.dialect import CallIds, Dialect, StreamInvite, connected_stream
 from agent.telephony import telnyx
 
 TEST_ACCOUNT_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
@@ -86,11 +85,3 @@ class TelnyxCaller(Dialect):
     def stop(self, ids: CallIds) -> str | None:
         stop = {"user_id": ids.account_id, "call_control_id": ids.call_id}
         return json.dumps({"event": "stop", "stop": stop, "stream_id": ids.stream_id})
-
-    def read(self, message: dict[str, Any]) -> Incoming:
-        kind = message.get("event")
-        if kind == "media":
-            return Incoming("media", audio=self.decode(base64.b64decode(message["media"]["payload"])))
-        if kind == "mark":
-            return Incoming("mark", name=message["mark"]["name"])
-        return Incoming("clear" if kind == "clear" else "other")

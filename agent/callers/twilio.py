@@ -8,9 +8,8 @@ import base64
 import json
 import uuid
 import xml.etree.ElementTree as ElementTree
-from typing import Any
 
-from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite, connected_stream
+from agent.callers.dialect import CallIds, Dialect, StreamInvite, connected_stream
 from agent.telephony.twilio import MEDIA_FORMAT, mark_message, twilio_signature
 
 TEST_ACCOUNT_SID = "AC" + "0" * 32
@@ -81,11 +80,3 @@ class TwilioCaller(Dialect):
     def stop(self, ids: CallIds) -> str | None:
         stop = {"accountSid": ids.account_id, "callSid": ids.call_id}
         return json.dumps({"event": "stop", "streamSid": ids.stream_id, "stop": stop})
-
-    def read(self, message: dict[str, Any]) -> Incoming:
-        kind = message.get("event")
-        if kind == "media":
-            return Incoming("media", audio=self.decode(base64.b64decode(message["media"]["payload"])))
-        if kind == "mark":
-            return Incoming("mark", name=message["mark"]["name"])
-        return Incoming("clear" if kind == "clear" else "other")

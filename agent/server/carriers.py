@@ -1,24 +1,34 @@
 """The phone side of the server: every carrier's bridge (Twilio, Telnyx, Plivo) and outbound dialling, sharing one
-set of per-call stream tokens and one place where phone calls claim capacity."""
+set of per-call stream tokens and one place where phone calls claim capacity. A webhook a carrier's gate refuses
+(`AdmissionRefused`) is answered with its status and a message that holds no secret."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 
 from agent.latency.observer import TurnListener
 from agent.server.dial import ANSWER_MARGIN_S, add_dial_route
 from agent.server.metrics import TurnMetrics
+from agent.server.phone_routes import add_phone_routes
 from agent.server.phone_slots import PhoneSlots
-from agent.server.plivo import add_plivo_routes
-from agent.server.telnyx import add_telnyx_routes
-from agent.server.twilio import add_twilio_routes
+from agent.server.plivo import plivo_bridge
+from agent.server.telnyx import telnyx_bridge
+from agent.server.twilio import twilio_bridge
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
+from agent.telephony.admission import AdmissionRefused, StreamTokens
 
 if TYPE_CHECKING:
     from agent.server.app import SessionSlots
+
+BRIDGES = (twilio_bridge, telnyx_bridge, plivo_bridge)
+
+
+async def refused_webhook(request: Request, refused: Exception) -> Response:
+    assert isinstance(refused, AdmissionRefused)
+    return Response(str(refused), status_code=refused.status)
 
 
 def add_carrier_routes(
@@ -26,7 +36,9 @@ def add_carrier_routes(
 ) -> PhoneSlots:
     tokens = StreamTokens.from_settings(settings)
     slots = PhoneSlots(sessions, settings.dial_timeout_seconds + ANSWER_MARGIN_S)
-    for add_routes in (add_twilio_routes, add_telnyx_routes, add_plivo_routes):
-        add_routes(app, settings, slots, metrics, record_turn, tokens)
+    app.add_exception_handler(AdmissionRefused, refused_webhook)
+    on_refused = metrics.refusal_counter("phone")
+    for make_bridge in BRIDGES:
+        add_phone_routes(app, make_bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)
     add_dial_route(app, settings, slots, metrics)
     return slots

@@ -23,6 +23,7 @@ from loguru import logger
 from agent.server.access import Access
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
+from agent.server.request_body import bounded_body
 from agent.settings import E164, Settings, number_allowed
 from agent.telephony.carriers import CARRIERS
 from agent.telephony.rest import CarrierError, Outbound
@@ -44,9 +45,9 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
     async def place_call(request: Request) -> JSONResponse:
         if not operator.bearer_allowed(request):
             return refused(401, "operator_token", "operator token required")
-        body = await request.body()
+        body = await bounded_body(request, MAX_BODY_BYTES)
         try:
-            order: Any = json.loads(body) if len(body) <= MAX_BODY_BYTES else None
+            order: Any = json.loads(body) if body is not None else None
         except (ValueError, RecursionError):
             order = None
         if not isinstance(order, dict):

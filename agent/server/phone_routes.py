@@ -26,7 +26,6 @@ from agent.protocols.input_guard import InputGuard
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.carriers import CARRIERS
 from agent.telephony.gate import CarrierGate
 from agent.telephony.rest import CarrierError
@@ -41,12 +40,13 @@ MachineAction = Literal["voicemail", "hang_up"] | None
 class Bridge:
     """One carrier's routes: its gate, the document that connects a call to our stream (given the stream URL, its
     parameters and the webhook's form), the one that says it is busy, and how its machine-detection callback
-    reads."""
+    reads (and any routes of its own)."""
 
     gate: CarrierGate
     answer: Callable[[str, dict[str, str], FormData], str]
     busy: Callable[[str], str]
     machine_action: Callable[[FormData], MachineAction]
+    add_routes: Callable[[FastAPI], None] | None = None  # the carrier's own routes, beside the shared ones
 
     @property
     def name(self) -> str:
@@ -75,10 +75,7 @@ def add_phone_routes(
 
     @app.post(f"/{name}/voice")
     async def call_webhook(request: Request) -> Response:
-        try:
-            form = await gate.webhook(request)
-        except AdmissionRefused as refused:
-            return Response(str(refused), status_code=refused.status)
+        form = await gate.webhook(request)  # AdmissionRefused: answered with its status (carriers.py)
         dial_id = request.query_params.get("dial")
         outbound = slots.reserved(dial_id)
         if not outbound and slots.full:
@@ -88,10 +85,7 @@ def add_phone_routes(
 
     @app.post(f"/{name}/amd")
     async def machine_detected(request: Request) -> Response:
-        try:
-            form = await gate.webhook(request)
-        except AdmissionRefused as refused:
-            return Response(str(refused), status_code=refused.status)
+        form = await gate.webhook(request)
         action, call_id = bridge.machine_action(form), gate.call_id(form)
         api = CARRIERS[name].api(settings)
         logger.info(f"{name}: machine detection on call {call_id}: {action or 'a person, the agent talks on'}")
@@ -108,6 +102,9 @@ def add_phone_routes(
     @app.websocket(stream_path)
     async def media_stream(websocket: WebSocket) -> None:
         await run_admitted_stream(websocket, gate, settings, slots, metrics, record_turn)
+
+    if bridge.add_routes:
+        bridge.add_routes(app)
 
 
 async def run_admitted_stream(

@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection
 
 from agent.protocols.websocket_transport import close_if_open
 from agent.server.access import is_local_client
+from agent.server.request_body import bounded_body
 from agent.telephony.admission import AdmissionRefused, StreamTokens
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # the carriers' call webhooks are ~1-2 KB
@@ -129,15 +130,10 @@ class CarrierGate(ABC):
     async def _bounded_body(self, request: Request) -> bytes:
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
             raise self.refuse("content_type", "a webhook that is not form-encoded", status=415)
-        length = request.headers.get("content-length", "")
-        if length and not (length.isascii() and length.isdigit() and int(length) <= MAX_WEBHOOK_BYTES):
-            raise self.refuse("body_size", f"a webhook body of {length[:20]} bytes", status=413)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_WEBHOOK_BYTES:
-                raise self.refuse("body_size", f"a webhook body over {MAX_WEBHOOK_BYTES} bytes", status=413)
-        return bytes(body)
+        body = await bounded_body(request, MAX_WEBHOOK_BYTES)
+        if body is None:
+            raise self.refuse("body_size", f"a webhook body over {MAX_WEBHOOK_BYTES} bytes", status=413)
+        return body
 
     def _check_unsigned(self, connection: HTTPConnection) -> None:
         if not self._open and not is_local_client(connection):

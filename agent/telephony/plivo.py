@@ -20,12 +20,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
-from fastapi import WebSocket
 from pipecat.serializers.plivo import PlivoFrameSerializer
 
 from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import TOKEN_PARAMETER, StreamOpening
-from agent.telephony.stream_messages import CheckedStreamMessages, parse_message
+from agent.telephony.stream_messages import CheckedStreamMessages
 
 PLIVO_RATE = 8000
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
@@ -89,18 +88,6 @@ def parse_extra_headers(text: Any) -> dict[str, str]:
                 continue
         headers[name] = value
     return headers
-
-
-async def read_stream_start(websocket: WebSocket) -> StreamOpening:
-    """Read `start` (Plivo's first message); a clear PlivoProtocolError for anything else."""
-    message = await websocket.receive()
-    if message["type"] == "websocket.disconnect":
-        raise PlivoProtocolError("the socket closed before the stream started")
-    text = message.get("text")
-    event = parse_message(text) if text is not None else None
-    if event is None:
-        raise PlivoProtocolError(f"a binary or malformed message before the stream started: {str(text)[:60]!r}")
-    return parse_start(event)
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:

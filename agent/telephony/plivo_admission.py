@@ -20,6 +20,7 @@ from agent.settings import Settings
 from agent.telephony import plivo
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.stream_messages import read_start_event
 
 STREAM_PATH = "/plivo/stream"
 
@@ -55,7 +56,7 @@ class PlivoAdmission(CarrierGate):
         )
 
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        return await plivo.read_stream_start(websocket)
+        return plivo.parse_start(await read_start_event(websocket, after_connected=False))
 
 
 def _one_or_all(values: list) -> str | list[str]:

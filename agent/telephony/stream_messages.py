@@ -15,9 +15,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
+from fastapi import WebSocket
 from loguru import logger
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame
+
+from agent.telephony.admission import AdmissionRefused
 
 MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset(entry.value for entry in KeypadEntry)
@@ -32,6 +35,24 @@ def parse_message(text: str) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
         return None
     return event if isinstance(event, dict) else None
+
+
+async def read_start_event(websocket: WebSocket, *, after_connected: bool) -> dict[str, Any]:
+    """The stream's first message after at most one `connected` (for carriers that send one; Plivo does not), as a
+    JSON object for the carrier's `parse_start`; AdmissionRefused ("handshake") for a socket that closed, a binary
+    frame or a malformed message before it."""
+    for _ in range(2 if after_connected else 1):
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise AdmissionRefused("handshake", "the socket closed before the stream started")
+        text = message.get("text")
+        event = parse_message(text) if text is not None else None
+        if event is None:
+            detail = f"a binary or malformed message before the stream started: {str(text)[:60]!r}"
+            raise AdmissionRefused("handshake", detail)
+        if event.get("event") != "connected":
+            return event
+    raise AdmissionRefused("handshake", "no 'start' after 'connected'")
 
 
 def payload_bytes(body: Any) -> bytes | None:

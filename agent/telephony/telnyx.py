@@ -18,14 +18,13 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from fastapi import WebSocket
 from loguru import logger
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
 
 from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
 from agent.telephony.markup import connect_stream
-from agent.telephony.stream_messages import CheckedStreamMessages, parse_message
+from agent.telephony.stream_messages import CheckedStreamMessages
 
 TELNYX_RATE = 8000
 ENCODINGS = ("PCMU", "PCMA")
@@ -46,21 +45,6 @@ class TelnyxProtocolError(AdmissionRefused):
 def answer_texml(stream_url: str, parameters: dict[str, str], codec: str) -> str:
     """The TeXML that connects a call to our stream, both ways, in `codec`."""
     return connect_stream(stream_url, parameters, bidirectionalMode="rtp", bidirectionalCodec=codec, codec=codec)
-
-
-async def read_stream_start(websocket: WebSocket) -> StreamOpening:
-    """Read `connected` (optional, once) then `start`; a clear TelnyxProtocolError for anything else."""
-    for _ in range(2):
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            raise TelnyxProtocolError("the socket closed before the stream started")
-        text = message.get("text")
-        event = parse_message(text) if text is not None else None
-        if event is None:
-            raise TelnyxProtocolError(f"a binary or malformed message before the stream started: {str(text)[:60]!r}")
-        if event.get("event") != "connected":
-            return parse_start(event)
-    raise TelnyxProtocolError("no 'start' after 'connected'")
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:

@@ -21,6 +21,7 @@ from agent.settings import Settings
 from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.stream_messages import read_start_event
 
 STREAM_PATH = "/telnyx/stream"
 
@@ -61,4 +62,4 @@ class TelnyxAdmission(CarrierGate):
         )
 
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        return await telnyx.read_stream_start(websocket)
+        return telnyx.parse_start(await read_start_event(websocket, after_connected=True))

@@ -8,20 +8,17 @@ server.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import WebSocket
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from twilio.request_validator import RequestValidator
 
 from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
-from agent.telephony.stream_messages import CheckedStreamMessages, parse_message
+from agent.telephony.stream_messages import CheckedStreamMessages
 
 TWILIO_RATE = 8000
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
@@ -38,33 +35,7 @@ class TwilioProtocolError(AdmissionRefused):
         super().__init__(reason, detail)
 
 
-@dataclass
-class StreamStart:
-    stream_sid: str
-    call_sid: str
-    account_sid: str
-    custom_parameters: dict[str, str] = field(default_factory=dict)
-
-
-async def read_stream_start(websocket: WebSocket, timeout_s: float = 10.0) -> StreamStart:
-    """Read `connected` (optional, once) then `start`; a clear TwilioProtocolError for anything else."""
-    async with asyncio.timeout(timeout_s):
-        for _ in range(2):
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                raise TwilioProtocolError("the socket closed before the stream started")
-            text = message.get("text")
-            if text is None:
-                raise TwilioProtocolError("a binary frame before the stream started")
-            event = parse_message(text)
-            if event is None:
-                raise TwilioProtocolError(f"a malformed message before the stream started: {text[:60]!r}")
-            if event.get("event") != "connected":
-                return parse_start(event)
-        raise TwilioProtocolError("no 'start' after 'connected'")
-
-
-def parse_start(event: dict[str, Any]) -> StreamStart:
+def parse_start(event: dict[str, Any]) -> StreamOpening:
     """The `start` message's stream, checked against Twilio's formats (SIDs, media format, parameters)."""
     if event.get("event") != "start":
         raise TwilioProtocolError(f"expected 'start', got {str(event.get('event'))[:30]!r}")
@@ -81,9 +52,9 @@ def parse_start(event: dict[str, Any]) -> StreamStart:
     parameters = start.get("customParameters") or {}
     if not isinstance(parameters, dict) or not all(isinstance(v, str) for v in parameters.values()):
         raise TwilioProtocolError("'start' with customParameters that are not strings")
-    return StreamStart(
-        stream_sid=sids["streamSid"], call_sid=sids["callSid"], account_sid=sids["accountSid"],
-        custom_parameters=parameters,
+    return StreamOpening(
+        carrier="twilio", call_id=sids["callSid"], stream_id=sids["streamSid"], account_id=sids["accountSid"],
+        parameters=parameters,
     )  # fmt: skip
 
 
