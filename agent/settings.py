@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # --- Local models ---
     local_llm_threads: int = Field(2, ge=1, le=64)
     local_llm_ctx: int = Field(2048, ge=256, le=32768)
+    local_llm_first_token_timeout_ms: PositiveMs = 8000
     tts_engine: Literal["hibari", "piper"] = "hibari"
     stt_threads: int = Field(2, ge=1, le=64)
     stt_window_ms: float = Field(15_000, ge=1000, le=30_000)

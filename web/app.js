@@ -104,6 +104,7 @@ registerProcessor("mic-frames", MicFrames);
     playoutTimers: [],
     budgetMs: 800,
     interimEl: null,
+    userTurnEl: null,
     botEl: null,
     botTextEl: null,
     botStopped: true,
@@ -404,7 +405,7 @@ registerProcessor("mic-frames", MicFrames);
     },
     error: (m) => showBanner(m.message || "The server reported an error.", "error"),
     user_started: () => setActivity("listening…"),
-    user_stopped: () => setActivity("thinking…"),
+    user_stopped: () => { app.userTurnEl = null; setActivity("thinking…"); },
     bot_started: () => { app.botStopped = false; setActivity("speaking…"); },
     bot_stopped: () => { app.botStopped = true; setActivity(""); },
     transcript: onTranscript,
@@ -525,10 +526,14 @@ registerProcessor("mic-frames", MicFrames);
       if (!app.interimEl) app.interimEl = addBubble("user interim");
       app.interimEl.textContent = text;
     } else {
-      const bubble = app.interimEl || addBubble("user");
+      // A whole-turn transcript replaces the words shown for the caller's open turn.
+      const open = msg.whole_turn && app.lastKind === "user" ? app.userTurnEl : null;
+      const bubble = open || app.interimEl || addBubble("user");
+      if (open) removeInterim();
       bubble.className = "msg user";
       bubble.textContent = text;
       app.interimEl = null;
+      app.userTurnEl = bubble;
       app.lastKind = "user";
     }
     scrollToEnd(ui.transcript);
@@ -676,7 +681,7 @@ registerProcessor("mic-frames", MicFrames);
 
   function resetViews() {
     ui.transcript.replaceChildren();
-    Object.assign(app, { interimEl: null, botEl: null, botTextEl: null, lastKind: null, hadSession: false, botStopped: true });
+    Object.assign(app, { interimEl: null, userTurnEl: null, botEl: null, botTextEl: null, lastKind: null, hadSession: false, botStopped: true });
     ui.provider.textContent = "—";
     clearLatency();
   }

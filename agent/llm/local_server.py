@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import os
 import socket
 import subprocess
 import sys
@@ -58,7 +59,9 @@ class LocalLLMServer:
         ]  # fmt: skip
         logger.info(f"starting local LLM server on 127.0.0.1:{self.port}")
         with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=llama_server_environment()
+            )
         deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=1.0) as http:
             while time.monotonic() < deadline:
@@ -91,3 +94,12 @@ class LocalLLMServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+def llama_server_environment() -> dict[str, str]:
+    """Our environment without the variables llama.cpp's server would read as its own settings (it reads them
+    unprefixed: a deployment's PORT, HOST or API_KEY would otherwise move or lock the local model's server)."""
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    own = {name.upper() for name in (*ServerSettings.model_fields, *ModelSettings.model_fields)}
+    return {name: value for name, value in os.environ.items() if name.upper() not in own}

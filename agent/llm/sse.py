@@ -30,5 +30,5 @@ async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         name, _, value = line.partition(":")
         if name == "data":
             data.append(value[1:] if value.startswith(" ") else value)
-    if data and not done and (payload := "\n".join(data)) != "[DONE]":
+    if not done and (payload := "\n".join(data)) and payload != "[DONE]":
         yield payload
