@@ -9,8 +9,13 @@ exists."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
@@ -25,11 +30,13 @@ from agent.server.app import create_app
 from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
 from tests.audio import build_call, load, transcripts, word_error_rate
+from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN
 from tests.conftest import local_settings
 from tests.phone_deployment import SIM_ANSWER, TELNYX_SIGNING_KEY, TOKEN_SECRET, phone_deployment, simulated_runtime
 from tests.servers import serving, wait_for
 
 CARRIERS = ["telnyx", "plivo"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +271,23 @@ async def test_without_the_carriers_credential_only_this_machine_gets_in(runtime
                     async with websockets.connect(f"{server.ws}/{carrier}/stream", additional_headers=forwarded):
                         pass
                 assert refused.value.response.status_code == 403
+
+
+async def test_voice_agent_call_places_a_call_in_the_carriers_protocol(deployment, tmp_path):
+    """`voice-agent call --carrier plivo`: the webhook signed with PLIVO_AUTH_TOKEN from its environment, the
+    stream in Plivo's messages, keys pressed as asked, each turn's latency printed as heard."""
+    deployment.app.state.recent_turns.clear()
+    call = build_call(tmp_path / "one.wav", [0.4, "ten_of_clubs.wav", 5.0])
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLIVO_AUTH_TOKEN": PLIVO_TOKEN, "PLIVO_AUTH_ID": PLIVO_ID}
+    command = [sys.executable, "-m", "agent.cli", "--env-file", "", "call", str(call), "--carrier", "plivo",
+               "--url", deployment.webhook("plivo"), "--digits", "3.5:4,3.7:2", "--report", str(report)]  # fmt: skip
+    run = functools.partial(subprocess.run, command, capture_output=True, text=True, timeout=90, env=env, check=False)
+    done = await asyncio.to_thread(run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "turn 1: caller spoke" in done.stdout and "first sound of the reply after" in done.stdout, done.stdout
+    assert json.loads(report.read_text())["turns"][0]["first_sound_ms"] is not None
+    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    turns = deployment.phone_turns()
+    assert word_error_rate("ten of clubs", turns[0]["user_text"]) <= 0.35
+    assert any(t["user_text"] == "[keypad] 42" for t in turns), turns  # the keys, as Plivo's dtmf messages
