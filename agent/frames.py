@@ -13,7 +13,7 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
 )
 
-PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold"]
+PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold", "drain_goodbye"]
 
 
 @dataclass

@@ -4,7 +4,9 @@ caller. The carrier's own protocol is its dialect (`agent/callers/`).
 Given the server's call webhook (an http(s) URL), it first posts the webhook as that carrier does (signed, when it
 holds the carrier's credential), reads the stream URL and its parameters (the call's stream token among them) from
 the answer document, then opens that stream as the carrier does. Given a ws(s) stream URL, it dials the stream
-directly (an unsigned server on this machine accepts that). On the stream it sends the carrier's opening, then the
+directly (an unsigned server on this machine accepts that). An answer that rejects the call as busy (a full or
+draining server: Twilio's and Telnyx's `<Reject reason="busy"/>`, Plivo's `<Hangup reason="busy"/>`) ends the
+call there: `CallRejected`. On the stream it sends the carrier's opening, then the
 recording as 20 ms `media` messages in real time (then silence, as a phone line does), keypad digits at the
 times asked, plays what comes back on a simulated handset (audio queues up and plays in real time), echoes each
 mark (Plivo: checkpoint) when the audio before it has played, honours `clear`, and ends as the carrier ends a
@@ -34,7 +36,7 @@ import numpy as np
 import soxr
 import websockets
 
-from agent.callers.dialect import FRAME_S, RATE, CallIds, Dialect, StreamInvite
+from agent.callers.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
 from agent.callers.plivo import PlivoCaller
 from agent.callers.telnyx import TelnyxCaller
 from agent.callers.twilio import TwilioCaller
@@ -256,6 +258,14 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
     return turns
 
 
+async def call_unless_rejected(wav: str | Path, url: str, **options: Any) -> PhoneCallResult | None:
+    """`place_call`, or None when the server's answer rejects the call (busy)."""
+    try:
+        return await place_call(wav, url, **options)
+    except CallRejected:
+        return None
+
+
 async def run_call(
     wav: Path,
     url: str,
@@ -268,6 +278,9 @@ async def run_call(
     """`voice-agent call`: place the call, print each turn's latency as heard, write what was heard."""
     try:
         result = await place_call(wav, url, dialect=dialect, digits=digits)
+    except CallRejected as e:
+        print(e)
+        return 1
     except (websockets.exceptions.WebSocketException, httpx.HTTPError, ElementTree.ParseError) as e:
         raise RuntimeError(f"cannot call {url}: {e}") from None
     for turn in result.turns:

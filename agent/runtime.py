@@ -82,7 +82,11 @@ class AgentRuntime:
 
     @classmethod
     @asynccontextmanager
-    async def start(cls, settings: Settings, speech: SpeechModels | None = None) -> AsyncIterator[AgentRuntime]:
+    async def start(
+        cls, settings: Settings, speech: SpeechModels | None = None, local_llm_url: str | None = None
+    ) -> AsyncIterator[AgentRuntime]:
+        """Load, connect and warm everything. With `local_llm_url` (a worker process), the embedded LLM server
+        already runs there (one per machine, started by the front process) instead of being started here."""
         started = time.perf_counter()
         # Parsed here too so that a bad LATENCY_STAGE_BUDGETS_MS is a start-up error, not a first-turn one.
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
@@ -93,7 +97,7 @@ class AgentRuntime:
                 provider_for(settings, name)
         tools = build_registry(settings)
         local_server = None
-        if wants_local_llm(settings):
+        if wants_local_llm(settings) and not local_llm_url:
             local_server = LocalLLMServer(threads=settings.local_llm_threads, n_ctx=settings.local_llm_ctx)
         server_started = asyncio.create_task(local_server.start()) if local_server else None
         clients: dict[str, ChatCompletionClient] = {}
@@ -119,7 +123,9 @@ class AgentRuntime:
             speech = speech or await asyncio.to_thread(SpeechModels.load, settings)
             if server_started and local_server:
                 await server_started
-                await open_provider("local", local_server.base_url)
+                local_llm_url = local_server.base_url
+            if "local" in names:
+                await open_provider("local", local_llm_url or "")
             chain = ProviderChain([clients[name] for name in names])
             for client, error in failures:
                 chain.failed(client, error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -160,6 +161,16 @@ class Settings(BaseSettings):
     dtmf_interdigit_ms: float = Field(1500, ge=100, le=10_000)
     dtmf_collect_timeout_seconds: float = Field(20, ge=1, le=120)
 
+    # --- Capacity: worker processes, admission, drain ---
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
+    admission: Literal["load", "count"] = "load"
+    admission_max_cpu_percent: float = Field(90, ge=10, le=100)
+    admission_window_seconds: float = Field(120, ge=5, le=3600)
+    admission_min_turns: int = Field(3, ge=1, le=100)
+    phone_reservation_seconds: float = Field(20, ge=1, le=300)
+    drain_grace_seconds: float = Field(900, ge=0, le=86_400)
+    instance_name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,63}$")
+
     # --- Security (see README "Security") ---
     stream_token_secret: SecretStr = SecretStr("")
     stream_token_ttl_seconds: float = Field(30, ge=1, le=600)
@@ -278,6 +289,16 @@ class Settings(BaseSettings):
             return cls(_env_file=path, **overrides)
         except ValidationError as e:
             raise SettingsError(_describe(e)) from None
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes to run calls in: WORKERS, or with `auto` one per core (at least two); 0 = in-process."""
+        return max(2, os.cpu_count() or 1) if self.workers == "auto" else self.workers
+
+    @property
+    def instance(self) -> str:
+        """This server's name behind a load balancer (INSTANCE_NAME, else the host name)."""
+        return self.instance_name or socket.gethostname()
 
     @property
     def origins(self) -> list[str]:

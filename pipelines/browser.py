@@ -29,6 +29,7 @@ from agent.protocols.browser import BROWSER_SAMPLE_RATE, BrowserSerializer
 from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
+from pipelines.live import LiveCalls
 from pipelines.voice import build_voice_call, run_voice_call
 
 
@@ -66,10 +67,14 @@ class PageEvents(BaseObserver):
 
 
 async def run_browser_call(
-    websocket: WebSocket, runtime: AgentRuntime, on_turn: TurnListener, guard: InputGuard
+    websocket: WebSocket,
+    runtime: AgentRuntime,
+    on_turn: TurnListener,
+    guard: InputGuard,
+    live: LiveCalls | None = None,
 ) -> None:
     """Run one page's call until the page closes the socket or its input breaks the `guard`'s bounds. `on_turn`
-    gets every turn report (for /metrics)."""
+    gets every turn report (for /metrics); `live` lists the call while it runs (so a drain can end it)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
 
@@ -124,5 +129,6 @@ async def run_browser_call(
             "sample_rate": BROWSER_SAMPLE_RATE,
         }
     )
-    async with guard.enforced(websocket):
-        await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
+    with (LiveCalls() if live is None else live).running(call):
+        async with guard.enforced(websocket):
+            await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)

@@ -10,8 +10,9 @@ the voice chain is the one every entry runs. Around it, this call's phone parts:
 - the transfer_call tool (`agent/telephony/transfer.py`): a short line in the agent's voice, then the carrier puts
   the call through; the turn ends as `transferred` and the call is not hung up behind the person;
 - an outbound call's greeting, said as soon as the stream is up;
-- the end: the agent ending the call (time limit) or the line going dead hangs up through the carrier's REST API;
-  the carrier stopping the stream (the caller hung up, or the call was put through) does not.
+- the end: the agent ending the call (time limit, a drain's goodbye through `live`) or the line going dead hangs up
+  through the carrier's REST API; the carrier stopping the stream (the caller hung up, or the call was put
+  through) does not.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from agent.telephony.line import PhoneLineSerializer
 from agent.telephony.marks import UtteranceMarks
 from agent.telephony.transfer import Transfer
 from agent.tools.phone import phone_tools
+from pipelines.live import LiveCalls
 from pipelines.voice import build_voice_call, run_voice_call
 
 
@@ -53,9 +55,10 @@ async def run_phone_call(
     guard: InputGuard,
     *,
     greeting: str = "",
+    live: LiveCalls | None = None,
 ) -> None:
     """Run one admitted phone call until the carrier stops the stream, the socket drops, the agent ends the call
-    or the caller's input breaks the `guard`'s bounds."""
+    or the caller's input breaks the `guard`'s bounds; `live` lists the call while it runs (so a drain can end it)."""
     settings = runtime.settings
     carrier = CARRIERS[opening.carrier]
     control = carrier.control(settings, opening.call_id)
@@ -138,8 +141,9 @@ async def run_phone_call(
 
     logger.info(f"{carrier.name}: call {opening.call_id} stream {opening.stream_id} started")
     try:
-        async with guard.enforced(websocket):
-            await run_voice_call(call, max_duration_s=settings.max_call_seconds)
+        with (LiveCalls() if live is None else live).running(call):
+            async with guard.enforced(websocket):
+                await run_voice_call(call, max_duration_s=settings.max_call_seconds)
     finally:
         keypad.close()
     ended = f"put through to {control.transferred_to}" if control.transferred_to else "ended"

@@ -14,8 +14,15 @@ TEST_BOOKINGS = Path(tempfile.mkdtemp(prefix="voice-agent-tests-")) / "bookings.
 
 
 def local_settings(**overrides) -> Settings:
-    """Local models; one-sentence answers keep the real-time replays short."""
-    defaults = {"llm_provider": "local", "max_spoken_sentences": 1, "booking_db_path": str(TEST_BOOKINGS)}
+    """Local models; one-sentence answers keep the real-time replays short. Admission by count: tests that place
+    calls side by side must not be turned away because other jobs keep this machine's CPUs busy (the admission
+    tests ask for ADMISSION=load)."""
+    defaults = {
+        "llm_provider": "local",
+        "max_spoken_sentences": 1,
+        "booking_db_path": str(TEST_BOOKINGS),
+        "admission": "count",
+    }
     return Settings.load(None, **{**defaults, **overrides})
 
 

@@ -8,6 +8,7 @@ steady 50 ms where the embedded local LLM stalls for seconds on a loaded 2-core 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -60,7 +61,8 @@ class PhoneDeployment:
         return f"{self.server.http}/{carrier}/voice"
 
     def stream(self, carrier: str) -> str:
-        return f"{self.server.ws}/{carrier}/stream"
+        """The stream URL our answers give the carrier: it names this instance (for a load balancer)."""
+        return f"{self.server.ws}/{carrier}/stream/{self.settings.instance}"
 
     def caller(self, carrier: str) -> Dialect:
         return carrier_caller(carrier)
@@ -75,6 +77,22 @@ class PhoneDeployment:
     async def metrics(self) -> str:
         async with httpx.AsyncClient() as client:
             return (await client.get(f"{self.server.http}/metrics")).text
+
+    @asynccontextmanager
+    async def full(self) -> AsyncIterator[None]:
+        """The server full of (reserved) incoming calls while inside; its slots are given back on the way out."""
+        admission = self.app.state.admission
+        held: list[str] = []
+        while admission.free_slots() > 0 and len(held) < 10:
+            if admission.reserve(key := f"CA{len(held):032x}"):
+                held.append(key)
+            else:
+                await asyncio.sleep(0.1)  # refused for a busy CPU: wait until the count is what refuses
+        try:
+            yield
+        finally:
+            for key in held:
+                admission.cancel(key)
 
     async def dial(self, body: dict[str, Any], token: str = OPERATOR_TOKEN) -> httpx.Response:
         async with httpx.AsyncClient(timeout=30) as client:

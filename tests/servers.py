@@ -1,11 +1,11 @@
 """Real servers on 127.0.0.1 for the tests: the agent's app under uvicorn (with `serve`'s websocket frame limit),
-sharing the session's runtime."""
+sharing the session's runtime. (`voice-agent serve` as a process of its own, with its workers, is
+`bench/server_process.py`'s `agent_process`.)"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,27 +16,7 @@ import websockets
 from fastapi import FastAPI
 
 from agent.server.app import MAX_WEBSOCKET_MESSAGE_BYTES
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Loopback:
-    """A server's addresses on 127.0.0.1."""
-
-    port: int
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+from bench.server_process import Loopback, free_port
 
 
 @dataclass
@@ -102,3 +82,12 @@ async def wait_for(condition, timeout_s: float = 10.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.05)
+
+
+async def wait_until(condition, timeout_s: float = 10.0, interval_s: float = 0.2) -> None:
+    """Like `wait_for`, for an async condition (one that asks a server)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval_s)

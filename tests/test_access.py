@@ -85,7 +85,7 @@ async def test_an_oversize_page_frame_closes_the_socket(local_server):
             while True:
                 await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 1009
-    await wait_for(lambda: local_server.app.state.slots.active == 0)
+    await wait_for(lambda: local_server.app.state.admission.active == 0)
 
 
 async def test_a_flooding_page_is_dropped_then_disconnected_with_bounded_memory(local_server):
@@ -99,7 +99,7 @@ async def test_a_flooding_page_is_dropped_then_disconnected_with_bounded_memory(
         started = time.monotonic()
         async with memory_growth() as growth:
             await send_until_cut(ws, frames)  # 10x real time
-            await wait_for(lambda: local_server.app.state.slots.active == 0)
+            await wait_for(lambda: local_server.app.state.admission.active == 0)
     assert ws.close_code == 1008 and ws.close_reason == "flood"
     assert time.monotonic() - started > 4.5  # dropped for 5 s before it was cut
     growth.check("page flood")

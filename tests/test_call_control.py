@@ -177,7 +177,7 @@ async def test_a_caller_is_put_through_to_a_person_after_hearing_the_line(deploy
     assert turn["outcome"] == "transferred", turn
     metrics = await deployment.metrics()
     assert 'voice_agent_turns_total{channel="phone",outcome="transferred",verdict="over"} ' in metrics
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
 
 
 async def test_a_transfer_the_carrier_refuses_is_told_and_the_call_goes_on(deployment, sim, tmp_path):

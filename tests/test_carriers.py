@@ -3,8 +3,8 @@ test_phone.py and test_phone_security.py): the webhook signed the carrier's way 
 timestamp|body; Plivo: V3 with its nonce), the answer document read, the stream opened with the call's one-time
 token, recorded speech as the caller, the real local speech models (the LLM is the provider simulator: the
 carriers are what is under test), marks (Plivo: checkpoints) echoed once played, clears
-honoured, latency measured as the caller hears it; and the forgeries each gate refuses before any pipeline
-exists."""
+honoured, latency measured as the caller hears it; the forgeries each gate refuses before any pipeline exists;
+and each carrier's busy answer from a full server."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.callers.dialect import CallIds, StreamInvite
 from agent.llm.simulator import ProviderSim
-from agent.phone_client import caller_for, place_call, to_phone_rate
+from agent.phone_client import call_unless_rejected, caller_for, place_call, run_call, to_phone_rate
 from agent.server.app import create_app
 from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
@@ -65,7 +65,7 @@ async def test_a_two_question_call_is_answered_as_the_carrier_places_it(deployme
     assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True], result.turns  # heard replies
     marks = {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end", "answer-1", "answer-2"}
     assert marks <= set(result.marks_echoed), result.marks_echoed  # Plivo's checkpoints, Telnyx's marks
-    await wait_for(lambda: deployment.app.state.slots.active == 0, timeout_s=20)
+    await wait_for(lambda: deployment.app.state.admission.active == 0, timeout_s=20)
     turns = deployment.phone_turns()
     expected = transcripts()
     assert len(turns) == 2 and all(t["bot_text"] and t["outcome"] == "answered" for t in turns), turns
@@ -130,7 +130,7 @@ async def test_bad_messages_are_dropped_and_the_call_goes_on(deployment, carrier
     deployment.app.state.recent_turns.clear()
     caller = deployment.caller(carrier)
     ws, ids, _ = await open_admitted(deployment, carrier)
-    await wait_for(lambda: deployment.app.state.slots.active == 1)
+    await wait_for(lambda: deployment.app.state.admission.active == 1)
     for junk in ["not json", b"\x00binary", "[" * 60_000, json.dumps({"event": "media", "media": "x"}),
                  json.dumps({"event": "media", "media": {"payload": "%%%"}}), json.dumps({"event": "dtmf"}),
                  json.dumps({"event": "dtmf", "dtmf": {"digit": "X"}}), json.dumps({"event": "playedStream"}),
@@ -153,7 +153,7 @@ async def test_bad_messages_are_dropped_and_the_call_goes_on(deployment, carrier
             break
     assert got_audio, "the agent never answered after the bad messages"
     await ws.close()
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
 
 
 def minted(call_id: str, *, age_s: float = 0.0) -> str:
@@ -188,7 +188,7 @@ async def test_streams_the_webhook_did_not_admit_are_refused_before_any_pipeline
         before = refused_count(await deployment.metrics(), reason)
         closed = await closed_after(deployment.stream(carrier), messages)
         assert closed.rcvd.code == 1008, case
-        assert deployment.app.state.slots.active == 0, case  # no session was claimed: no pipeline was built
+        assert deployment.app.state.admission.active == 0, case  # no session was claimed: no pipeline was built
         assert refused_count(await deployment.metrics(), reason) == before + 1, case
     assert not any(d.requests for d in deployment.doubles.values())  # and no REST request for a refused stream
 
@@ -196,9 +196,9 @@ async def test_streams_the_webhook_did_not_admit_are_refused_before_any_pipeline
 @pytest.mark.parametrize("carrier", CARRIERS)
 async def test_a_replayed_stream_opening_is_refused(deployment, carrier):
     ws, _, opening = await open_admitted(deployment, carrier)
-    await wait_for(lambda: deployment.app.state.slots.active == 1)  # admitted once
+    await wait_for(lambda: deployment.app.state.admission.active == 1)  # admitted once
     await ws.close()
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
     before = refused_count(await deployment.metrics(), "token_replayed")
     closed = await closed_after(deployment.stream(carrier), opening)  # the same opening, as captured on the wire
     assert closed.rcvd.code == 1008
@@ -287,7 +287,31 @@ async def test_voice_agent_call_places_a_call_in_the_carriers_protocol(deploymen
     assert done.returncode == 0, done.stderr[-2000:]
     assert "turn 1: caller spoke" in done.stdout and "first sound of the reply after" in done.stdout, done.stdout
     assert json.loads(report.read_text())["turns"][0]["first_sound_ms"] is not None
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
     turns = deployment.phone_turns()
     assert word_error_rate("ten of clubs", turns[0]["user_text"]) <= 0.35
     assert any(t["user_text"] == "[keypad] 42" for t in turns), turns  # the keys, as Plivo's dtmf messages
+
+
+BUSY_ANSWERS = {
+    "twilio": '<Response><Reject reason="busy"/></Response>',  # TwiML: not answered, not billed
+    "telnyx": '<Response><Reject reason="busy"/></Response>',  # TeXML: the same verb
+    "plivo": '<Response><Hangup reason="busy"/></Response>',  # Plivo XML: Hangup as the first element
+}
+
+
+async def test_a_full_server_answers_every_carrier_busy(deployment, tmp_path, capsys):
+    """Each carrier's webhook gets its own busy document when no slot is free, reserves nothing, and the caller
+    (`voice-agent call` as that carrier) hears busy."""
+    call = build_call(tmp_path / "call.wav", [0.5, "ten_of_clubs.wav", 1.0])
+    admission = deployment.app.state.admission
+    async with deployment.full():
+        reserved = admission.reserved
+        for carrier, busy in BUSY_ANSWERS.items():
+            caller = deployment.caller(carrier)
+            response = await caller.post(deployment.webhook(carrier), caller.webhook_form(caller.new_ids(), "inbound"))
+            assert response.status_code == 200 and response.text.endswith(busy), (carrier, response.text)
+            assert await call_unless_rejected(call, deployment.webhook(carrier), dialect=caller) is None
+            assert await run_call(call, deployment.webhook(carrier), deployment.caller(carrier)) == 1
+            assert "the server rejected the call: busy" in capsys.readouterr().out
+        assert admission.reserved == reserved and admission.active == 0  # nothing was held for a refused call

@@ -10,7 +10,7 @@ from agent.llm.client import ChatCompletionClient, ProviderError
 from agent.llm.failover import AUTH_REST_S, ProviderChain
 from agent.llm.providers import provider_for
 from agent.llm.simulator import ProviderSim
-from agent.server.metrics import TurnMetrics
+from agent.server.metrics import TurnMetrics, read_providers
 from agent.settings import Settings
 
 MESSAGES = [{"role": "user", "content": "Hello?"}]
@@ -128,7 +128,7 @@ async def test_metrics_show_rate_limits_rest_and_failures(sims, chain):
     cerebras_sim.scenario = "quota"
     chain.failed(chain.primary, await failure_of(chain.primary))
     metrics = TurnMetrics()
-    metrics.watch_providers(lambda: chain)
+    metrics.watch_providers(lambda: read_providers(chain))
     text = metrics.exposition().decode()
     assert 'voice_agent_llm_ratelimit_remaining{limit="tokens",provider="cerebras"} 0.0' in text
     assert 'voice_agent_llm_ratelimit_remaining{limit="requests",provider="cerebras"}' in text

@@ -18,8 +18,11 @@ import httpx
 import pytest
 
 from agent.llm.simulator import ProviderSim
+from agent.server.admission import Admission
 from agent.server.phone_slots import PhoneSlots
+from agent.telephony.gate import StreamOpening
 from tests.audio import build_call
+from tests.conftest import local_settings
 from tests.phone_deployment import (
     FROM_NUMBER,
     OPERATOR_TOKEN,
@@ -56,7 +59,8 @@ def create_request(deployment, carrier: str) -> dict:
 def expected_dial(deployment, carrier: str, dial_id: str) -> dict:
     """The create-call request each carrier documents, for this dial."""
     base = deployment.settings.public_url
-    answer_url, amd_url = f"{base}/{carrier}/voice?dial={dial_id}", f"{base}/{carrier}/amd"
+    answer_url = f"{base}/{carrier}/voice/{deployment.settings.instance}?dial={dial_id}"  # routed back here
+    amd_url = f"{base}/{carrier}/amd"
     if carrier == "twilio":
         return {"To": CALLEE, "From": FROM_NUMBER, "Url": answer_url, "Method": "POST", "Timeout": "60",
                 "MachineDetection": "DetectMessageEnd", "AsyncAmd": "true", "AsyncAmdStatusCallback": amd_url,
@@ -98,7 +102,7 @@ async def test_a_person_answers_and_the_agent_opens_with_its_greeting(deployment
     answer, call = await dialled_call(deployment, carrier)
     assert answer["carrier"] == carrier and answer["to"] == CALLEE
     assert create_request(deployment, carrier) == expected_dial(deployment, carrier, answer["dial_id"])
-    await wait_for(lambda: deployment.app.state.slots.active == 1)  # the reservation became the call's slot
+    await wait_for(lambda: deployment.app.state.admission.active == 1)  # the reservation became the call's slot
     await call.task
     result = call.result
     assert result.invite.url == deployment.stream(carrier)
@@ -109,7 +113,7 @@ async def test_a_person_answers_and_the_agent_opens_with_its_greeting(deployment
     assert spoken and spoken[0]["content"].strip() == GREETING  # the greeting is part of the conversation
     [turn] = deployment.phone_turns()
     assert turn["outcome"] == "answered" and turn["user_text"]
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
     assert not [r for r in double.requests if r["method"] == "DELETE" or "Texml" in str(r["body"])]
 
 
@@ -136,7 +140,7 @@ async def test_a_voicemail_greeting_gets_a_short_message_instead_of_the_agent(de
     redirect = double.requests[1:]
     expected_path = {"twilio": ".json", "telnyx": call.ids.call_id, "plivo": f"/Call/{call.ids.call_id}/"}[carrier]
     assert len(redirect) == 1 and redirect[0]["path"].endswith(expected_path), redirect
-    await wait_for(lambda: deployment.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.app.state.admission.active == 0)
 
 
 async def test_destinations_outside_the_allowlist_are_never_dialled(deployment):
@@ -166,32 +170,43 @@ async def test_the_dial_endpoint_needs_the_operator_token_and_a_well_formed_orde
 
 
 async def test_an_outbound_call_takes_its_slot_before_it_is_dialled(deployment):
-    sessions = deployment.app.state.slots
-    sessions.active = sessions.limit
-    try:
+    admission = deployment.app.state.admission
+    async with deployment.full():  # incoming calls hold every slot
         response = await deployment.dial({"to": CALLEE, "carrier": "plivo"})
+    admission.start_drain()  # a slot is free again, but the server is draining
+    try:
+        draining = await deployment.dial({"to": CALLEE, "carrier": "plivo"})
     finally:
-        sessions.active = 0
-    assert response.status_code == 503
+        admission.draining = False
+    assert response.status_code == 503 and draining.status_code == 503, (response.text, draining.text)
     assert not deployment.doubles["plivo"].requests  # nothing dialled that could not be served
 
 
-def test_a_reservation_nobody_answers_gives_its_slot_back():
-    from agent.server.app import SessionSlots
+def opening(dial_id: str) -> StreamOpening:
+    return StreamOpening("plivo", f"{dial_id}-call", "stream", "account", parameters={"dialId": dial_id})
 
-    now = [0.0]
-    sessions = SessionSlots(2)
-    slots = PhoneSlots(sessions, ttl_s=90, clock=lambda: now[0])
-    assert slots.reserve("a", "hello") and slots.reserve("b", "")
-    assert not slots.reserve("c", "") and slots.full  # both slots are held for their callees
-    claimed = slots.claim("a")
-    assert claimed is not None and claimed.greeting == "hello" and sessions.active == 2
-    now[0] = 100.0  # b's callee never answered
-    assert not slots.reserved("b") and sessions.active == 1
-    assert slots.claim("b") is not None  # a late stream is treated as a new call, if there is room
-    claimed.release()
-    claimed.release()  # once only
-    assert sessions.active == 1
+
+def test_a_reservation_nobody_answers_gives_its_slot_back():
+    clock = [0.0]
+    admission = Admission(
+        local_settings(max_sessions=2, admission="count"),
+        idle_workers=lambda: 2 - admission.active,
+        clock=lambda: clock[0],
+    )
+    slots = PhoneSlots(admission, dial_ttl_s=90)
+    assert slots.reserve_dial("a", "hello") and slots.reserve_dial("b", "")
+    assert not slots.reserve_dial("c", "") and not slots.reserve_incoming("CA1")  # both slots held for the callees
+    assert slots.outbound("a") and not slots.outbound("c") and not slots.outbound(None)
+    claimed = slots.claim(opening("a"))
+    assert claimed is not None and claimed.greeting == "hello" and admission.active == 1 and admission.reserved == 1
+    clock[0] = 100.0  # b's callee never answered
+    assert not slots.outbound("b") and admission.reserved == 0
+    late = slots.claim(opening("b"))  # a late stream is treated as a new call, if there is room
+    assert late is not None and late.greeting == "" and admission.active == 2
+    with claimed:
+        pass
+    claimed.slot.release()  # once only
+    assert admission.active == 1
 
 
 async def test_voice_agent_dial_asks_the_server(deployment, tmp_path):

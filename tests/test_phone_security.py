@@ -166,7 +166,7 @@ async def test_a_signed_stream_without_the_calls_token_is_refused_before_any_pip
     deployment.hangups.clear()
     closed = await closed_after_start(deployment.stream_url, deployment.signed(), start)
     assert closed.rcvd.code == 1008
-    assert app.state.slots.active == 0  # no session was claimed, so no pipeline was built
+    assert app.state.admission.active == 0  # no session was claimed, so no pipeline was built
     assert await deployment.refused_count(reason) == before + 1
     await asyncio.sleep(0.5)
     assert deployment.hangups == []  # the REST hang-up never runs for a refused stream
@@ -179,7 +179,7 @@ async def test_a_signed_call_with_its_token_is_answered(deployment, tmp_path):
     call = build_call(tmp_path / "call.wav", [0.4, "ten_of_clubs.wav", 5.0])
     result = await place_call(call, deployment.webhook_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
     assert result.turns[0]["first_sound_ms"] is not None, result.turns  # the agent answered, as heard
-    await wait_for(lambda: deployment.server.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.server.app.state.admission.active == 0)
     closed = [r for channel, event, r in app.state.recent_turns if channel == "phone" and event == "closed"]
     assert closed and closed[0]["bot_text"]
     # A hang-up may follow the `stop` (if the socket is still open when the call is cancelled), for this call only;
@@ -194,9 +194,9 @@ async def test_a_replayed_token_is_refused(deployment):
     start = start_message(call_sid=call_sid, parameters=parameters)
     async with websockets.connect(deployment.stream_url, additional_headers=deployment.signed()) as ws:
         await ws.send(start)
-        await wait_for(lambda: app.state.slots.active == 1)  # admitted
+        await wait_for(lambda: app.state.admission.active == 1)  # admitted
         await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
-    await wait_for(lambda: app.state.slots.active == 0)
+    await wait_for(lambda: app.state.admission.active == 0)
     before = await deployment.refused_count("token_replayed")
     closed = await closed_after_start(deployment.stream_url, deployment.signed(), start)
     assert closed.rcvd.code == 1008
@@ -254,7 +254,7 @@ async def admitted_stream(deployment: Deployment) -> websockets.ClientConnection
     parameters = await deployment.invite(call_sid)
     ws = await websockets.connect(deployment.stream_url, additional_headers=deployment.signed())
     await ws.send(start_message(call_sid=call_sid, parameters=parameters))
-    await wait_for(lambda: deployment.server.app.state.slots.active == 1)
+    await wait_for(lambda: deployment.server.app.state.admission.active == 1)
     return ws
 
 
@@ -268,7 +268,7 @@ async def test_a_flooding_caller_is_dropped_then_disconnected_with_bounded_memor
     started = time.monotonic()
     async with memory_growth() as growth:
         await send_until_cut(ws, frames)  # 10x real time
-        await wait_for(lambda: deployment.server.app.state.slots.active == 0)
+        await wait_for(lambda: deployment.server.app.state.admission.active == 0)
     assert time.monotonic() - started > 4.5  # dropped for 5 s before it was cut
     assert ws.close_code == 1008 and ws.close_reason == "flood"
     growth.check("phone flood")
@@ -286,7 +286,7 @@ async def test_a_burst_after_jitter_is_accepted(deployment):
         assert ws.close_code is None
     finally:
         await ws.close()
-    await wait_for(lambda: deployment.server.app.state.slots.active == 0)
+    await wait_for(lambda: deployment.server.app.state.admission.active == 0)
 
 
 async def test_malformed_storm_and_oversize_frames_keep_memory_bounded(deployment):
@@ -303,7 +303,7 @@ async def test_malformed_storm_and_oversize_frames_keep_memory_bounded(deploymen
                     pass
         ws = await admitted_stream(deployment)
         await send_until_cut(ws, messages)  # 500 a second
-        await wait_for(lambda: deployment.server.app.state.slots.active == 0)
+        await wait_for(lambda: deployment.server.app.state.admission.active == 0)
     growth.check("oversize frames, forged streams, malformed storm")
 
 
@@ -318,7 +318,7 @@ async def test_a_silent_session_is_closed(local_runtime):
                     await asyncio.wait_for(ws.recv(), 10)
         assert 1.4 < time.monotonic() - started < 5
         assert ws.close_code == 1008 and ws.close_reason == "idle"
-        await wait_for(lambda: server.app.state.slots.active == 0)
+        await wait_for(lambda: server.app.state.admission.active == 0)
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{server.http}/metrics")).text
         assert 'voice_agent_input_disconnects_total{channel="phone",reason="idle"} 1.0' in metrics

@@ -34,6 +34,14 @@ class StreamInvite:
     parameters: dict[str, str] = field(default_factory=dict)
 
 
+class CallRejected(RuntimeError):
+    """The answer document rejected the call (a full or draining server: busy); the caller hears a busy tone."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the server rejected the call: {reason}")
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Incoming:
     """One message from our server, as the carrier reads it."""
@@ -49,6 +57,7 @@ class Dialect(ABC):
     carrier: str
     encoding: str = "PCMU"
     sends_stop: bool = True  # False: the carrier ends a stream by closing its socket
+    rejection: str = "Reject"  # the verb of an answer that declines the call (`reason="busy"`)
 
     @abstractmethod
     def new_ids(self) -> CallIds: ...
@@ -125,11 +134,14 @@ class Dialect(ABC):
             return await client.post(url, content=body, headers=headers)
 
     async def invite(self, webhook_url: str, ids: CallIds, direction: str = "inbound") -> StreamInvite:
-        """Post the call webhook and read the stream out of the answer."""
+        """Post the call webhook and read the stream out of the answer; CallRejected when it declines the call."""
         response = await self.post(webhook_url, self.webhook_form(ids, direction))
         if response.status_code != 200 or len(response.content) > MAX_ANSWER_BYTES:
             raise RuntimeError(f"the webhook {webhook_url} answered {response.status_code}: {response.text[:120]}")
-        return self.read_answer(ElementTree.fromstring(response.content))
+        root = ElementTree.fromstring(response.content)
+        if (rejection := root.find(f"./{self.rejection}")) is not None:
+            raise CallRejected(rejection.get("reason", "rejected"))
+        return self.read_answer(root)
 
 
 def connected_stream(root: ElementTree.Element) -> tuple[str, dict[str, str]]:

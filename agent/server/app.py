@@ -2,11 +2,13 @@
 
 Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/twilio/...`,
 `/telnyx/...`, `/plivo/...`: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
-latencies, each LLM provider's rate limits and failures, refusals), `/health`.
-Models load and warm up in the lifespan, before the first caller is accepted; every call then runs its own pipeline
-on the shared runtime, up to `MAX_SESSIONS` at once. Who may use `/ws` and `/metrics` is `server/access.py`'s rule,
-who may call each carrier's gate (`telephony/gate.py`); every socket's frames are limited to 64 KiB and every
-call's input is bounded by `protocols/input_guard.py`.
+latencies, each LLM provider's rate limits and failures, refusals, outbound calls, capacity), `/health`
+(liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who may call
+(`server/access.py` for `/ws` and `/metrics`, each carrier's gate, `telephony/gate.py`, for the phone), admits each
+call by load (`admission.py`; phone calls through `phone_slots.py`), then runs it in a warm worker process
+(`workers.py`), or in this process with `WORKERS=0`. Everything loads and warms up in the lifespan, before the
+first caller is accepted. Every socket's frames are limited to 64 KiB and every call's input is bounded by
+`protocols/input_guard.py`.
 """
 
 from __future__ import annotations
@@ -26,17 +28,18 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
-from agent.llm.failover import ProviderChain
-from agent.protocols.input_guard import InputGuard
 from agent.protocols.websocket_transport import close_if_open
 from agent.runtime import AgentRuntime, check_providers
 from agent.server.access import PAGE_SUBPROTOCOL, Access
+from agent.server.admission import Admission
+from agent.server.calls import CallRunner, InProcessCalls
 from agent.server.carriers import add_carrier_routes
+from agent.server.lifecycle import DrainingServer
 from agent.server.metrics import TurnMetrics
+from agent.server.workers import WorkerPool
 from agent.settings import Settings
-from pipelines.browser import run_browser_call
 
-WEB_DIR = Path(__file__).resolve().parents[2] / "web"
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # in the package (in a checkout: a link to web/)
 MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
 BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
 PAGE_HEADERS = {
@@ -44,23 +47,6 @@ PAGE_HEADERS = {
     "X-Frame-Options": "SAMEORIGIN",
     "Cache-Control": "no-store",
 }
-
-
-class SessionSlots:
-    """At most `limit` calls at once, across the browser and the phone."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-
-    def claim(self) -> bool:
-        if self.active >= self.limit:
-            return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active = max(0, self.active - 1)
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> bool:
@@ -77,35 +63,34 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     """The app. With `runtime` given (tests), its models and LLM client are reused instead of being started in the
     lifespan, under this app's `settings`."""
     metrics = TurnMetrics()
-    slots = SessionSlots(settings.max_sessions)
+
+    def calls() -> CallRunner | None:
+        return getattr(app.state, "calls", None)  # set in the lifespan
+
+    admission = Admission(settings, idle_workers=lambda: runner.idle() if (runner := calls()) else 0)
+    metrics.watch_capacity(admission)
+    metrics.watch_providers(lambda: runner.providers() if (runner := calls()) else [])
     access = Access(settings.access_token)
     logger.info(f"access: {access.description}")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if runtime is not None:
-            app.state.runtime = replace(runtime, settings=settings)
-            yield
-            return
-        async with AgentRuntime.start(settings) as started:
-            app.state.runtime = started
-            logger.info(f"serving on http://{settings.host}:{settings.port}")
+        async with run_calls(settings, runtime) as runner, measure_cpu(admission):
+            app.state.calls = runner
+            logger.info(f"serving on http://{settings.host}:{settings.port} ({settings.instance})")
             yield
 
     app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.slots = slots
+    app.state.settings = settings
+    app.state.admission = admission
     app.state.metrics = metrics
-
-    def provider_chain() -> ProviderChain | None:
-        runtime = getattr(app.state, "runtime", None)
-        return runtime.chain if runtime else None
-
-    metrics.watch_providers(provider_chain)
     app.state.recent_turns = deque(maxlen=500)  # (channel, event, report), newest last: for operators and tests
 
     def record_turn(channel: str) -> Callable[[str, dict[str, Any]], None]:
         def record(event: str, report: dict[str, Any]) -> None:
             metrics.record(channel, event, report)
+            if event == "answered":
+                admission.record_answer(report)
             app.state.recent_turns.append((channel, event, report))
 
         return record
@@ -118,10 +103,13 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
-        provider = request.app.state.runtime.provider
-        return JSONResponse(
-            {"status": "ok", "provider": provider.name, "model": provider.model, "sessions": slots.active}
-        )
+        return JSONResponse({"status": "ok", **request.app.state.calls.describe(), "sessions": admission.active})
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        refusal = admission.refusal()
+        body = {"ready": refusal is None, "active": admission.active, "capacity": admission.capacity()}
+        return JSONResponse({**body, "reason": refusal} if refusal else body, status_code=503 if refusal else 200)
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -144,36 +132,57 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             metrics.refused.labels("browser", "access").inc()
             await close_if_open(websocket, 1008, refusal)
             return
-        if not slots.claim():
+        slot = admission.admit("browser")
+        if slot is None:
             await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
             await websocket.close(code=1013)
             return
-        metrics.sessions.labels("browser").inc()
-        try:
-            guard = InputGuard(
-                "browser", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("browser")
-            )
-            await run_browser_call(websocket, websocket.app.state.runtime, record_turn("browser"), guard)
-        except Exception:
-            logger.exception("browser: call failed")
-        finally:
-            slots.release()
-            metrics.sessions.labels("browser").dec()
+        with slot:
+            try:
+                await websocket.app.state.calls.run_browser(
+                    websocket, record_turn("browser"), metrics.disconnect_counter("browser")
+                )
+            except Exception:
+                logger.exception("browser: call failed")
 
-    app.state.phone_slots = add_carrier_routes(app, settings, slots, metrics, record_turn("phone"))
+    app.state.phone_slots = add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
     return app
+
+
+@asynccontextmanager
+async def run_calls(settings: Settings, runtime: AgentRuntime | None) -> AsyncIterator[CallRunner]:
+    """Where calls run: on `runtime` in this process (tests), in this process (WORKERS=0), or in worker processes."""
+    if runtime is not None:
+        yield InProcessCalls(replace(runtime, settings=settings))
+    elif settings.worker_count == 0:
+        async with AgentRuntime.start(settings) as started:
+            yield InProcessCalls(started)
+    else:
+        async with WorkerPool.start(settings) as pool:
+            yield pool
+
+
+@asynccontextmanager
+async def measure_cpu(admission: Admission) -> AsyncIterator[None]:
+    sampler = asyncio.create_task(admission.cpu.run())
+    try:
+        yield
+    finally:
+        sampler.cancel()
 
 
 def serve(settings: Settings) -> None:
     """Check the providers' keys and models, then serve. A rejected key or an unknown model is raised before the
-    server starts (the CLI reports it in one line); the runtime itself starts in the lifespan, so that a shutdown
-    (SIGTERM, Ctrl+C) closes it, the embedded LLM server included."""
+    server starts (the CLI reports it in one line); the runtime (or the workers) start in the lifespan. SIGTERM and
+    Ctrl+C drain first (`lifecycle.py`), then the lifespan stops the workers and the embedded LLM server."""
     asyncio.run(check_providers(settings))
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",
         ws="websockets",
         ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
     )
+    DrainingServer(config, app).run()

@@ -3,9 +3,10 @@ greeting optional), behind OPERATOR_TOKEN (`Authorization: Bearer <token>`; with
 only). `voice-agent dial` posts here.
 
 The number must be E.164 and match DIAL_ALLOWLIST (toll fraud: nothing is dialled without one). The call takes
-its slot before it is dialled (`phone_slots.py`), so it is refused as busy rather than answered into silence. The
-carrier is asked (its REST API, its From number) to call and fetch our answer webhook at PUBLIC_URL
-(`/<carrier>/voice?dial=<id>`), with its asynchronous answering-machine detection posting to `/<carrier>/amd`
+its slot from the admission before it is dialled (`phone_slots.py`), so it is refused as busy (full, or
+draining) rather than answered into silence. The carrier is asked (its REST API, its From number) to call and
+fetch our answer webhook at PUBLIC_URL (`/<carrier>/voice/<INSTANCE_NAME>?dial=<id>`: a load balancer routes it
+back to this server), with its asynchronous answering-machine detection posting to `/<carrier>/amd`
 (MACHINE_DETECTION). When the callee answers, the stream connects to the same pipeline as an incoming call, and
 the agent opens with the greeting (the request's, or DIAL_GREETING).
 """
@@ -68,13 +69,13 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
             missing = "its credentials" if api is None else "its From number" if not from_number else "PUBLIC_URL"
             return refused(409, "not_configured", f"{name} cannot place calls: set {missing}")
         dial_id = uuid.uuid4().hex
-        if not slots.reserve(dial_id, greeting):
-            return refused(503, "busy", "no free line: every session is in use")
+        if not slots.reserve_dial(dial_id, greeting):
+            return refused(503, "busy", "no free line: the server is full or draining")
         base = settings.public_url.rstrip("/")
         call = Outbound(
             to=to,
             from_number=from_number,
-            answer_url=f"{base}/{name}/voice?dial={dial_id}",
+            answer_url=f"{base}/{name}/voice/{settings.instance}?dial={dial_id}",
             machine_url=f"{base}/{name}/amd" if settings.machine_detection else None,
             timeout_s=settings.dial_timeout_seconds,
         )

@@ -1,19 +1,24 @@
 """Prometheus metrics of every turn: when the caller got the answer (and any filler before it), stage by stage, and
 how each turn ended (`outcome`) against the budget (`verdict`); each LLM provider's rate-limit headers (remaining
 requests/tokens, time to reset), rest time and failures by kind; the connections refused or cut for security
-(admission, access, input bounds); and outbound calls."""
+(admission, access, input bounds); outbound calls; and the server's capacity (live and reserved calls, how many
+it can take, whether it is draining, its memory)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from agent.server.machine import tree_pss_bytes
+
 if TYPE_CHECKING:
     from agent.llm.failover import ProviderChain
+    from agent.server.admission import Admission
 
 BUCKETS_S = (0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
 
@@ -95,9 +100,34 @@ class TurnMetrics:
     def disconnect_counter(self, channel: str) -> Callable[[str], None]:
         return lambda reason: self.disconnected.labels(channel, reason).inc()
 
-    def watch_providers(self, chain_of: Callable[[], ProviderChain | None]) -> None:
-        """Expose the provider chain returned by `chain_of` (read at each scrape; None before start-up)."""
-        self.registry.register(ProviderCollector(chain_of))
+    def watch_providers(self, readings_of: Callable[[], list[ProviderReading]]) -> None:
+        """Expose the providers' state that `readings_of` returns (called at each scrape; empty before start-up)."""
+        self.registry.register(ProviderCollector(readings_of))
+
+    def watch_capacity(self, admission: Admission) -> None:
+        """Gauges read from `admission` at every scrape: what an autoscaler and a load balancer look at."""
+        for channel in ("browser", "phone"):
+            self.sessions.labels(channel).set_function(lambda c=channel: admission.active_on(c))
+        gauges = {
+            "voice_agent_active_calls": ("Calls in progress, all channels.", lambda: admission.active),
+            "voice_agent_reserved_calls": (
+                "Phone calls answered at the webhook whose stream has not started yet.",
+                lambda: admission.reserved,
+            ),
+            "voice_agent_capacity_calls": (
+                "Calls this server can hold at once now, by its workers and its measured load.",
+                admission.capacity,
+            ),
+            "voice_agent_ready": ("1 while new calls are admitted, 0 when full or draining.", lambda: admission.ready),
+            "voice_agent_draining": ("1 once a drain (SIGTERM) has started.", lambda: admission.draining),
+            "voice_agent_cpu_busy_percent": ("The machine's CPU busy share, last seconds.", admission.cpu.busy_percent),
+            "voice_agent_memory_pss_bytes": (
+                "Memory (PSS) of this server: front, workers and the local LLM server.",
+                tree_pss_bytes,
+            ),
+        }
+        for name, (description, read) in gauges.items():
+            Gauge(name, description, registry=self.registry).set_function(read)
 
     def record(self, channel: str, event: str, report: dict[str, Any]) -> None:
         """One turn event: "answered" (answer out), "heard" (client playout), "closed" (the turn is over)."""
@@ -121,11 +151,60 @@ class TurnMetrics:
         return generate_latest(self.registry)
 
 
-class ProviderCollector(Collector):
-    """Reads the provider chain at scrape time: the last rate-limit headers each provider sent, and its state."""
+@dataclass
+class ProviderReading:
+    """One LLM provider's state as /metrics shows it: what its last rate-limit headers said is left (by limit:
+    requests, tokens) and how long until each limit resets, how long it rests, its failures by kind. Read from this
+    process's chain, or sent by a worker process (plain data: it goes over the worker's control line as JSON)."""
 
-    def __init__(self, chain_of: Callable[[], ProviderChain | None]) -> None:
-        self._chain_of = chain_of
+    name: str
+    remaining: dict[str, float] = field(default_factory=dict)
+    reset_s: dict[str, float] = field(default_factory=dict)
+    resting_s: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def read_providers(chain: ProviderChain) -> list[ProviderReading]:
+    """The chain's providers as they are now, in chain order."""
+    readings = []
+    for client, status in zip(chain.clients, chain.status(), strict=True):
+        limits = client.rate_limits
+        reading = ProviderReading(status.name, resting_s=status.resting_s, failures=dict(status.failures))
+        for limit, left, reset_s in (
+            ("requests", limits.remaining_requests, limits.reset_requests_s),
+            ("tokens", limits.remaining_tokens, limits.reset_tokens_s),
+        ):
+            if left is not None:
+                reading.remaining[limit] = left
+            if (reset_in := limits.reset_in_s(reset_s)) is not None:
+                reading.reset_s[limit] = reset_in
+        readings.append(reading)
+    return readings
+
+
+def combine_readings(snapshots: list[tuple[float, list[ProviderReading]]], now: float) -> list[ProviderReading]:
+    """Several processes' readings of the same providers as one. Each snapshot is `(taken_at, readings)`, taken at
+    a `time.monotonic()` (one clock for every process on a machine): the newest rate-limit headers win, with their
+    resets counted down to `now`; a provider rests as long as its longest rest; failures add up."""
+    combined: dict[str, ProviderReading] = {}
+    for taken_at, readings in sorted(snapshots, key=lambda snapshot: snapshot[0]):
+        age = max(0.0, now - taken_at)
+        for reading in readings:
+            into = combined.setdefault(reading.name, ProviderReading(reading.name))
+            if reading.remaining or reading.reset_s:
+                into.remaining = dict(reading.remaining)
+                into.reset_s = {limit: max(0.0, s - age) for limit, s in reading.reset_s.items()}
+            into.resting_s = max(into.resting_s, reading.resting_s - age)
+            for kind, count in reading.failures.items():
+                into.failures[kind] = into.failures.get(kind, 0) + count
+    return list(combined.values())
+
+
+class ProviderCollector(Collector):
+    """Reads the providers at scrape time: the last rate-limit headers each one sent, and its state."""
+
+    def __init__(self, readings_of: Callable[[], list[ProviderReading]]) -> None:
+        self._readings_of = readings_of
 
     def collect(self) -> Iterator[Metric]:
         remaining = GaugeMetricFamily(
@@ -148,18 +227,12 @@ class ProviderCollector(Collector):
             "Provider failures since start-up, by kind (overloaded, quota, rate_limited, auth, network...).",
             labels=["provider", "kind"],
         )
-        chain = self._chain_of()
-        for client, status in zip(chain.clients, chain.status(), strict=True) if chain else ():
-            limits = client.rate_limits
-            for limit, left, reset_s in (
-                ("requests", limits.remaining_requests, limits.reset_requests_s),
-                ("tokens", limits.remaining_tokens, limits.reset_tokens_s),
-            ):
-                if left is not None:
-                    remaining.add_metric([status.name, limit], left)
-                if (reset_in := limits.reset_in_s(reset_s)) is not None:
-                    reset.add_metric([status.name, limit], reset_in)
-            resting.add_metric([status.name], status.resting_s)
-            for kind, count in status.failures.items():
-                failures.add_metric([status.name, kind], count)
+        for reading in self._readings_of():
+            for limit, left in reading.remaining.items():
+                remaining.add_metric([reading.name, limit], left)
+            for limit, reset_in in reading.reset_s.items():
+                reset.add_metric([reading.name, limit], reset_in)
+            resting.add_metric([reading.name], reading.resting_s)
+            for kind, count in reading.failures.items():
+                failures.add_metric([reading.name, kind], count)
         yield from (remaining, reset, resting, failures)

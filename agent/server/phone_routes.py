@@ -1,10 +1,12 @@
 """The HTTP side every carrier's bridge shares, one design for all:
 
-- `POST /<carrier>/voice`: the call webhook (incoming calls, and outbound calls as they are answered: `?dial=<id>`),
-  checked by the carrier's gate, answered with the document that connects the call to `/<carrier>/stream` (or a
-  busy message when no slot is free, for incoming calls: an outbound call's slot was reserved when it was dialled);
-- `WS /<carrier>/stream`: the media stream, admitted by the gate, given its slot (`phone_slots.py`), run by
-  `pipelines/phone.py`;
+- `POST /<carrier>/voice`: the call webhook (incoming calls, and outbound calls as they are answered:
+  `/<carrier>/voice/<INSTANCE_NAME>?dial=<id>`), checked by the carrier's gate, answered with the document that
+  connects the call to `/<carrier>/stream/<INSTANCE_NAME>` once its slot is reserved (`phone_slots.py`), or with the
+  carrier's busy rejection (the caller hears busy and nobody is billed). The instance in the URLs lets a load
+  balancer send the stream (and an outbound call's webhook) to the server holding the reservation;
+- `WS /<carrier>/stream[/<instance>]`: the media stream, admitted by the gate, given its reserved slot, then run by
+  a worker process (`workers.py`; in this process with `WORKERS=0`: `pipelines/phone.py`);
 - `POST /<carrier>/amd`: the carrier's answering-machine result for an outbound call: at the end of a machine's
   greeting the call is redirected to leave VOICEMAIL_MESSAGE and hang up (a fax is hung up on, a person talks on
   with the agent). The redirect goes through the REST API, so any process can act on it.
@@ -22,29 +24,26 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.latency.observer import TurnListener
-from agent.protocols.input_guard import InputGuard
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
 from agent.telephony.carriers import CARRIERS
 from agent.telephony.gate import CarrierGate
 from agent.telephony.rest import CarrierError
-from pipelines.phone import run_phone_call
 
 XML = "application/xml"
-BUSY_SPEECH = "Sorry, all our lines are busy right now. Please call again in a minute."
 MachineAction = Literal["voicemail", "hang_up"] | None
 
 
 @dataclass(frozen=True)
 class Bridge:
     """One carrier's routes: its gate, the document that connects a call to our stream (given the stream URL, its
-    parameters and the webhook's form), the one that says it is busy, and how its machine-detection callback
-    reads (and any routes of its own)."""
+    parameters and the webhook's form), the one that rejects a call as busy, and how its machine-detection
+    callback reads (and any routes of its own)."""
 
     gate: CarrierGate
     answer: Callable[[str, dict[str, str], FormData], str]
-    busy: Callable[[str], str]
+    busy: str
     machine_action: Callable[[FormData], MachineAction]
     add_routes: Callable[[FastAPI], None] | None = None  # the carrier's own routes, beside the shared ones
 
@@ -74,14 +73,16 @@ def add_phone_routes(
     stream_path = f"/{name}/stream"
 
     @app.post(f"/{name}/voice")
+    @app.post(f"/{name}/voice/{{instance}}")
     async def call_webhook(request: Request) -> Response:
         form = await gate.webhook(request)  # AdmissionRefused: answered with its status (carriers.py)
-        dial_id = request.query_params.get("dial")
-        outbound = slots.reserved(dial_id)
-        if not outbound and slots.full:
-            return Response(bridge.busy(BUSY_SPEECH), media_type=XML)
-        parameters = gate.stream_parameters(gate.call_id(form), dial_id if outbound else None)
-        return Response(bridge.answer(gate.stream_url(request, stream_path), parameters, form), media_type=XML)
+        call_id, dial_id = gate.call_id(form), request.query_params.get("dial")
+        outbound = slots.outbound(dial_id)
+        if not outbound and not slots.reserve_incoming(call_id):
+            return Response(bridge.busy, media_type=XML)
+        parameters = gate.stream_parameters(call_id, dial_id if outbound else None)
+        stream_url = gate.stream_url(request, f"{stream_path}/{settings.instance}")  # routed back here
+        return Response(bridge.answer(stream_url, parameters, form), media_type=XML)
 
     @app.post(f"/{name}/amd")
     async def machine_detected(request: Request) -> Response:
@@ -100,37 +101,30 @@ def add_phone_routes(
         return Response(status_code=204)
 
     @app.websocket(stream_path)
+    @app.websocket(stream_path + "/{instance}")
     async def media_stream(websocket: WebSocket) -> None:
-        await run_admitted_stream(websocket, gate, settings, slots, metrics, record_turn)
+        await run_admitted_stream(websocket, gate, slots, metrics, record_turn)
 
     if bridge.add_routes:
         bridge.add_routes(app)
 
 
 async def run_admitted_stream(
-    websocket: WebSocket,
-    gate: CarrierGate,
-    settings: Settings,
-    slots: PhoneSlots,
-    metrics: TurnMetrics,
-    record_turn: TurnListener,
+    websocket: WebSocket, gate: CarrierGate, slots: PhoneSlots, metrics: TurnMetrics, record_turn: TurnListener
 ) -> None:
-    """Admit a carrier's stream, give it its slot, and run the call to its end."""
+    """Admit a carrier's stream, claim its slot, and run the call to its end (in a worker process)."""
     opening = await gate.admit_stream(websocket)
     if opening is None:
         return
-    slot = slots.claim(opening.dial_id)
-    if slot is None:
-        logger.warning(f"{gate.carrier}: no free session for call {opening.call_id}; closing the stream")
+    slot = slots.claim(opening)
+    if slot is None:  # only a stream that no webhook of ours reserved
+        logger.warning(f"{gate.carrier}: no room for unannounced call {opening.call_id}; closing the stream")
         await websocket.close(code=1013)
         return
-    metrics.sessions.labels("phone").inc()
-    guard = InputGuard("phone", settings.session_idle_timeout_seconds, on_violation=metrics.disconnect_counter("phone"))
     with slot:
         try:
-            runtime = websocket.app.state.runtime
-            await run_phone_call(websocket, opening, runtime, record_turn, guard, greeting=slot.greeting)
+            await websocket.app.state.calls.run_phone(
+                websocket, opening, record_turn, metrics.disconnect_counter("phone"), greeting=slot.greeting
+            )
         except Exception:
             logger.exception(f"{gate.carrier}: call {opening.call_id} failed")
-        finally:
-            metrics.sessions.labels("phone").dec()

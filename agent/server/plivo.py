@@ -51,4 +51,4 @@ def plivo_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[
             await admission.webhook(request)
             return Response(plivo.voicemail_xml(settings.voicemail_message, BEEP_WAIT_S), media_type=XML)
 
-    return Bridge(admission, answer, plivo.speak_xml, machine_action, add_routes=add_documents)
+    return Bridge(admission, answer, plivo.hangup_xml("busy"), machine_action, add_routes=add_documents)

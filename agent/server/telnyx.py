@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from agent.server.phone_routes import Bridge, answered_by_action
 from agent.settings import Settings
 from agent.telephony.admission import StreamTokens
-from agent.telephony.markup import say_and_hang_up
+from agent.telephony.markup import reject
 from agent.telephony.telnyx import answer_texml
 from agent.telephony.telnyx_admission import TelnyxAdmission
 
@@ -21,4 +21,4 @@ def telnyx_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable
         return answer_texml(stream_url, parameters, settings.telnyx_codec)
 
     admission = TelnyxAdmission(settings, tokens, on_refused)
-    return Bridge(admission, answer=answer, busy=say_and_hang_up, machine_action=answered_by_action)
+    return Bridge(admission, answer=answer, busy=reject("busy"), machine_action=answered_by_action)

@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from agent.server.phone_routes import Bridge, answered_by_action
 from agent.settings import Settings
 from agent.telephony.admission import StreamTokens
-from agent.telephony.markup import connect_stream, say_and_hang_up
+from agent.telephony.markup import connect_stream, reject
 from agent.telephony.twilio_admission import TwilioAdmission
 
 
@@ -22,4 +22,4 @@ def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) ->
 
 def twilio_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
     admission = TwilioAdmission.from_settings(settings, on_refused, tokens)
-    return Bridge(admission, answer=answer_twiml, busy=say_and_hang_up, machine_action=answered_by_action)
+    return Bridge(admission, answer=answer_twiml, busy=reject("busy"), machine_action=answered_by_action)

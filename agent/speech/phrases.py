@@ -1,5 +1,5 @@
-"""Pre-synthesised phrases and the processor that plays them: the acknowledgement, the apology, the goodbye, the
-hold phrase while a tool runs.
+"""Pre-synthesised phrases and the processor that plays them: the acknowledgement, the apology, the goodbye (at the
+call's time limit, or when a drain ends a call), the hold phrase while a tool runs.
 
 These are words the agent says without the LLM, so they never count as an answer (the latency tracker records them
 as fillers). `PhrasePlayer` sits between the TTS and the output transport:
@@ -8,8 +8,8 @@ as fillers). `PhrasePlayer` sits between the TTS and the output transport:
   come from the TTS `acknowledge_after_s` later, "Let me think." starts to play. It is fed to the output a few tens
   of milliseconds at a time, so the moment the answer's audio arrives the acknowledgement stops and the answer
   follows at once: it never pushes the answer later than it would have come without it;
-- a `SpeakPhraseFrame` (the apology after a failure, the goodbye at the call's time limit, the hold phrase while
-  a tool runs) plays its phrase whole.
+- a `SpeakPhraseFrame` (the apology after a failure, a goodbye, the hold phrase while a tool runs) plays its
+  phrase whole.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from agent.speech.voices import Voice
 
 APOLOGY = "Sorry, I'm having trouble answering right now. Could you say that again?"
 GOODBYE = "We have reached the time limit for this call. Thank you for calling, goodbye!"
+DRAIN_GOODBYE = "I'm sorry, I have to end our call now, this line is being shut down. Please call again. Goodbye!"
 HOLD = "One moment."
 CHUNK_S = 0.04  # the acknowledgement goes out this much at a time ...
 LEAD_S = 0.06  # ... never more than this ahead of real time, so it can be cut the moment the answer is ready
@@ -50,7 +51,9 @@ class Phrase:
 
 def synthesize_phrases(voice: Voice, acknowledgement: str) -> dict[PhraseKind, Phrase]:
     """Every phrase, synthesised once at start-up (the acknowledgement only when one is configured)."""
-    texts: dict[PhraseKind, str] = {"apology": APOLOGY, "goodbye": GOODBYE, "hold": HOLD}
+    texts: dict[PhraseKind, str] = {
+        "apology": APOLOGY, "goodbye": GOODBYE, "drain_goodbye": DRAIN_GOODBYE, "hold": HOLD,
+    }  # fmt: skip
     if acknowledgement:
         texts["acknowledgement"] = acknowledgement
     return {kind: Phrase(text, b"".join(voice.synthesize(text)), voice.sample_rate) for kind, text in texts.items()}

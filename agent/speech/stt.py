@@ -44,6 +44,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
 from agent.frames import SpeakPhraseFrame, SpeechEndFrame, TurnTranscriptionFrame
+from agent.speech.energy import trailing_silence_s
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
 
@@ -89,7 +90,8 @@ class TurnSpeech:
 
     @property
     def trailing_silence_s(self) -> float:
-        return (len(self.audio) - self.voiced_end) / self.bytes_per_s
+        """Silence after the speech, by the same energy rule the phone client and the benchmark time turns with."""
+        return trailing_silence_s(bytes(self.audio), self.bytes_per_s // 2)
 
     def covered(self, spoken_until: int) -> bool:
         """Whether the early transcript covers the audio up to `spoken_until` bytes into the piece."""

@@ -1,13 +1,15 @@
 """The carriers, as declarations: for each, its call-control API (when its credentials are set), the number its
-outbound calls come from, its stream serializer and how a mark is asked for on its stream. Everything a call needs
-is built from the admitted stream's opening (plain data) and the settings, so a call can run in any process that
-has both."""
+outbound calls come from, how its stream opens, its stream serializer and how a mark is asked for on its stream.
+Everything a call needs is built from the admitted stream's opening (plain data) and the settings, so a call can
+run in any process that has both (a worker process reads the opening again, relayed as sent)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
+from fastapi import WebSocket
 from pipecat.serializers.base_serializer import FrameSerializer
 
 from agent.settings import Settings
@@ -15,6 +17,7 @@ from agent.telephony import plivo, telnyx, twilio
 from agent.telephony.gate import StreamOpening
 from agent.telephony.plivo_rest import PlivoApi
 from agent.telephony.rest import CallControl, CarrierApi
+from agent.telephony.stream_messages import read_opening
 from agent.telephony.telnyx_rest import TelnyxApi
 from agent.telephony.twilio_rest import TwilioApi
 
@@ -29,6 +32,7 @@ class Carrier:
     name: str
     api: Callable[[Settings], CarrierApi | None]
     from_number: Callable[[Settings], str]
+    read_opening: Callable[[WebSocket], Awaitable[StreamOpening]]  # as the gate read it, unchecked (for a worker)
     serializer: Callable[..., FrameSerializer]  # (opening, *, on_mark, on_stop)
     mark_message: Callable[[StreamOpening, str], str]
     close_is_stop: bool = False  # the carrier ends a stream by closing its socket (no `stop` message)
@@ -67,6 +71,7 @@ CARRIERS: dict[str, Carrier] = {
         "twilio",
         _twilio_api,
         lambda s: s.twilio_from_number,
+        partial(read_opening, parse_start=twilio.parse_start, after_connected=True),
         twilio.TwilioMediaStreamSerializer,
         lambda opening, name: twilio.mark_message(opening.stream_id, name),
     ),
@@ -74,6 +79,7 @@ CARRIERS: dict[str, Carrier] = {
         "telnyx",
         _telnyx_api,
         lambda s: s.telnyx_from_number,
+        partial(read_opening, parse_start=telnyx.parse_start, after_connected=True),
         telnyx.TelnyxMediaStreamSerializer,
         lambda opening, name: telnyx.mark_message(name),
     ),
@@ -81,6 +87,7 @@ CARRIERS: dict[str, Carrier] = {
         "plivo",
         _plivo_api,
         lambda s: s.plivo_from_number,
+        partial(read_opening, parse_start=plivo.parse_start, after_connected=False),
         plivo.PlivoMediaStreamSerializer,
         lambda opening, name: plivo.checkpoint_message(opening.stream_id, name),
         close_is_stop=True,

@@ -41,8 +41,9 @@ OPENING_TIMEOUT_S = 10.0
 @dataclass(frozen=True)
 class StreamOpening:
     """What a media stream says about itself before the audio: the carrier's ids, its media encoding ("PCMU" or
-    "PCMA"), and the parameters our answer document gave it (the stream token, an outbound call's dial id).
-    Plain data: it can cross a process boundary."""
+    "PCMA"), the parameters our answer document gave it (the stream token, an outbound call's dial id), and its
+    opening messages as sent (the front relays them to the worker process that runs the call, which reads them
+    again). Plain data: it can cross a process boundary."""
 
     carrier: str
     call_id: str
@@ -50,6 +51,7 @@ class StreamOpening:
     account_id: str
     encoding: str = "PCMU"
     parameters: dict[str, str] = field(default_factory=dict)
+    messages: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def dial_id(self) -> str | None:

@@ -1,5 +1,5 @@
 """TwiML, and Telnyx's TeXML which speaks the same verbs: the documents that connect a call to our media stream,
-put it through to a person, or leave a message and hang up. Every value is XML-escaped."""
+reject it as busy, put it through to a person, or leave a message and hang up. Every value is XML-escaped."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ def connect_stream(url: str, parameters: Mapping[str, str], **attributes: str) -
     attrs = "".join(f" {name}={quoteattr(value)}" for name, value in attributes.items())
     params = "".join(f"<Parameter name={quoteattr(k)} value={quoteattr(v)}/>" for k, v in parameters.items())
     return f"{XML_HEADER}<Response><Connect><Stream url={quoteattr(url)}{attrs}>{params}</Stream></Connect></Response>"
+
+
+def reject(reason: str = "busy") -> str:
+    """Decline the call before it is answered (the first verb): the caller hears a busy tone (or "rejected") and
+    nobody is billed."""
+    return f"{XML_HEADER}<Response><Reject reason={quoteattr(reason)}/></Response>"
 
 
 def say_and_hang_up(text: str) -> str:

@@ -63,8 +63,9 @@ def voicemail_xml(message: str, wait_s: int) -> str:
     return f'{XML_HEADER}<Response><Wait length="{wait_s}" beep="true"/><Speak>{escape(message)}</Speak></Response>'
 
 
-def speak_xml(message: str) -> str:
-    return f"{XML_HEADER}<Response><Speak>{escape(message)}</Speak></Response>"
+def hangup_xml(reason: str = "busy") -> str:
+    """Decline the call before it is answered (the first element): the caller hears a busy tone (or "rejected")."""
+    return f"{XML_HEADER}<Response><Hangup reason={quoteattr(reason)}/></Response>"
 
 
 def extra_headers(parameters: Mapping[str, str]) -> str:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from fastapi import WebSocket
@@ -21,6 +22,7 @@ from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame
 
 from agent.telephony.admission import AdmissionRefused
+from agent.telephony.gate import StreamOpening
 
 MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset(entry.value for entry in KeypadEntry)
@@ -37,10 +39,13 @@ def parse_message(text: str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
-async def read_start_event(websocket: WebSocket, *, after_connected: bool) -> dict[str, Any]:
-    """The stream's first message after at most one `connected` (for carriers that send one; Plivo does not), as a
-    JSON object for the carrier's `parse_start`; AdmissionRefused ("handshake") for a socket that closed, a binary
-    frame or a malformed message before it."""
+async def read_opening(
+    websocket: WebSocket, parse_start: Callable[[dict[str, Any]], StreamOpening], *, after_connected: bool
+) -> StreamOpening:
+    """The stream's opening: its first message after at most one `connected` (for carriers that send one; Plivo
+    does not), read by the carrier's `parse_start`, with the messages kept as sent. AdmissionRefused
+    ("handshake") for a socket that closed, a binary frame or a malformed message before it."""
+    messages: list[str] = []
     for _ in range(2 if after_connected else 1):
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -50,8 +55,9 @@ async def read_start_event(websocket: WebSocket, *, after_connected: bool) -> di
         if event is None:
             detail = f"a binary or malformed message before the stream started: {str(text)[:60]!r}"
             raise AdmissionRefused("handshake", detail)
+        messages.append(text)
         if event.get("event") != "connected":
-            return event
+            return replace(parse_start(event), messages=tuple(messages))
     raise AdmissionRefused("handshake", "no 'start' after 'connected'")
 
 

@@ -1,0 +1,214 @@
+"""Admission by load: take a call only while this machine can still answer it within the latency budget.
+
+Hard limits first: no call while draining, none without a free worker (or past `MAX_SESSIONS`). Then, for a call
+that would share the machine with live ones (`ADMISSION=load`), what was measured recently:
+
+- CPU: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`);
+- answer times by load level: every answered turn's answer time (to the answer's first audio, not a filler's) is
+  filed under the number of calls live when it was answered. A level whose recent turns (`ADMISSION_WINDOW_SECONDS`,
+  at least `ADMISSION_MIN_TURNS` of them) had a p95 over `LATENCY_BUDGET_MS` is closed, as long as the load is what
+  made them slow (they are slower than single calls by more than a tenth of the budget: a slow provider is no
+  reason to turn callers away). A new call is refused when the level it would create is closed, or when the live
+  calls are already over the budget at today's level. Levels without data are tried; closed levels reopen when
+  their slow turns age out of the window.
+
+The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
+
+A phone call's slot is reserved when the carrier's call webhook is answered (the stream follows within a second or
+two), or, for an outbound call, when it is dialled; so the stream is never refused afterwards. A reservation whose
+stream never comes expires (after `PHONE_RESERVATION_SECONDS`; an outbound call's after its ring time).
+`capacity()` (the most calls the current measurements allow) and `ready` feed `/metrics` and `GET /ready`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+
+from agent.latency.turns import summarize
+from agent.server.machine import CpuMeter
+from agent.settings import Settings
+
+LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame
+
+
+@dataclass
+class Slot:
+    """One admitted call; `release()` (or leaving its `with` block) gives the slot back."""
+
+    channel: str
+    _release: Callable[[Slot], None] = field(repr=False)
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._release(self)
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class AnswerTimes:
+    """Recent answer times (ms), filed by the number of calls that were live when each turn was answered."""
+
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._samples: deque[tuple[float, int, float]] = deque(maxlen=5000)
+
+    def add(self, level: int, ms: float) -> None:
+        self._samples.append((self._clock(), max(1, level), ms))
+
+    def p95(self, level: int) -> tuple[int, float | None]:
+        """(count, p95 ms) of the turns answered at `level` within the window."""
+        since = self._clock() - self.window_s
+        while self._samples and self._samples[0][0] < since:
+            self._samples.popleft()
+        values = [ms for _, at_level, ms in self._samples if at_level == level]
+        return len(values), summarize(values)["p95_ms"]
+
+
+class Admission:
+    """Decides whether one more call fits; tracks live calls, phone reservations and the drain."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        idle_workers: Callable[[], int],
+        cpu: CpuMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.budget_ms = settings.latency_budget_ms
+        self.cpu = cpu or CpuMeter()
+        self.answers = AnswerTimes(settings.admission_window_seconds, clock)
+        self.draining = False
+        self._idle_workers = idle_workers
+        self._clock = clock
+        self._live: Counter[str] = Counter()
+        self._reservations: dict[str, float] = {}  # call SID -> expiry
+
+    # -- state -----------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return sum(self._live.values())
+
+    def active_on(self, channel: str) -> int:
+        return self._live[channel]
+
+    @property
+    def reserved(self) -> int:
+        now = self._clock()
+        for sid in [sid for sid, expiry in self._reservations.items() if expiry <= now]:
+            logger.warning(f"admission: the stream of call {sid} never came; its reservation expired")
+            del self._reservations[sid]
+        return len(self._reservations)
+
+    def free_slots(self) -> int:
+        """Calls that could start now by the hard limits alone (workers, MAX_SESSIONS, reservations)."""
+        reserved = self.reserved
+        by_sessions = self.settings.max_sessions - self.active - reserved
+        return max(0, min(by_sessions, self._idle_workers() - reserved))
+
+    @property
+    def ready(self) -> bool:
+        """What `GET /ready` says: not draining, and room for one more call."""
+        return self.refusal() is None
+
+    def capacity(self) -> int:
+        """The most calls at once that the limits and the recent measurements allow now."""
+        limit = min(self.settings.max_sessions, self.active + self.reserved + self.free_slots())
+        level = 1
+        while level < limit and self._load_refusal(level + 1) is None:
+            level += 1
+        return min(level, limit)
+
+    # -- decisions -------------------------------------------------------------------------------
+    def refusal(self) -> str | None:
+        """Why one more call would be refused now, or None if it would be admitted."""
+        if self.draining:
+            return "draining"
+        if self.free_slots() <= 0:
+            return "no free worker" if self.active + self.reserved < self.settings.max_sessions else "MAX_SESSIONS"
+        return self._load_refusal(self.active + self.reserved + 1)
+
+    def _load_refusal(self, level: int) -> str | None:
+        if self.settings.admission != "load" or level <= 1:
+            return None
+        cpu, limit = self.cpu.busy_percent(), self.settings.admission_max_cpu_percent
+        if limit < 100 and cpu >= limit:
+            return f"CPU {cpu:.0f}% busy"
+        for at_level in (level, level - 1):
+            if self._too_slow(at_level):
+                return f"answers at {at_level} calls over the {self.budget_ms:.0f} ms budget"
+        return None
+
+    def _too_slow(self, level: int) -> bool:
+        count, p95 = self.answers.p95(level)
+        if count < self.settings.admission_min_turns or p95 is None or p95 <= self.budget_ms:
+            return False
+        if level == 1:
+            return False
+        single_count, single_p95 = self.answers.p95(1)
+        if single_count >= self.settings.admission_min_turns and single_p95 is not None:
+            return p95 > single_p95 + LOAD_MARGIN * self.budget_ms
+        return True
+
+    def admit(self, channel: str) -> Slot | None:
+        """A slot for a call starting now (the page, or a phone stream without a reservation), or None: busy."""
+        reason = self.refusal()
+        if reason:
+            logger.info(f"admission: refused a {channel} call ({reason}); {self.active} live")
+            return None
+        return self._open(channel)
+
+    def reserve(self, key: str, ttl_s: float | None = None) -> bool:
+        """At a carrier's call webhook (`key`: the call's id), or when an outbound call is dialled (its dial id,
+        held for `ttl_s`: the ring time and then some): hold a slot for the call's stream, or False (busy)."""
+        reason = None if key in self._reservations else self.refusal()
+        if reason:
+            logger.info(f"admission: refused phone call {key} ({reason}); {self.active} live")
+            return False
+        self._reservations[key] = self._clock() + (ttl_s or self.settings.phone_reservation_seconds)
+        return True
+
+    def holds(self, key: str) -> bool:
+        """Whether a reservation under `key` is still held (`reserved` drops the expired ones first)."""
+        return self.reserved > 0 and key in self._reservations
+
+    def cancel(self, key: str) -> None:
+        """Give a reservation back (an outbound call the carrier would not place)."""
+        self._reservations.pop(key, None)
+
+    def claim(self, key: str) -> Slot | None:
+        """At the stream's start: the call's reservation (never refused), or a fresh admission without one."""
+        if self._reservations.pop(key, None) is not None:
+            return self._open("phone")
+        return self.admit("phone")
+
+    def record_answer(self, report: dict[str, Any]) -> None:
+        """A turn was answered: file its answer time (`answer_ms`, from the caller's end of speech to the answer's
+        first audio; an acknowledgement or other filler before it does not count) under the number of calls live."""
+        if (ms := report.get("answer_ms")) is not None:
+            self.answers.add(self.active, ms)
+
+    def start_drain(self) -> None:
+        self.draining = True
+
+    # -- internals -------------------------------------------------------------------------------
+    def _open(self, channel: str) -> Slot:
+        self._live[channel] += 1
+        return Slot(channel, self._close)
+
+    def _close(self, slot: Slot) -> None:
+        self._live[slot.channel] = max(0, self._live[slot.channel] - 1)

@@ -1,0 +1,192 @@
+"""A worker process: runs one call at a time on its own runtime (Whisper, the voice, the LLM connection), loaded
+and warmed once before it takes its first call, then reused warm call after call.
+
+The front process starts it as `python -m agent.server.worker --socket PATH --name NAME` and writes its settings
+(JSON, secrets included) to its stdin; nothing secret is on the command line. It serves on a Unix socket in a
+directory only this user can enter; only the front talks to it:
+
+- `/control`: the front's line to the worker. Out: `ready` once, every turn report, the input bound a caller broke
+  (`violation`), the LLM providers' state (`providers`, after every turn and call), `idle` after each call.
+  In: `end_call` (say the drain goodbye and end the live call). When the front closes it, the worker exits.
+- `/ws`, `/phone/<carrier>` (`?greeting=` for an outbound call): one call each, relayed message for message by
+  the front, which terminated the caller's websocket and checked it (origin, access, signature, stream token,
+  admission) before any worker saw it; a phone stream's opening messages come first, as the carrier sent them.
+  The calls run here exactly as in a single-process server (`calls.py`'s `InProcessCalls`: the same pipelines,
+  the same input bounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+import uvicorn
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from loguru import logger
+
+from agent.latency.observer import TurnListener
+from agent.runtime import AgentRuntime
+from agent.server.calls import InProcessCalls, ViolationListener
+from agent.settings import Settings
+from agent.telephony.admission import AdmissionRefused
+from agent.telephony.carriers import CARRIERS
+from agent.telephony.gate import OPENING_TIMEOUT_S
+from pipelines.replay import replay_call, write_wav
+
+REHEARSAL = "Hello, can you hear me?"
+
+_libc_name = ctypes.util.find_library("c")
+LIBC = ctypes.CDLL(_libc_name) if _libc_name and sys.platform.startswith("linux") else None  # for malloc_trim
+
+
+def _release_memory() -> None:
+    """Between calls: collect the call's garbage cycles now (a full collection would otherwise come at some
+    random moment of a later call, and until then the memory stays taken), and give freed heap back to the OS."""
+    gc.collect()
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
+
+
+async def rehearse(runtime: AgentRuntime) -> None:
+    """One short call through the whole pipeline (at the phone's 8 kHz, the agent's own voice as the caller) before
+    the first real one: whatever a first call sets up lazily (VAD sessions, Whisper's first decode, pipecat's
+    first pipeline, the voice's first sentence) is done now, not on a caller's time."""
+    voice = runtime.speech.voice
+    speech = np.frombuffer(b"".join(voice.synthesize(REHEARSAL)), np.int16)
+    audio = np.concatenate([np.zeros(2400, np.int16), soxr.resample(speech, voice.sample_rate, 8000)])
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "rehearsal.wav"
+        write_wav(path, np.concatenate([audio, np.zeros(16000, np.int16)]).tobytes(), 8000)
+        result = await replay_call(runtime, path, max_tail_s=10)
+    logger.info(f"rehearsal call: {sum(t['outcome'] == 'answered' for t in result.turns)} turn(s) answered")
+
+
+def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
+    """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit)."""
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AgentRuntime.start(settings, local_llm_url=local_llm_url) as runtime:
+            app.state.calls = InProcessCalls(runtime)
+            await rehearse(runtime)
+            gc.collect()
+            gc.freeze()  # the models and everything loaded so far stay: later collections skip them
+            yield
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def report_providers(calls: InProcessCalls) -> None:
+        readings = [asdict(reading) for reading in calls.providers()]
+        outbox.put_nowait({"type": "providers", "at": time.monotonic(), "readings": readings})
+
+    def report_to_front(channel: str, calls: InProcessCalls) -> tuple[TurnListener, ViolationListener]:
+        def turn(event: str, report: dict[str, Any]) -> None:
+            outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": report})
+            if event == "closed":
+                report_providers(calls)
+
+        def violation(reason: str) -> None:
+            outbox.put_nowait({"type": "violation", "channel": channel, "reason": reason})
+
+        return turn, violation
+
+    def call_over(calls: InProcessCalls) -> None:
+        _release_memory()
+        report_providers(calls)
+        outbox.put_nowait({"type": "idle"})
+
+    @app.websocket("/control")
+    async def control(websocket: WebSocket) -> None:
+        await websocket.accept()
+        calls: InProcessCalls = websocket.app.state.calls
+        provider = calls.runtime.provider
+        await websocket.send_json({"type": "ready", "provider": provider.name, "model": provider.model})
+        report_providers(calls)
+
+        async def send_reports() -> None:
+            while True:
+                await websocket.send_json(await outbox.get())
+
+        sender = asyncio.create_task(send_reports())
+        try:
+            while True:
+                message = await websocket.receive_json()
+                if message.get("type") == "end_call":
+                    await calls.end_all()
+        except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
+            logger.info("the front closed the control line: exiting")
+            on_orphaned()
+        finally:
+            sender.cancel()
+
+    @app.websocket("/ws")
+    async def browser_call(websocket: WebSocket) -> None:
+        await websocket.accept()
+        calls: InProcessCalls = websocket.app.state.calls
+        try:
+            await calls.run_browser(websocket, *report_to_front("browser", calls))
+        except Exception:
+            logger.exception("browser: call failed")
+        finally:
+            call_over(calls)
+
+    @app.websocket("/phone/{carrier}")
+    async def phone_call(websocket: WebSocket, carrier: str) -> None:
+        await websocket.accept()
+        calls: InProcessCalls = websocket.app.state.calls
+        greeting = websocket.query_params.get("greeting", "")
+        try:
+            if carrier not in CARRIERS:
+                raise AdmissionRefused("carrier", f"no carrier {carrier[:20]!r}")
+            async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
+                opening = await CARRIERS[carrier].read_opening(websocket)
+            await calls.run_phone(websocket, opening, *report_to_front("phone", calls), greeting=greeting)
+        except (AdmissionRefused, TimeoutError) as e:
+            logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
+            await websocket.close(code=1008)
+        except Exception:
+            logger.exception(f"{carrier[:20]}: call failed")
+        finally:
+            call_over(calls)
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.server.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--socket", required=True, help="the Unix socket to serve on")
+    parser.add_argument("--name", default="worker", help="the worker's name in logs")
+    args = parser.parse_args(argv)
+    payload = json.loads(sys.stdin.read())
+    settings = Settings.load(None, **payload["settings"])
+    logger.remove()
+    logger.add(sys.stderr, level="INFO", format=f"{{time:HH:mm:ss.SSS}} | {{level: <7}} | {args.name} | {{message}}")
+    server: uvicorn.Server | None = None
+
+    def exit_now() -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_worker_app(settings, payload.get("local_llm_url"), exit_now)
+    server = uvicorn.Server(uvicorn.Config(app, uds=args.socket, log_level="warning", ws="websockets-sansio"))
+    server.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

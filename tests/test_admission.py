@@ -1,0 +1,209 @@
+"""Admission by load: the decisions on given measurements, then the real thing on a server (webhook TwiML, /ready,
+/metrics, the drain's goodbye) with real calls."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+import soxr
+from pydantic import SecretStr
+
+from agent.latency.turns import LatencyBudget, Turn
+from agent.llm.simulator import ProviderSim
+from agent.phone_client import call_unless_rejected, place_call
+from agent.runtime import AgentRuntime
+from agent.server.admission import Admission
+from agent.server.app import create_app
+from agent.server.lifecycle import drain
+from agent.server.machine import CpuMeter
+from agent.speech.phrases import DRAIN_GOODBYE
+from tests.audio import build_call, voiced_spans, word_error_rate
+from tests.conftest import local_settings
+from tests.servers import serving, wait_for
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scripted_cpu(busy_percent: float) -> CpuMeter:
+    """A meter over two samples of the given busy share (the meter's own arithmetic, /proc not read)."""
+    samples = iter([(0.0, 0.0), (busy_percent, 100.0)])
+    meter = CpuMeter(read=lambda: next(samples))
+    meter.sample()
+    meter.sample()
+    return meter
+
+
+def admission(idle: int = 4, cpu: float = 10.0, **settings) -> tuple[Admission, Clock]:
+    clock = Clock()
+    values = {"max_sessions": 8, "admission": "load", "admission_min_turns": 2, **settings}
+    return Admission(local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock), clock
+
+
+def answer(gate: Admission, level: int, *ms: float) -> None:
+    """File answers as if `level` calls were live."""
+    for value in ms:
+        gate.answers.add(level, value)
+
+
+def test_the_first_call_is_taken_even_on_a_busy_machine():
+    gate, _ = admission(cpu=99.0)
+    answer(gate, 1, 2000, 2500, 3000)  # even when single calls were slow (a slow provider)
+    slot = gate.admit("browser")
+    assert slot is not None and gate.active == 1
+    assert gate.admit("browser") is None  # but not a second one: the CPU is saturated
+    slot.release()
+    slot.release()  # twice is harmless
+    assert gate.active == 0
+
+
+def test_a_level_that_answered_over_budget_is_closed_until_its_turns_age_out():
+    gate, clock = admission()
+    answer(gate, 1, 500, 520, 560)
+    answer(gate, 2, 700, 760)
+    first = gate.admit("phone")
+    assert gate.admit("phone") is not None  # level 2 answered within the 800 ms budget
+    answer(gate, 3, 900, 1100)  # level 3 was slow, and slower than single calls by far
+    assert gate.capacity() == 2
+    assert gate.admit("phone") is None
+    assert "3 calls" in (gate.refusal() or "")
+    clock.now += 121  # the slow turns leave the window: level 3 is tried again
+    assert gate.admit("phone") is not None
+    assert first is not None
+
+
+def test_live_calls_already_over_budget_block_one_more():
+    gate, _ = admission()
+    answer(gate, 1, 500, 520)
+    gate.admit("phone")
+    gate.admit("phone")
+    answer(gate, 2, 950, 990)  # the two live calls are slow now
+    assert gate.admit("phone") is None
+
+
+def answered_turn(filler_s: float, answer_s: float) -> dict:
+    """The tracker's report of a turn whose answer came `answer_s` after the caller stopped, behind a filler."""
+    marks = {"speech_end": 0.0, "turn_end": 0.1, "llm_first_token": 0.2, "filler_out": filler_s, "answer_out": answer_s}
+    return Turn(index=1, marks=marks, user_text="Hello?").report(LatencyBudget())
+
+
+def test_the_answer_is_judged_not_a_filler_before_it():
+    gate, _ = admission()
+    answer(gate, 1, 500, 520)
+    gate.admit("phone")
+    gate.admit("phone")
+    for turn in (answered_turn(0.4, 0.95), answered_turn(0.42, 0.99)):  # quick fillers, slow answers
+        gate.record_answer(turn)
+    assert gate.answers.p95(2) == (2, 990.0)
+    assert gate.admit("phone") is None  # two calls are already over the budget: no third
+
+
+def test_a_slow_provider_is_no_reason_to_turn_callers_away():
+    gate, _ = admission()
+    answer(gate, 1, 1500, 1600, 1700)  # single calls are over budget: the provider, not the load
+    answer(gate, 2, 1550, 1650)  # no slower with two calls
+    gate.admit("phone")
+    assert gate.admit("phone") is not None
+    answer(gate, 3, 2600, 2900)  # but three calls clearly are slower
+    assert gate.admit("phone") is None
+
+
+def test_reserved_phone_calls_are_never_refused_and_expire_unclaimed():
+    gate, clock = admission(idle=2, admission="count")
+    assert gate.reserve("CA1") and gate.reserve("CA2")
+    assert gate.reserve("CA1")  # Twilio retrying the same webhook
+    assert not gate.reserve("CA3")  # both workers are promised
+    assert gate.admit("browser") is None
+    assert not gate.ready
+    gate.start_drain()
+    slot = gate.claim("CA1")  # even while draining: the caller was told yes
+    assert slot is not None and gate.active == 1 and gate.reserved == 1
+    clock.now += 21  # CA2's stream never came
+    assert gate.reserved == 0
+    assert gate.claim("CA2") is None  # too late, and draining
+
+
+def test_max_sessions_and_free_workers_bound_everything():
+    gate, _ = admission(idle=0, admission="count")  # every worker busy (or not started yet)
+    assert gate.admit("browser") is None and gate.refusal() == "no free worker"
+    gate, _ = admission(idle=5, max_sessions=0)
+    assert gate.refusal() == "MAX_SESSIONS" and gate.capacity() == 0
+
+
+async def http(method: str, url: str, **kwargs) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.request(method, url, **kwargs)
+
+
+async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, tmp_path):
+    """A budget no answer can meet and one turn enough to judge: after two calls answered side by side, the
+    server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503.
+    The LLM is the provider simulator (Cerebras' wire format), which answers even on a loaded machine."""
+    sim = ProviderSim(first_token_s=0.05, answer="Sure. That is easy.").start()
+    settings = local_settings(
+        llm_provider="cerebras",
+        cerebras_api_key=SecretStr(sim.api_key),
+        cerebras_base_url=sim.base_url,
+        acknowledge_after_ms=0,
+        admission="load",
+        latency_budget_ms=1,
+        admission_min_turns=1,
+        admission_max_cpu_percent=100,
+    )
+    try:
+        async with (
+            AgentRuntime.start(settings, speech=speech) as runtime,
+            serving(create_app(settings, runtime)) as server,
+        ):
+            webhook = f"{server.http}/twilio/voice"
+            # Long enough after the words that both calls are still live when both are answered (filed at 2 calls).
+            call = build_call(tmp_path / "call.wav", [0.3, "ten_of_clubs.wav", 6.0])
+            both = await asyncio.gather(call_unless_rejected(call, webhook), call_unless_rejected(call, webhook))
+            assert all(r is not None and r.turns[0]["first_sound_ms"] for r in both)
+            await wait_for(lambda: server.app.state.admission.active == 0)
+            ready = await http("GET", f"{server.http}/ready")
+            assert ready.status_code == 200 and ready.json()["capacity"] == 1  # level 2 was measured too slow
+            lone = asyncio.create_task(call_unless_rejected(call, webhook))
+            await wait_for(lambda: server.app.state.admission.active == 1)
+            busy = await http("POST", webhook, data={"CallSid": "CA" + "b" * 32, "From": "+1555", "To": "+1666"})
+            assert busy.text.endswith('<Response><Reject reason="busy"/></Response>')
+            ready = await http("GET", f"{server.http}/ready")
+            assert ready.status_code == 503 and "over the 1 ms budget" in ready.json()["reason"]
+            metrics = (await http("GET", f"{server.http}/metrics")).text
+            assert re.search(r"^voice_agent_active_calls 1\.0$", metrics, re.M)
+            assert re.search(r"^voice_agent_capacity_calls 1\.0$", metrics, re.M)
+            assert (await lone) is not None
+            assert (await http("GET", f"{server.http}/health")).status_code == 200
+    finally:
+        sim.stop()
+
+
+async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(local_runtime, speech, tmp_path):
+    async with serving(create_app(local_settings(), runtime=local_runtime)) as server:
+        state = server.app.state
+        call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 15.0])
+        live = asyncio.create_task(place_call(call, f"{server.ws}/twilio/stream", max_tail_s=5))
+        await wait_for(lambda: any(e == "closed" for _, e, _ in state.recent_turns), 20)  # answered, in full
+        draining = asyncio.create_task(drain(state.admission, state.calls, 1.0, asyncio.Event()))
+        await wait_for(lambda: state.admission.draining)
+        assert (await http("GET", f"{server.http}/ready")).status_code == 503
+        assert (await http("GET", f"{server.http}/health")).status_code == 200
+        busy = await http("POST", f"{server.http}/twilio/voice", data={"CallSid": "CA" + "1" * 32})
+        assert '<Reject reason="busy"/>' in busy.text
+        await asyncio.wait_for(draining, 30)
+        result = await live
+    assert result.closed_by_server  # the agent ended the call (before the caller's 15 s of silence ran out)
+    assert state.admission.active == 0
+    # What the caller heard last, before the line closed, was the goodbye.
+    last = voiced_spans(result.heard_audio, 8000)[-1]
+    tail = np.frombuffer(result.heard_audio[int(last[0] * 8000) * 2 - 8000 :], np.int16).astype(np.float32)
+    heard = speech.transcriber.transcribe(soxr.resample(tail, 8000, 16000).astype(np.int16).tobytes(), 16000)
+    assert word_error_rate(DRAIN_GOODBYE, heard) <= 0.35, heard
