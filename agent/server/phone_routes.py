@@ -24,6 +24,7 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.latency.observer import TurnListener
+from agent.server.calls import PhoneCall
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
@@ -123,8 +124,7 @@ async def run_admitted_stream(
         return
     with slot:
         try:
-            await websocket.app.state.calls.run_phone(
-                websocket, opening, record_turn, metrics.disconnect_counter("phone"), greeting=slot.greeting
-            )
+            call = PhoneCall(opening, slot.greeting)
+            await websocket.app.state.calls.run_phone(websocket, call, record_turn, metrics.disconnect_counter("phone"))
         except Exception:
             logger.exception(f"{gate.carrier}: call {opening.call_id} failed")

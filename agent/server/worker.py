@@ -40,7 +40,7 @@ from loguru import logger
 
 from agent.latency.observer import TurnListener
 from agent.runtime import AgentRuntime
-from agent.server.calls import InProcessCalls, ViolationListener
+from agent.server.calls import InProcessCalls, PhoneCall, ViolationListener
 from agent.settings import Settings
 from agent.telephony.admission import AdmissionRefused
 from agent.telephony.carriers import CARRIERS
@@ -154,8 +154,8 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
             if carrier not in CARRIERS:
                 raise AdmissionRefused("carrier", f"no carrier {carrier[:20]!r}")
             async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
-                opening = await CARRIERS[carrier].read_opening(websocket)
-            await calls.run_phone(websocket, opening, *report_to_front("phone", calls), greeting=greeting)
+                opening = await CARRIERS[carrier].serializer.read_opening(websocket)
+            await calls.run_phone(websocket, PhoneCall(opening, greeting), *report_to_front("phone", calls))
         except (AdmissionRefused, TimeoutError) as e:
             logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
             await websocket.close(code=1008)

@@ -37,10 +37,9 @@ from agent.latency.observer import TurnListener
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import wants_local_llm
 from agent.protocols.websocket_transport import close_if_open
-from agent.server.calls import ViolationListener
+from agent.server.calls import PhoneCall, ViolationListener
 from agent.server.metrics import ProviderReading, combine_readings
 from agent.settings import Settings
-from agent.telephony.gate import StreamOpening
 
 START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machine
 START_ATTEMPTS = 3
@@ -141,16 +140,12 @@ class WorkerPool:
         await self._run(websocket, "/ws", [], on_turn, on_violation)
 
     async def run_phone(
-        self,
-        websocket: WebSocket,
-        opening: StreamOpening,
-        on_turn: TurnListener,
-        on_violation: ViolationListener,
-        *,
-        greeting: str = "",
+        self, websocket: WebSocket, call: PhoneCall, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
-        path = f"/phone/{opening.carrier}" + (f"?{urlencode({'greeting': greeting})}" if greeting else "")
-        await self._run(websocket, path, opening.messages, on_turn, on_violation)
+        path = f"/phone/{call.opening.carrier}" + (
+            f"?{urlencode({'greeting': call.greeting})}" if call.greeting else ""
+        )
+        await self._run(websocket, path, call.opening.messages, on_turn, on_violation)
 
     async def end_all(self) -> None:
         for worker in list(self._workers.values()):

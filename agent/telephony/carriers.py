@@ -7,17 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
-
-from fastapi import WebSocket
-from pipecat.serializers.base_serializer import FrameSerializer
 
 from agent.settings import Settings
 from agent.telephony import plivo, telnyx, twilio
 from agent.telephony.gate import StreamOpening
 from agent.telephony.plivo_rest import PlivoApi
 from agent.telephony.rest import CallControl, CarrierApi
-from agent.telephony.stream_messages import read_opening
+from agent.telephony.stream_messages import CheckedStreamMessages
 from agent.telephony.telnyx_rest import TelnyxApi
 from agent.telephony.twilio_rest import TwilioApi
 
@@ -31,11 +27,13 @@ StopCallback = Callable[[], Awaitable[None]]
 class Carrier:
     name: str
     api: Callable[[Settings], CarrierApi | None]
-    from_number: Callable[[Settings], str]
-    read_opening: Callable[[WebSocket], Awaitable[StreamOpening]]  # as the gate read it, unchecked (for a worker)
-    serializer: Callable[..., FrameSerializer]  # (opening, *, on_mark, on_stop)
+    serializer: type[CheckedStreamMessages]  # (opening, *, on_mark, on_stop); `read_opening` reads the opening
     mark_message: Callable[[StreamOpening, str], str]
     close_is_stop: bool = False  # the carrier ends a stream by closing its socket (no `stop` message)
+
+    def from_number(self, settings: Settings) -> str:
+        """The number its outbound calls come from (`<CARRIER>_FROM_NUMBER`)."""
+        return str(getattr(settings, f"{self.name}_from_number"))
 
     def control(self, settings: Settings, call_id: str) -> CallControl:
         return CallControl(self.api(settings), call_id)
@@ -70,24 +68,18 @@ CARRIERS: dict[str, Carrier] = {
     "twilio": Carrier(
         "twilio",
         _twilio_api,
-        lambda s: s.twilio_from_number,
-        partial(read_opening, parse_start=twilio.parse_start, after_connected=True),
         twilio.TwilioMediaStreamSerializer,
         lambda opening, name: twilio.mark_message(opening.stream_id, name),
     ),
     "telnyx": Carrier(
         "telnyx",
         _telnyx_api,
-        lambda s: s.telnyx_from_number,
-        partial(read_opening, parse_start=telnyx.parse_start, after_connected=True),
         telnyx.TelnyxMediaStreamSerializer,
         lambda opening, name: telnyx.mark_message(name),
     ),
     "plivo": Carrier(
         "plivo",
         _plivo_api,
-        lambda s: s.plivo_from_number,
-        partial(read_opening, parse_start=plivo.parse_start, after_connected=False),
         plivo.PlivoMediaStreamSerializer,
         lambda opening, name: plivo.checkpoint_message(opening.stream_id, name),
         close_is_stop=True,

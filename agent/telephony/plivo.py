@@ -115,6 +115,8 @@ class PlivoMediaStreamSerializer(CheckedStreamMessages, PlivoFrameSerializer):
     `plivo_rest.py`, not here."""
 
     carrier = "plivo"
+    parse_start = staticmethod(parse_start)
+    sends_connected = False
     mark_event = "playedStream"
     stop_event = None
 

@@ -20,7 +20,6 @@ from agent.settings import Settings
 from agent.telephony import plivo
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
-from agent.telephony.stream_messages import read_opening
 
 STREAM_PATH = "/plivo/stream"
 
@@ -56,7 +55,7 @@ class PlivoAdmission(CarrierGate):
         )
 
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        return await read_opening(websocket, plivo.parse_start, after_connected=False)
+        return await plivo.PlivoMediaStreamSerializer.read_opening(websocket)
 
 
 def _one_or_all(values: list) -> str | list[str]:

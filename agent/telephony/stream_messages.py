@@ -72,12 +72,20 @@ def payload_bytes(body: Any) -> bytes | None:
 
 
 class CheckedStreamMessages:
-    """Mixin in front of a pipecat carrier serializer (see the module docstring). A carrier sets its mark echo's
-    event name and where the echo keeps the mark's name."""
+    """Mixin in front of a pipecat carrier serializer (see the module docstring). A carrier sets how its stream
+    opens (`parse_start`, and whether a `connected` comes first), its mark echo's event name and where the echo
+    keeps the mark's name."""
 
     carrier: ClassVar[str]
+    parse_start: ClassVar[Callable[[dict[str, Any]], StreamOpening]]
+    sends_connected: ClassVar[bool] = True
     mark_event: ClassVar[str] = "mark"
     stop_event: ClassVar[str | None] = "stop"
+
+    @classmethod
+    async def read_opening(cls, websocket: WebSocket) -> StreamOpening:
+        """The stream's opening, read and parsed as this carrier sends it (unchecked: the gate checks it)."""
+        return await read_opening(websocket, cls.parse_start, after_connected=cls.sends_connected)
 
     def __init__(
         self, *args: Any, on_mark: Callable[[str], Awaitable[None]], on_stop: Callable[[], Awaitable[None]], **kwargs

@@ -75,6 +75,7 @@ class TelnyxMediaStreamSerializer(CheckedStreamMessages, TelnyxFrameSerializer):
     through) by `telnyx_rest.py`, not here."""
 
     carrier = "telnyx"
+    parse_start = staticmethod(parse_start)
 
     def __init__(self, opening: StreamOpening, *, on_mark, on_stop) -> None:
         super().__init__(

@@ -21,7 +21,6 @@ from agent.settings import Settings
 from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
-from agent.telephony.stream_messages import read_opening
 
 STREAM_PATH = "/telnyx/stream"
 
@@ -62,4 +61,4 @@ class TelnyxAdmission(CarrierGate):
         )
 
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        return await read_opening(websocket, telnyx.parse_start, after_connected=True)
+        return await telnyx.TelnyxMediaStreamSerializer.read_opening(websocket)

@@ -63,6 +63,7 @@ class TwilioMediaStreamSerializer(CheckedStreamMessages, TwilioFrameSerializer):
     echoes and `stop` handed to callbacks. The call is hung up (or put through) by `twilio_rest.py`, not here."""
 
     carrier = "twilio"
+    parse_start = staticmethod(parse_start)
 
     def __init__(
         self,

@@ -23,8 +23,7 @@ from agent.server.access import is_loopback_host
 from agent.settings import Settings, SettingsError
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
-from agent.telephony.stream_messages import read_opening
-from agent.telephony.twilio import CALL_SID, parse_start, signature_valid
+from agent.telephony.twilio import CALL_SID, TwilioMediaStreamSerializer, signature_valid
 
 STREAM_PATH = "/twilio/stream"
 
@@ -72,7 +71,7 @@ class TwilioAdmission(CarrierGate):
         return signature_valid(self._auth_token, self.signed_url(websocket), None, _signature(websocket))
 
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        return await read_opening(websocket, parse_start, after_connected=True)
+        return await TwilioMediaStreamSerializer.read_opening(websocket)
 
 
 def _signature(request: Request | WebSocket) -> str | None:
