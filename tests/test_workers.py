@@ -30,10 +30,15 @@ from tests.twilio_wire import start_message
 MB = 1024 * 1024
 
 
+def plivo_caller():
+    """Plivo as it places calls to this server: signed, from the account the server is configured with."""
+    return caller_for("plivo", auth_token=PLIVO_TOKEN, auth_id=PLIVO_ID)
+
+
 @pytest.fixture(scope="module")
 async def plivo():
     """Plivo's REST API, played by its double: it places our outbound calls and answers them as a callee."""
-    async with PlivoDouble(lambda: caller_for("plivo", auth_token=PLIVO_TOKEN, auth_id=PLIVO_ID)).running() as double:
+    async with PlivoDouble(plivo_caller).running() as double:
         yield double
 
 
@@ -63,7 +68,7 @@ async def server(tmp_path_factory, plivo):
         sim.stop()
 
 
-CALLERS = {"telnyx": lambda: caller_for("telnyx"), "plivo": lambda: caller_for("plivo", auth_token=PLIVO_TOKEN)}
+CALLERS = {"telnyx": lambda: caller_for("telnyx"), "plivo": lambda: plivo_caller()}
 
 
 def llm_servers() -> list[int]:
