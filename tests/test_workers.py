@@ -68,7 +68,7 @@ async def server(tmp_path_factory, plivo):
         sim.stop()
 
 
-CALLERS = {"telnyx": lambda: caller_for("telnyx"), "plivo": lambda: plivo_caller()}
+CALLERS = {"telnyx": lambda: caller_for("telnyx"), "plivo": plivo_caller}
 
 
 def llm_servers() -> list[int]:
