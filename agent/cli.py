@@ -1,6 +1,6 @@
 """`voice-agent` command line: `serve` (the demo server), `replay` (a recorded call through the pipeline), `call`
-(dial a server over the Twilio Media Streams protocol, as a carrier would) and `bench-llm` (time each LLM
-provider, or the simulator offline, and predict voice-to-voice per platform)."""
+(call a server as a carrier would: Twilio, Telnyx or Plivo), `dial` (have a running server place an outbound call)
+and `bench-llm` (time each LLM provider, or the simulator offline, and predict voice-to-voice per platform)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from loguru import logger
 
 from agent.llm import bench as bench_llm
 from agent.settings import Settings, SettingsError
+
+CARRIERS = ("twilio", "telnyx", "plivo")  # the carriers whose protocol `call` speaks and `dial` calls through
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,16 +34,24 @@ def main(argv: list[str] | None = None) -> int:
 
     call = commands.add_parser(
         "call",
-        help="dial a server over Twilio Media Streams with a WAV as the caller (signed with TWILIO_AUTH_TOKEN, if set)",
+        help="call a server as a carrier does with a WAV as the caller (signed with the carrier's credential, if set)",
     )
     call.add_argument("wav", type=Path)
+    call.add_argument("--carrier", choices=CARRIERS, default="twilio", help="the carrier's protocol (default twilio)")
     call.add_argument(
         "--url",
-        default="http://127.0.0.1:7860/twilio/voice",
-        help="the server's webhook (http/https: posted first, like Twilio) or its stream (ws/wss: dialled directly)",
+        help="the server's call webhook (http/https: posted first, like the carrier; default "
+        "http://127.0.0.1:7860/<carrier>/voice) or its stream (ws/wss: dialled directly)",
     )
+    call.add_argument("--digits", default="", help="keys to press, as seconds:key pairs, e.g. 4.0:1,4.5:2,5.0:#")
     call.add_argument("--out", type=Path, help="write what the caller heard here")
     call.add_argument("--report", type=Path, help="write the per-turn JSON report here")
+
+    dial = commands.add_parser("dial", help="have a running server call a number (POST /calls with OPERATOR_TOKEN)")
+    dial.add_argument("number", help="the number to call, E.164 (e.g. +15551234567); it must match DIAL_ALLOWLIST")
+    dial.add_argument("--carrier", choices=CARRIERS, default="twilio", help="the carrier to call through")
+    dial.add_argument("--greeting", help="what the agent says first (default: DIAL_GREETING)")
+    dial.add_argument("--server", default="http://127.0.0.1:7860", help="the server's base URL")
 
     bench = commands.add_parser("bench-llm", help="time each LLM provider; predict voice-to-voice per platform")
     bench_llm.add_arguments(bench)
@@ -61,23 +71,46 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_replay(settings, args.wav, args.report, args.out))
         if args.command == "bench-llm":
             return bench_llm.main(settings, args)
-        from agent.phone_client import dial
+        if args.command == "dial":
+            from agent.dial_client import request_dial
 
-        return asyncio.run(
-            dial(
-                args.wav,
-                args.url,
-                auth_token=settings.twilio_auth_token.get_secret_value(),
-                account_sid=settings.twilio_account_sid,
-                out=args.out,
-                report=args.report,
-            )
-        )
+            return asyncio.run(request_dial(settings, args.server, args.number, args.carrier, args.greeting))
+        return _call(settings, args)
     except (SettingsError, ValueError, RuntimeError, OSError) as e:
         print(f"voice-agent: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _call(settings: Settings, args: argparse.Namespace) -> int:
+    from agent.phone_client import caller_for, run_call
+
+    credentials = {
+        "twilio": {
+            "auth_token": settings.twilio_auth_token.get_secret_value(),
+            "account_sid": settings.twilio_account_sid,
+        },
+        "telnyx": {"account_id": settings.telnyx_account_sid},  # Telnyx's signing key is Telnyx's own: unsigned
+        "plivo": {"auth_token": settings.plivo_auth_token.get_secret_value(), "auth_id": settings.plivo_auth_id},
+    }[args.carrier]
+    url = args.url or f"http://127.0.0.1:7860/{args.carrier}/voice"
+    dialect = caller_for(args.carrier, **credentials)
+    return asyncio.run(run_call(args.wav, url, dialect, digits=_digits(args.digits), out=args.out, report=args.report))
+
+
+def _digits(text: str) -> list[tuple[float, str]]:
+    """ "4.0:1,4.5:#" -> [(4.0, "1"), (4.5, "#")]."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        at, _, key = item.partition(":")
+        try:
+            pairs.append((float(at), key))
+        except ValueError:
+            raise ValueError(f"--digits: {item!r} is not seconds:key") from None
+        if len(key) != 1 or key not in "0123456789*#ABCD":
+            raise ValueError(f"--digits: {key!r} is not a key of a phone keypad")
+    return pairs
 
 
 async def _replay(settings: Settings, wav: Path, report: Path | None, out: Path | None) -> int:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipecat.frames.frames import DataFrame, SpeechOutputAudioRawFrame, SystemFrame, TranscriptionFrame
+from pipecat.frames.frames import (
+    DataFrame,
+    LLMMessagesAppendFrame,
+    SpeechOutputAudioRawFrame,
+    SystemFrame,
+    TranscriptionFrame,
+)
 
 PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold", "drain_goodbye"]
 
@@ -92,3 +98,11 @@ class CompletionStatsFrame(DataFrame):
         if self.error:
             summary["error"] = self.error
         return summary
+
+
+@dataclass
+class KeypadEntryFrame(LLMMessagesAppendFrame):
+    """Digits the caller pressed on a phone's keypad, as a user message for the conversation (the user aggregator
+    appends it and runs the LLM): a turn of its own, whose answer is timed from the last digit."""
+
+    digits: str = ""

@@ -1,27 +1,32 @@
-"""`voice-agent call`: dial a server over Twilio Media Streams the way Twilio does, with a WAV file as the caller.
+"""`voice-agent call`: call a server the way a carrier does (Twilio, Telnyx or Plivo), with a WAV file as the
+caller. The carrier's own protocol is its dialect (`agent/callers/`).
 
-Given the server's webhook (an http(s) URL), it first posts the incoming-call webhook as Twilio does (signed with
-the auth token, when given one), reads the stream URL and `<Parameter>`s from the TwiML, then opens that stream
-with a signed upgrade and the parameters (the call's stream token among them) in `start`. Given a ws(s) stream URL,
-it dials the stream directly (an unsigned server on this machine accepts that). A webhook answering
-`<Reject reason="busy"/>` (a full or draining server) ends the call there: `CallRejected`. On the stream it sends
-`connected` and `start`, then the recording as 20 ms mu-law `media` messages in real time (then
-silence, as a phone line does), plays what comes back on a simulated handset (audio queues up and plays in real
-time), echoes each `mark` when the audio before it has played, honours `clear`, and ends with `stop`. Latency is
-measured as the caller hears it: from the end of each utterance in the recording to the first sound of the reply
-(which may be a filler such as "Let me think."; `bench/latency.py` transcribes what was heard to find the answer).
+Given the server's call webhook (an http(s) URL), it first posts the webhook as that carrier does (signed, when it
+holds the carrier's credential), reads the stream URL and its parameters (the call's stream token among them) from
+the answer document, then opens that stream as the carrier does. Given a ws(s) stream URL, it dials the stream
+directly (an unsigned server on this machine accepts that). An answer that rejects the call as busy (a full or
+draining server: Twilio's and Telnyx's `<Reject reason="busy"/>`, Plivo's `<Hangup reason="busy"/>`) ends the
+call there: `CallRejected`. On the stream it sends the carrier's opening, then the
+recording as 20 ms `media` messages in real time (then silence, as a phone line does), keypad digits at the
+times asked, plays what comes back on a simulated handset (audio queues up and plays in real time), echoes each
+mark (Plivo: checkpoint) when the audio before it has played, honours `clear`, and ends as the carrier ends a
+stream (`stop`, or Plivo's closing the socket). Latency is measured as the caller hears it: from the end of each
+utterance in the recording to the first sound of the reply (which may be a filler such as "Let me think.";
+`bench/latency.py` transcribes what was heard to find the answer).
+
+The tests' carrier doubles use it for the callee of an outbound call too (`direction="outbound"`), and end a call
+the way the carrier would after a transfer or a voicemail redirect (`hang_up`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import audioop
-import base64
 import json
 import time
-import uuid
 import wave
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,25 +36,29 @@ import numpy as np
 import soxr
 import websockets
 
+from agent.callers.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
+from agent.callers.plivo import PlivoCaller
+from agent.callers.telnyx import TelnyxCaller
+from agent.callers.twilio import TwilioCaller
 from agent.latency.turns import summarize
 from agent.speech.energy import speech_spans
-from agent.telephony.twilio import MEDIA_FORMAT, TWILIO_RATE, mark_message, twilio_signature
 from pipelines.replay import read_call_wav
 
-FRAME_S = 0.02
-FRAME_BYTES = int(TWILIO_RATE * FRAME_S)  # mu-law: one byte a sample
-SILENCE = b"\xff" * FRAME_BYTES
+FRAME_BYTES = int(RATE * FRAME_S)  # one byte a sample in G.711
 NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks starts a new reply
-TEST_ACCOUNT_SID = "AC" + "0" * 32
-MAX_TWIML_BYTES = 64 * 1024
 
 
 def to_phone_audio(pcm: bytes, rate: int) -> bytes:
     """16-bit PCM at 16/8 kHz -> 8 kHz mu-law."""
-    if rate != TWILIO_RATE:
-        samples = np.frombuffer(pcm, np.int16).astype(np.float32)
-        pcm = soxr.resample(samples, rate, TWILIO_RATE).clip(-32768, 32767).astype(np.int16).tobytes()
-    return audioop.lin2ulaw(pcm, 2)
+    return audioop.lin2ulaw(to_phone_rate(pcm, rate), 2)
+
+
+def to_phone_rate(pcm: bytes, rate: int) -> bytes:
+    """16-bit PCM at 16/8 kHz -> 16-bit PCM at 8 kHz."""
+    if rate == RATE:
+        return pcm
+    samples = np.frombuffer(pcm, np.int16).astype(np.float32)
+    return soxr.resample(samples, rate, RATE).clip(-32768, 32767).astype(np.int16).tobytes()
 
 
 @dataclass
@@ -70,117 +79,83 @@ class Handset:
         start = max(now, self.play_until)
         if start > self.play_until + NEW_REPLY_GAP_S or not self.reply_starts:
             self.reply_starts.append(start)  # a gap before it: a new stretch of speech begins
-        position = int(start * TWILIO_RATE) * 2
+        position = int(start * RATE) * 2
         if position > len(self.heard):
             self.heard.extend(bytes(position - len(self.heard)))
         self.heard[position : position + len(pcm)] = pcm
-        self.play_until = start + len(pcm) / 2 / TWILIO_RATE
+        self.play_until = start + len(pcm) / 2 / RATE
         self.last_audio_at = now
 
     def clear(self) -> None:
         """Drop everything not played yet."""
         now = self.now()
-        del self.heard[int(now * TWILIO_RATE) * 2 :]
+        del self.heard[int(now * RATE) * 2 :]
         self.play_until = now
 
 
 @dataclass
 class PhoneCallResult:
     turns: list[dict[str, Any]]
+    reply_starts: list[float]  # when each stretch of the agent's speech started, on the caller's timeline
     heard_audio: bytes
     marks_echoed: list[str]
     clears: int
     summary: dict[str, Any]
-    stream_sid: str
-    call_sid: str
+    ids: CallIds
     closed_by_server: bool
+    invite: StreamInvite
+
+    @property
+    def call_sid(self) -> str:
+        return self.ids.call_id
+
+    @property
+    def stream_sid(self) -> str:
+        return self.ids.stream_id
 
 
-@dataclass
-class StreamInvite:
-    """What the webhook's TwiML tells Twilio: where the stream goes and the parameters `start` must carry."""
-
-    url: str
-    parameters: dict[str, str]
-
-
-class CallRejected(RuntimeError):
-    """The webhook's TwiML rejected the call (`<Reject reason="busy"/>`): the caller hears a busy tone."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"the server rejected the call: {reason}")
-        self.reason = reason
-
-
-async def answer_webhook(webhook_url: str, call_sid: str, account_sid: str, auth_token: str = "") -> StreamInvite:
-    """Post Twilio's incoming-call webhook (signed when given the auth token) and read the TwiML's `<Stream>`;
-    CallRejected when the TwiML rejects the call instead."""
-    form = {
-        "AccountSid": account_sid,
-        "ApiVersion": "2010-04-01",
-        "CallSid": call_sid,
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-        "From": "+15550100000",
-        "To": "+15550100001",
-    }
-    headers = {"X-Twilio-Signature": twilio_signature(auth_token, webhook_url, form)} if auth_token else {}
-    async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(webhook_url, data=form, headers=headers)
-    if response.status_code != 200 or len(response.content) > MAX_TWIML_BYTES:
-        raise RuntimeError(f"the webhook {webhook_url} answered {response.status_code}: {response.text[:120]}")
-    twiml = ElementTree.fromstring(response.content)
-    if (reject := twiml.find("./Reject")) is not None:
-        raise CallRejected(reject.get("reason", "rejected"))
-    stream = twiml.find("./Connect/Stream")
-    if stream is None or not stream.get("url"):
-        raise RuntimeError(f"the webhook answered without a <Connect><Stream>: {response.text[:200]}")
-    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return StreamInvite(url=stream.get("url", ""), parameters=parameters)
+def caller_for(carrier: str, **credentials: Any) -> Dialect:
+    """A fresh dialect for one call (`credentials`: `auth_token`/`account_sid` for Twilio, `signing_key`/
+    `account_id` for Telnyx, `auth_token`/`auth_id` for Plivo)."""
+    dialects = {"twilio": TwilioCaller, "telnyx": TelnyxCaller, "plivo": PlivoCaller}
+    return dialects[carrier](**credentials)
 
 
 async def place_call(
     wav: str | Path,
     url: str,
     *,
+    dialect: Dialect | None = None,
+    ids: CallIds | None = None,
     auth_token: str = "",
-    account_sid: str = TEST_ACCOUNT_SID,
+    account_sid: str = "",
+    direction: str = "inbound",
+    digits: Sequence[tuple[float, str]] = (),
+    hang_up: asyncio.Event | None = None,
     tail_s: float = 2.0,
     max_tail_s: float = 25.0,
     stop: bool = True,
 ) -> PhoneCallResult:
-    """Place a call to `url`: the server's webhook (http/https) or its stream (ws/wss), see the module docstring."""
+    """Place a call to `url`: the server's webhook (http/https) or its stream (ws/wss), see the module docstring.
+    Without a `dialect`, the call is Twilio's (signed with `auth_token` when given); `ids` are the call's ids (new
+    ones by default). `digits` are (seconds into the call, key) pairs; setting `hang_up` ends the stream as the
+    carrier does when the call leaves the agent."""
     pcm, rate = read_call_wav(wav)
-    caller = to_phone_audio(pcm, rate)
-    stream_sid, call_sid = f"MZ{uuid.uuid4().hex}", f"CA{uuid.uuid4().hex}"
-    invite = StreamInvite(url=url, parameters={})
+    line = dialect or TwilioCaller(auth_token, account_sid)
+    ids = ids or line.new_ids()
+    invite = StreamInvite(url)
     if url.startswith(("http://", "https://")):
-        invite = await answer_webhook(url, call_sid, account_sid, auth_token)
-    headers = {"X-Twilio-Signature": twilio_signature(auth_token, invite.url)} if auth_token else {}
+        invite = await line.invite(url, ids, direction)
+    caller = line.encode(to_phone_rate(pcm, rate))  # in the codec the answer asked for
     marks: list[str] = []
     clears = 0
     pending_marks: list[tuple[float, str]] = []
     closed_by_server = False
 
+    headers = line.upgrade_headers(invite.url)
     async with websockets.connect(invite.url, max_size=2**20, additional_headers=headers) as ws:
-        await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(
-            json.dumps(
-                {
-                    "event": "start",
-                    "sequenceNumber": "1",
-                    "streamSid": stream_sid,
-                    "start": {
-                        "accountSid": account_sid,
-                        "streamSid": stream_sid,
-                        "callSid": call_sid,
-                        "tracks": ["inbound"],
-                        "customParameters": invite.parameters,
-                        "mediaFormat": MEDIA_FORMAT,
-                    },
-                }
-            )
-        )
+        for message in line.opening(ids, invite):
+            await ws.send(message)
         handset = Handset(origin=time.monotonic())
         recording_done = asyncio.Event()
 
@@ -190,71 +165,63 @@ async def place_call(
                 while pending_marks and pending_marks[0][0] <= now:
                     _, name = pending_marks.pop(0)
                     marks.append(name)
-                    await ws.send(mark_message(stream_sid, name))
+                    await ws.send(line.mark_echo(ids, name))
                 await asyncio.sleep(0.005)
 
         async def send_audio() -> None:
-            sequence = 2
             frames = (len(caller) + FRAME_BYTES - 1) // FRAME_BYTES
             index = 0
             while True:
                 chunk = caller[index * FRAME_BYTES : (index + 1) * FRAME_BYTES] if index < frames else b""
                 if index == frames:
                     recording_done.set()
-                chunk = chunk + SILENCE[len(chunk) :]
-                await ws.send(
-                    json.dumps(
-                        {
-                            "event": "media",
-                            "sequenceNumber": str(sequence),
-                            "streamSid": stream_sid,
-                            "media": {
-                                "track": "inbound",
-                                "chunk": str(index + 1),
-                                "timestamp": str(int(index * FRAME_S * 1000)),
-                                "payload": base64.b64encode(chunk).decode(),
-                            },
-                        }
-                    )
-                )
-                sequence += 1
+                await ws.send(line.media(ids, chunk + line.silence[len(chunk) :], index))
                 index += 1
                 await asyncio.sleep(max(0.0, index * FRAME_S - handset.now()))
+
+        async def press_keys() -> None:
+            for at, digit in sorted(digits):
+                await asyncio.sleep(max(0.0, at - handset.now()))
+                await ws.send(line.dtmf(ids, digit))
 
         async def receive() -> None:
             nonlocal clears
             async for message in ws:
-                event = json.loads(message)
-                kind = event.get("event")
-                if kind == "media":
-                    handset.play(audioop.ulaw2lin(base64.b64decode(event["media"]["payload"]), 2))
-                elif kind == "mark":
-                    pending_marks.append((handset.play_until, event["mark"]["name"]))
+                incoming = line.read(json.loads(message))
+                if incoming.kind == "media":
+                    handset.play(incoming.audio)
+                elif incoming.kind == "mark":
+                    pending_marks.append((handset.play_until, incoming.name))
                     pending_marks.sort()
-                elif kind == "clear":
+                elif incoming.kind == "clear":
                     clears += 1
                     handset.clear()
-                    for i, (_, name) in enumerate(pending_marks):  # Twilio echoes cleared marks at once
-                        pending_marks[i] = (0.0, name)
+                    if line.marks_survive_clear():  # echoed at once
+                        pending_marks[:] = [(0.0, name) for _, name in pending_marks]
+                    else:
+                        pending_marks.clear()
+                    if (echo := line.clear_echo(ids)) is not None:
+                        await ws.send(echo)
 
-        tasks = [asyncio.create_task(t()) for t in (echo_marks, send_audio, receive)]
+        tasks = [asyncio.create_task(t()) for t in (echo_marks, send_audio, receive, press_keys)]
         sender, receiver = tasks[1], tasks[2]
+        ended = asyncio.create_task(hang_up.wait()) if hang_up else None
         try:
-            # The recording plays out, unless the server ends the call first.
+            # The recording plays out, unless the server or the carrier ends the call first.
             done = asyncio.create_task(recording_done.wait())
-            await asyncio.wait([done, sender, receiver], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([t for t in (done, sender, receiver, ended) if t], return_when=asyncio.FIRST_COMPLETED)
             done.cancel()
-            ended = handset.now()
-            while handset.now() - ended < max_tail_s and not receiver.done():
+            quiet_from = handset.now()
+            while handset.now() - quiet_from < max_tail_s and not receiver.done() and not (ended and ended.done()):
                 await asyncio.sleep(0.05)
-                quiet = handset.now() - max(handset.play_until, handset.last_audio_at, ended)
+                quiet = handset.now() - max(handset.play_until, handset.last_audio_at, quiet_from)
                 if quiet > tail_s and not pending_marks:
                     break
             closed_by_server = receiver.done()
-            if stop and not closed_by_server:
-                await ws.send(json.dumps({"event": "stop", "streamSid": stream_sid, "stop": {"callSid": call_sid}}))
+            if stop and not closed_by_server and (goodbye := line.stop(ids)) is not None:
+                await ws.send(goodbye)
         finally:
-            for task in tasks:
+            for task in [*tasks, *([ended] if ended else [])]:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -262,13 +229,14 @@ async def place_call(
     latencies = [t["first_sound_ms"] for t in turns if t["first_sound_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
+        reply_starts=handset.reply_starts,
         heard_audio=bytes(handset.heard),
         marks_echoed=marks,
         clears=clears,
         summary=summarize(latencies),
-        stream_sid=stream_sid,
-        call_sid=call_sid,
+        ids=ids,
         closed_by_server=closed_by_server,
+        invite=invite,
     )
 
 
@@ -291,24 +259,25 @@ def pair_replies(utterances: list[tuple[float, float]], reply_starts: list[float
 
 
 async def call_unless_rejected(wav: str | Path, url: str, **options: Any) -> PhoneCallResult | None:
-    """`place_call`, or None when the server's webhook rejects the call (busy)."""
+    """`place_call`, or None when the server's answer rejects the call (busy)."""
     try:
         return await place_call(wav, url, **options)
     except CallRejected:
         return None
 
 
-async def dial(
+async def run_call(
     wav: Path,
     url: str,
+    dialect: Dialect,
     *,
-    auth_token: str = "",
-    account_sid: str = "",
+    digits: Sequence[tuple[float, str]] = (),
     out: Path | None = None,
     report: Path | None = None,
 ) -> int:
+    """`voice-agent call`: place the call, print each turn's latency as heard, write what was heard."""
     try:
-        result = await place_call(wav, url, auth_token=auth_token, account_sid=account_sid or TEST_ACCOUNT_SID)
+        result = await place_call(wav, url, dialect=dialect, digits=digits)
     except CallRejected as e:
         print(e)
         return 1
@@ -328,6 +297,6 @@ async def dial(
         with wave.open(str(out), "wb") as w:
             w.setnchannels(1)
             w.setsampwidth(2)
-            w.setframerate(TWILIO_RATE)
+            w.setframerate(RATE)
             w.writeframes(result.heard_audio)
     return 0

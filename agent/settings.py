@@ -10,6 +10,7 @@ Units are in the names: durations inside a turn are milliseconds (`*_MS`), durat
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -89,7 +90,7 @@ class Settings(BaseSettings):
     acknowledgement: str = "Let me think."
 
     # --- Tools ---
-    tools: str = "clock,booking"
+    tools: str = "clock,booking,keypad,transfer"
     booking_db_path: str = "bookings.sqlite3"
 
     # --- Local models ---
@@ -126,6 +127,39 @@ class Settings(BaseSettings):
     twilio_auth_token: SecretStr = SecretStr("")
     twilio_api_base_url: str = ""
     twilio_allow_unsigned: bool = False
+    twilio_from_number: str = ""
+
+    # --- Telnyx (TeXML application with a bidirectional media stream; Call Control commands) ---
+    telnyx_api_key: SecretStr = SecretStr("")
+    telnyx_public_key: str = ""
+    telnyx_account_sid: str = ""
+    telnyx_application_id: str = ""
+    telnyx_from_number: str = ""
+    telnyx_codec: Literal["PCMU", "PCMA"] = "PCMU"
+    telnyx_api_base_url: str = "https://api.telnyx.com/v2"
+    telnyx_webhook_tolerance_seconds: float = Field(300, ge=10, le=3600)
+    telnyx_allow_unsigned: bool = False
+
+    # --- Plivo (answer XML with a bidirectional <Stream>) ---
+    plivo_auth_id: str = ""
+    plivo_auth_token: SecretStr = SecretStr("")
+    plivo_from_number: str = ""
+    plivo_api_base_url: str = "https://api.plivo.com"
+    plivo_allow_unsigned: bool = False
+
+    # --- Outbound calls, transfer, keypad ---
+    operator_token: SecretStr = SecretStr("")
+    dial_allowlist: str = ""
+    dial_greeting: str = ""
+    dial_timeout_seconds: float = Field(60, ge=5, le=600)
+    machine_detection: bool = True
+    voicemail_message: str = (
+        "Hello, this is the voice assistant returning your call. Please call us back when you can. Goodbye."
+    )
+    transfer_number: str = ""
+    transfer_message: str = "Let me put you through to a colleague. Please hold."
+    dtmf_interdigit_ms: float = Field(1500, ge=100, le=10_000)
+    dtmf_collect_timeout_seconds: float = Field(20, ge=1, le=120)
 
     # --- Capacity: worker processes, admission, drain ---
     workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
@@ -149,8 +183,21 @@ class Settings(BaseSettings):
             raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MID_MS <= END_OF_TURN_MAX_MS is required")
         return self
 
+    @model_validator(mode="after")
+    def _transfer_allowed(self) -> Settings:
+        if self.transfer_number and not number_allowed(self.transfer_number, self.dial_prefixes):
+            raise ValueError("TRANSFER_NUMBER must match a prefix of DIAL_ALLOWLIST (transfers go through it too)")
+        return self
+
     @field_validator(
-        "public_url", "cerebras_base_url", "groq_base_url", "sambanova_base_url", "llm_base_url", "twilio_api_base_url"
+        "public_url",
+        "cerebras_base_url",
+        "groq_base_url",
+        "sambanova_base_url",
+        "llm_base_url",
+        "twilio_api_base_url",
+        "telnyx_api_base_url",
+        "plivo_api_base_url",
     )
     @classmethod
     def _url(cls, value: str) -> str:
@@ -184,7 +231,41 @@ class Settings(BaseSettings):
             raise ValueError("must be a Twilio account SID: AC followed by 32 lowercase hex digits")
         return value
 
-    @field_validator("access_token", "stream_token_secret")
+    @field_validator("twilio_from_number", "telnyx_from_number", "plivo_from_number", "transfer_number")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        if value and not E164.fullmatch(value):
+            raise ValueError("must be a phone number in E.164 form: + then 8 to 15 digits, e.g. +15551234567")
+        return value
+
+    @field_validator("dial_allowlist")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        bad = [p for p in _names(value) if not re.fullmatch(r"\+[0-9]{1,15}", p)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not an E.164 prefix (+ then digits, e.g. +1555 or +4420)")
+        return value
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _ed25519_key(cls, value: str) -> str:
+        if value:
+            try:
+                raw = base64.b64decode(value.strip(), validate=True)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("must be the base64 ed25519 public key from the Telnyx portal (32 bytes)")
+        return value.strip()
+
+    @field_validator("plivo_auth_id")
+    @classmethod
+    def _plivo_auth_id(cls, value: str) -> str:
+        if value and not re.fullmatch(r"(MA|SA)[A-Z0-9]{18}", value):
+            raise ValueError("must be a Plivo auth ID: MA or SA followed by 18 capital letters or digits")
+        return value
+
+    @field_validator("access_token", "stream_token_secret", "operator_token")
     @classmethod
     def _strong_secret(cls, value: SecretStr) -> SecretStr:
         secret = value.get_secret_value()
@@ -232,8 +313,19 @@ class Settings(BaseSettings):
     def tool_names(self) -> list[str]:
         return _names(self.tools)
 
+    @property
+    def dial_prefixes(self) -> list[str]:
+        """DIAL_ALLOWLIST as a list of E.164 prefixes (empty: no number may be dialled)."""
+        return _names(self.dial_allowlist)
 
-TOOL_NAMES = ("clock", "booking")
+
+TOOL_NAMES = ("clock", "booking", "keypad", "transfer")
+E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+
+
+def number_allowed(number: str, prefixes: list[str]) -> bool:
+    """Whether `number` is an E.164 number that starts with one of `prefixes` (toll-fraud guard for every dial)."""
+    return bool(E164.fullmatch(number)) and any(number.startswith(p) for p in prefixes)
 
 
 def _names(value: str) -> list[str]:

@@ -1,7 +1,7 @@
-"""Answer latency as a caller hears it, over the phone path: recorded calls dialled into the real server over the
-Twilio Media Streams protocol (`agent/phone_client.py`), the LLM played by the provider simulator at each scenario's
-speed, and the answer's onset found in the audio the caller received by transcribing it (`bench/calls.py`): an
-acknowledgement or an apology is not an answer.
+"""Answer latency as a caller hears it, over the phone path: recorded calls dialled into the real server over a
+carrier's media stream protocol (`agent/phone_client.py`; Twilio Media Streams unless `--carrier` names Telnyx or
+Plivo), the LLM played by the provider simulator at each scenario's speed, and the answer's onset found in the
+audio the caller received by transcribing it (`bench/calls.py`): an acknowledgement or an apology is not an answer.
 
 Scenarios: Cerebras speed (200 ms to the first token, 3,000 tokens/s), a heavy-tailed first token (log-normal,
 p50 200 ms, p95 600 ms), H100 speed (200 ms, 280 tokens/s); each with the acknowledgement off and on. Calls mix
@@ -13,6 +13,7 @@ the ratio is vanilla's answer p50 over ours.
 
     python -m bench.latency                          # every scenario, 2 rounds (48 turns each)
     python -m bench.latency --scenarios cerebras --rounds 1 --json bench.json
+    python -m bench.latency --scenarios cerebras --rounds 1 --no-baseline --carrier telnyx
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from agent.latency.turns import STAGES, percentile, summarize
-from agent.phone_client import place_call
+from agent.phone_client import caller_for, place_call
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
@@ -104,7 +105,9 @@ def settings_for(sim: ProviderSim, acknowledge: bool, tts: str) -> Settings:
     )
 
 
-async def run_scenario(scenario: Scenario, speech: SpeechModels, calls: list[Call], tts: str) -> dict[str, Any]:
+async def run_scenario(
+    scenario: Scenario, speech: SpeechModels, calls: list[Call], tts: str, carrier: str = "twilio"
+) -> dict[str, Any]:
     sim = ProviderSim(first_token_s=scenario.first_token(seed=7), tokens_per_s=scenario.tokens_per_s, answer=ANSWER)
     sim.start()
     heard: list[dict[str, Any]] = []
@@ -116,7 +119,8 @@ async def run_scenario(scenario: Scenario, speech: SpeechModels, calls: list[Cal
             async with serving(app) as server:
                 for call in calls:
                     app.state.recent_turns.clear()
-                    result = await place_call(call.path, f"{server.ws}/twilio/stream", tail_s=2.5)
+                    stream = f"{server.ws}/{carrier}/stream"  # unsigned, on this machine
+                    result = await place_call(call.path, stream, dialect=caller_for(carrier), tail_s=2.5)
                     await asyncio.sleep(1.0)  # the server closes the call's last turn
                     call_reports = [r for ch, e, r in app.state.recent_turns if ch == "phone" and e == "closed"]
                     reports += [{**r, "call": str(call.path.name)} for r in call_reports]
@@ -223,6 +227,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the vanilla pipecat comparison")
     parser.add_argument("--tts", default="hibari", choices=["hibari", "piper"])
     parser.add_argument("--json", type=Path, help="write the full report here")
+    parser.add_argument("--carrier", default="twilio", choices=["twilio", "telnyx", "plivo"], help="stream protocol")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith(("bench", "__main__")))
@@ -235,10 +240,11 @@ async def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "rounds": args.rounds,
         "tts": args.tts,
+        "carrier": args.carrier,
         "scenarios": {},
     }
     for name in args.scenarios:
-        report["scenarios"][name] = await run_scenario(SCENARIOS[name], speech, calls, args.tts)
+        report["scenarios"][name] = await run_scenario(SCENARIOS[name], speech, calls, args.tts, args.carrier)
     if not args.no_baseline:
         report["baseline"] = await run_baseline(speech, calls[:2], args.tts)
     report["whole_file_wer"] = await asyncio.to_thread(whole_file_wer, speech, calls)

@@ -1,118 +1,150 @@
-"""Phone entry: one Twilio Media Stream = one call, at the carrier's 8 kHz mu-law.
+"""Phone entry: one carrier media stream (Twilio, Telnyx or Plivo) = one call, at the carriers' 8 kHz.
 
-A `mark` goes to Twilio after the first and the last audio chunk of everything the agent says, and one more
-(`answer-<n>`) right after the first chunk of each answer (an acknowledgement may play before it). Twilio echoes a
-mark once the audio before it has played, so the answer mark's echo times when the caller started hearing the
-answer (the latency budget as heard on the phone side); `clear` on barge-in drops what was not heard.
+The carrier plugs in at the transport (`agent/telephony/carriers.py`: its serializer, its marks, its call control);
+the voice chain is the one every entry runs. Around it, this call's phone parts:
+
+- marks around everything the agent says (`agent/telephony/marks.py`): the answer mark's echo times when the caller
+  started hearing the answer; `clear` on barge-in drops what was not heard;
+- the keypad: digits typed freely go into the conversation ("the caller pressed 1"), and the collect_digits tool
+  can wait for them; a key pressed while the agent talks stops it;
+- the transfer_call tool (`agent/telephony/transfer.py`): a short line in the agent's voice, then the carrier puts
+  the call through; the turn ends as `transferred` and the call is not hung up behind the person;
+- an outbound call's greeting, said as soon as the stream is up;
+- the end: the agent ending the call (time limit, a drain's goodbye through `live`) or the line going dead hangs up
+  through the carrier's REST API; the carrier stopping the stream (the caller hung up, or the call was put
+  through) does not.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
+import asyncio
+from dataclasses import replace
 from typing import Any
 
 from fastapi import WebSocket
 from loguru import logger
+from pipecat.frames.frames import InterruptionFrame, TTSSpeakFrame
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
-from agent.latency.observer import AudioKind, TurnLatencyObserver, TurnListener
+from agent.frames import KeypadEntryFrame, PhraseAudioFrame
+from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
-from agent.telephony.twilio import TWILIO_RATE, StreamStart, TwilioMediaStreamSerializer, mark_message
+from agent.telephony.carriers import CARRIER_RATE, CARRIERS
+from agent.telephony.gate import StreamOpening
+from agent.telephony.keypad import Keypad, KeypadObserver
+from agent.telephony.line import PhoneLineSerializer
+from agent.telephony.marks import UtteranceMarks
+from agent.telephony.transfer import Transfer
+from agent.tools.phone import phone_tools
 from pipelines.live import LiveCalls
 from pipelines.voice import build_voice_call, run_voice_call
 
-FIRST_CHUNK_S = 0.04  # pipecat writes 40 ms chunks: a start mark is echoed when that first chunk finished playing
 
-
-class UtteranceMarks:
-    """Sends `utterance-<n>-start`/`-end` around each stretch of bot speech and `answer-<n>` after each answer's
-    first audio; reads Twilio's echoes."""
-
-    def __init__(self, websocket: WebSocket, stream_sid: str, latency: TurnLatencyObserver):
-        self._websocket = websocket
-        self._stream_sid = stream_sid
-        self._latency = latency
-        self._numbers = itertools.count(1)
-        self._answers = itertools.count(1)
-        self._current: int | None = None
-        self.echoed: list[str] = []
-
-    async def _send(self, name: str) -> None:
-        await send_text_if_open(self._websocket, mark_message(self._stream_sid, name))
-
-    async def audio_written(self, kind: AudioKind) -> None:
-        answer_onset = await self._latency.audio_sent(kind)
-        if self._current is None:
-            self._current = next(self._numbers)
-            await self._send(f"utterance-{self._current}-start")
-        if answer_onset:
-            await self._send(f"answer-{next(self._answers)}")
-
-    async def utterance_ended(self) -> None:
-        if self._current is not None:
-            await self._send(f"utterance-{self._current}-end")
-            self._current = None
-
-    async def echoed_back(self, name: str) -> None:
-        self.echoed.append(name)
-        if name.startswith("answer-"):
-            await self._latency.playout_started(time.monotonic() - FIRST_CHUNK_S)
+def keypad_message(digits: str) -> str:
+    """The user message a keypad entry becomes."""
+    return f"(The caller pressed {' '.join(digits)} on the phone keypad.)"
 
 
 async def run_phone_call(
     websocket: WebSocket,
-    start: StreamStart,
+    opening: StreamOpening,
     runtime: AgentRuntime,
     on_turn: TurnListener,
     guard: InputGuard,
+    *,
+    greeting: str = "",
     live: LiveCalls | None = None,
 ) -> None:
-    """Run one admitted phone call (after the `start` handshake) until Twilio stops the stream, the socket drops
+    """Run one admitted phone call until the carrier stops the stream, the socket drops, the agent ends the call
     or the caller's input breaks the `guard`'s bounds; `live` lists the call while it runs (so a drain can end it)."""
     settings = runtime.settings
+    carrier = CARRIERS[opening.carrier]
+    control = carrier.control(settings, opening.call_id)
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
-    marks = UtteranceMarks(websocket, start.stream_sid, latency)
+
+    async def send_mark(name: str) -> None:
+        await send_text_if_open(websocket, carrier.mark_message(opening, name))
+
+    marks = UtteranceMarks(send_mark, latency)
     stopped: list[bool] = []
 
     async def on_stop() -> None:
         stopped.append(True)
-        await call.worker.cancel(reason="twilio stopped the stream")
+        await call.worker.cancel(reason=f"{carrier.name} stopped the stream")
 
-    serializer = TwilioMediaStreamSerializer(
-        start,
-        on_mark=marks.echoed_back,
-        on_stop=on_stop,
-        account_sid=settings.twilio_account_sid,
-        auth_token=settings.twilio_auth_token.get_secret_value(),
-        rest_base_url=settings.twilio_api_base_url or None,
+    async def on_end() -> None:
+        if not stopped:
+            await control.hang_up()
+
+    async def interrupt() -> None:
+        if marks.speaking:  # a key pressed while the agent talks stops it, as an IVR does
+            await call.worker.queue_frame(InterruptionFrame())
+
+    async def enter_digits(digits: str) -> None:
+        message = {"role": "user", "content": keypad_message(digits)}
+        await call.worker.queue_frame(KeypadEntryFrame(messages=[message], run_llm=True, digits=digits))
+
+    keypad = Keypad(settings.dtmf_interdigit_ms / 1000, on_entry=enter_digits, on_first_digit=interrupt)
+    serializer = PhoneLineSerializer(
+        carrier.serializer(opening, on_mark=marks.echoed_back, on_stop=on_stop),
+        on_digit=keypad.press,
+        on_clear=marks.cleared,
+        on_end=on_end,
     )
     transport = VoiceWebsocketTransport(
         websocket,
         FastAPIWebsocketParams(
             audio_in_enabled=True,
-            audio_in_sample_rate=TWILIO_RATE,
+            audio_in_sample_rate=CARRIER_RATE,
             audio_out_enabled=True,
-            audio_out_sample_rate=TWILIO_RATE,
+            audio_out_sample_rate=CARRIER_RATE,
             add_wav_header=False,
             serializer=GuardedSerializer(serializer, guard),
         ),
         on_audio_written=marks.audio_written,
         on_utterance_end=marks.utterance_ended,
     )
-    call = build_voice_call(runtime, transport, latency, sample_rate_in=TWILIO_RATE, sample_rate_out=TWILIO_RATE)
+
+    async def say(text: str) -> float:
+        """Play `text` in the agent's voice, after what is already queued; its length in seconds."""
+        voice = runtime.speech.voice
+        pcm = b"".join(await asyncio.to_thread(lambda: list(voice.synthesize(text))))
+        await transport.output().queue_frame(PhraseAudioFrame(audio=pcm, sample_rate=voice.sample_rate, num_channels=1))
+        return len(pcm) / 2 / voice.sample_rate
+
+    transfer = Transfer(settings, control, marks, say, on_transferred=latency.transferred)
+    tools = runtime.tools.extended(phone_tools(settings, keypad, transfer))
+    call = build_voice_call(
+        replace(runtime, tools=tools),
+        transport,
+        latency,
+        sample_rate_in=CARRIER_RATE,
+        sample_rate_out=CARRIER_RATE,
+        observers=[KeypadObserver(keypad)],
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def _connected(_transport: Any, _websocket: WebSocket) -> None:
+        if greeting:
+            await call.worker.queue_frame(TTSSpeakFrame(greeting))
 
     @transport.event_handler("on_client_disconnected")
     async def _dropped(_transport: Any, _websocket: WebSocket) -> None:
-        if not stopped:
-            logger.warning(f"twilio: call {start.call_sid} dropped without a 'stop'")
-        await call.worker.cancel(reason="twilio socket closed")
+        if carrier.close_is_stop:
+            stopped.append(True)
+        elif not stopped:
+            logger.warning(f"{carrier.name}: call {opening.call_id} dropped without a 'stop'")
+        await call.worker.cancel(reason=f"{carrier.name} socket closed")
 
-    logger.info(f"twilio: call {start.call_sid} stream {start.stream_sid} started")
-    with (LiveCalls() if live is None else live).running(call):
-        async with guard.enforced(websocket):
-            await run_voice_call(call, max_duration_s=runtime.settings.max_call_seconds)
-    logger.info(f"twilio: call {start.call_sid} ended; marks echoed: {len(marks.echoed)}")
+    logger.info(f"{carrier.name}: call {opening.call_id} stream {opening.stream_id} started")
+    try:
+        with (LiveCalls() if live is None else live).running(call):
+            async with guard.enforced(websocket):
+                await run_voice_call(call, max_duration_s=settings.max_call_seconds)
+    finally:
+        keypad.close()
+    ended = f"put through to {control.transferred_to}" if control.transferred_to else "ended"
+    logger.info(f"{carrier.name}: call {opening.call_id} {ended}; marks echoed: {len(marks.echoed)}")

@@ -26,8 +26,9 @@ class RunningServer(Loopback):
 
 
 @asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[RunningServer]:
-    port = free_port()
+async def serving(app: FastAPI, port: int | None = None) -> AsyncIterator[RunningServer]:
+    """`app` under uvicorn on 127.0.0.1 (on `port`, when the app must know its own address beforehand)."""
+    port = port or free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", ws="websockets", ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES
     )

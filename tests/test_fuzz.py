@@ -1,6 +1,7 @@
-"""Property-based fuzzing (hypothesis) of what strangers and providers send us: the Twilio Media Streams
-deserializer and its `start` parser, the browser page's deserializer, and the SSE parser of LLM streams. Whatever
-arrives, nothing raises out of them: input is either understood or dropped."""
+"""Property-based fuzzing (hypothesis) of what strangers and providers send us: each carrier's stream
+deserializer (Twilio, Telnyx, Plivo) and `start` parser, Plivo's extraHeaders, the browser page's deserializer, and
+the SSE parser of LLM streams. Whatever arrives, nothing raises out of them: input is either understood or
+dropped."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import base64
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipecat.clocks.system_clock import SystemClock
@@ -18,16 +20,11 @@ from pipecat.utils.asyncio.task_manager import TaskManager
 
 from agent.llm.sse import iter_sse_data
 from agent.protocols.browser import BrowserSerializer
-from agent.telephony.twilio import (
-    ACCOUNT_SID,
-    CALL_SID,
-    MEDIA_FORMAT,
-    STREAM_SID,
-    StreamStart,
-    TwilioMediaStreamSerializer,
-    TwilioProtocolError,
-    parse_start,
-)
+from agent.telephony import plivo, telnyx
+from agent.telephony.admission import AdmissionRefused
+from agent.telephony.carriers import CARRIERS
+from agent.telephony.gate import StreamOpening
+from agent.telephony.twilio import ACCOUNT_SID, CALL_SID, MEDIA_FORMAT, STREAM_SID, TwilioProtocolError, parse_start
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -43,10 +40,14 @@ def sids(pattern) -> st.SearchStrategy[Any]:
     return st.from_regex(pattern, fullmatch=True) | json_values
 
 
-twilio_events = st.fixed_dictionaries(
-    {"event": st.sampled_from(["media", "mark", "dtmf", "stop", "start", "connected", "clear"]) | json_values},
+EVENT_NAMES = ["media", "mark", "dtmf", "stop", "start", "connected", "clear", "error", "playedStream", "clearedAudio"]
+stream_events = st.fixed_dictionaries(
+    {"event": st.sampled_from(EVENT_NAMES) | json_values},
     optional={
         "streamSid": sids(STREAM_SID),
+        "stream_id": json_values,
+        "name": st.text(max_size=20) | json_values,
+        "payload": json_values,
         "media": st.fixed_dictionaries({}, optional={"payload": base64_audio | json_values, "track": json_values})
         | json_values,
         "mark": st.fixed_dictionaries({}, optional={"name": st.text(max_size=20) | json_values}) | json_values,
@@ -71,15 +72,15 @@ start_events = st.fixed_dictionaries(
         | json_values,
     }
 )
-wire_text = st.text(max_size=300) | twilio_events.map(json.dumps) | st.just("[" * 5000)
+wire_text = st.text(max_size=300) | stream_events.map(json.dumps) | st.just("[" * 5000)
 
 
-async def run_twilio(messages: list[str | bytes]) -> list[Any]:
+async def run_carrier(carrier: str, messages: list[str | bytes]) -> list[Any]:
     async def ignore(*_: Any) -> None:
         return None
 
-    start = StreamStart(stream_sid="MZ" + "0" * 32, call_sid="CA" + "0" * 32, account_sid="AC" + "0" * 32)
-    serializer = TwilioMediaStreamSerializer(start, on_mark=ignore, on_stop=ignore)
+    opening = StreamOpening(carrier, "CA" + "0" * 32, "MZ" + "0" * 32, "AC" + "0" * 32, encoding="PCMA")
+    serializer = CARRIERS[carrier].serializer(opening, on_mark=ignore, on_stop=ignore)
     setup = FrameProcessorSetup(
         clock=SystemClock(), task_manager=TaskManager(), pipeline_worker=None, audio_in_sample_rate=16000
     )
@@ -87,22 +88,78 @@ async def run_twilio(messages: list[str | bytes]) -> list[Any]:
     return [await serializer.deserialize(m) for m in messages]
 
 
+@pytest.mark.parametrize("carrier", list(CARRIERS))
 @FUZZ
-@given(st.lists(wire_text | st.binary(max_size=200), min_size=1, max_size=8))
-def test_twilio_deserializer_never_raises(messages):
-    frames = asyncio.run(run_twilio(messages))
+@given(messages=st.lists(wire_text | st.binary(max_size=200), min_size=1, max_size=8))
+def test_each_carriers_deserializer_never_raises(carrier, messages):
+    frames = asyncio.run(run_carrier(carrier, messages))
     assert all(f is None or isinstance(f, InputAudioRawFrame | InputDTMFFrame) for f in frames)
 
 
+telnyx_starts = st.fixed_dictionaries(
+    {"event": st.just("start") | json_values},
+    optional={
+        "stream_id": sids(telnyx.UUID),
+        "start": st.fixed_dictionaries(
+            {},
+            optional={
+                "call_control_id": sids(telnyx.CALL_CONTROL_ID),
+                "user_id": sids(telnyx.UUID),
+                "media_format": st.fixed_dictionaries(
+                    {"encoding": st.sampled_from(["PCMU", "PCMA", "G722"]) | json_values,
+                     "sample_rate": st.sampled_from([8000, 16000]) | json_values}
+                ) | json_values,
+                "custom_parameters": st.dictionaries(st.text(max_size=8), st.text(max_size=8)) | json_values,
+            },
+        )
+        | json_values,
+    },
+)  # fmt: skip
+plivo_starts = st.fixed_dictionaries(
+    {"event": st.just("start") | json_values},
+    optional={
+        "start": st.fixed_dictionaries(
+            {},
+            optional={
+                "callId": sids(plivo.CALL_UUID),
+                "streamId": sids(plivo.CALL_UUID),
+                "accountId": sids(plivo.AUTH_ID),
+                "mediaFormat": st.just(plivo.MEDIA_FORMAT) | json_values,
+            },
+        )
+        | json_values,
+        "extra_headers": st.text(max_size=80) | json_values,
+    },
+)
+
+
 @FUZZ
-@given(start_events | twilio_events | st.dictionaries(st.text(max_size=8), json_values))
+@given(telnyx_starts | plivo_starts | st.dictionaries(st.text(max_size=8), json_values))
+def test_telnyx_and_plivo_starts_are_parsed_or_refused(event):
+    for parse, ids in ((telnyx.parse_start, telnyx.CALL_CONTROL_ID), (plivo.parse_start, plivo.CALL_UUID)):
+        try:
+            opening = parse(event)
+        except AdmissionRefused:
+            continue
+        assert ids.fullmatch(opening.call_id) and all(isinstance(v, str) for v in opening.parameters.values())
+
+
+@FUZZ
+@given(st.text(max_size=200) | json_values)
+def test_plivo_extra_headers_are_parsed_or_skipped(text):
+    headers = plivo.parse_extra_headers(text)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+
+
+@FUZZ
+@given(start_events | stream_events | st.dictionaries(st.text(max_size=8), json_values))
 def test_twilio_start_is_parsed_or_refused_with_a_protocol_error(event):
     try:
         start = parse_start(event)
     except TwilioProtocolError:
         return
-    assert CALL_SID.fullmatch(start.call_sid) and STREAM_SID.fullmatch(start.stream_sid)
-    assert all(isinstance(v, str) for v in start.custom_parameters.values())
+    assert CALL_SID.fullmatch(start.call_id) and STREAM_SID.fullmatch(start.stream_id)
+    assert all(isinstance(v, str) for v in start.parameters.values())
 
 
 async def run_browser(messages: list[str | bytes]) -> tuple[list[Any], list[dict]]:

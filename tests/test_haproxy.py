@@ -2,7 +2,8 @@
 all on 127.0.0.1, in signed mode as a deployment runs them (PUBLIC_URL is HAProxy's address), with real phone calls
 placed the way Twilio places them (signed webhook, then the signed stream it names, with the call's token): calls
 spread over both servers; a draining server takes no new call while its live call goes on to the end; killing one
-server does not disturb the other's call; with no server left, Twilio still gets a busy answer."""
+server does not disturb the other's call; with no server left, each carrier (Twilio, Telnyx, Plivo) still gets its
+busy answer."""
 
 from __future__ import annotations
 
@@ -25,6 +26,11 @@ from tests.servers import wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 AUTH_TOKEN = "haproxy-test-auth-token"
+BUSY_ANSWERS = {
+    "twilio": '<Response><Reject reason="busy"/></Response>',
+    "telnyx": '<Response><Reject reason="busy"/></Response>',
+    "plivo": '<Response><Hangup reason="busy"/></Response>',
+}
 pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="Debian's haproxy is not installed")
 
 
@@ -125,11 +131,12 @@ async def test_two_servers_behind_haproxy(tmp_path):
             assert result is not None and not result.closed_by_server  # the caller hung up, nobody cut it off
             assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True, True], result.turns
 
-            # The drained server exits once its last call is over. No server left: Twilio still hears busy.
+            # The drained server exits once its last call is over. No server left: every carrier still hears busy.
             assert await drained.exited(30) == 0
-            async with httpx.AsyncClient() as client:
-                busy = await client.post(webhook, data={"CallSid": "CA" + "0" * 32, "From": "+1555", "To": "+1666"})
-            assert busy.status_code == 200 and busy.text.endswith('<Response><Reject reason="busy"/></Response>')
+            for carrier, busy_answer in BUSY_ANSWERS.items():
+                async with httpx.AsyncClient() as client:
+                    busy = await client.post(f"http://127.0.0.1:{listen}/{carrier}/voice", data={"From": "+1555"})
+                assert busy.status_code == 200 and busy.text.endswith(busy_answer), (carrier, busy.text)
     finally:
         sim.stop()
 

@@ -49,7 +49,7 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     call = build_call(tmp_path / "two.wav", [0.4, "ill_disposed.wav", 6.0, "ten_of_clubs.wav", 0.4])
     result = await place_call(call, f"{server.ws}/twilio/stream")
     assert [t["first_sound_ms"] is not None for t in result.turns] == [True, True], result.turns
-    assert all(0 < t["first_sound_ms"] < 3000 for t in result.turns)
+    assert all(0 < t["first_sound_ms"] < 3000 for t in result.turns), result.turns
     # Each answer was bracketed by marks, and the client echoed every one of them once played.
     marks = {"utterance-1-start", "utterance-1-end", "utterance-2-start", "utterance-2-end", "answer-1", "answer-2"}
     assert marks <= set(result.marks_echoed), result.marks_echoed

@@ -179,9 +179,12 @@ def test_turn_summary_counts_outcomes_fillers_and_false_starts():
     false_start.cut = false_start.false_start = True
     failed = marked_turn(speech_end=10.0, turn_end=10.3)
     failed.error = "boom"
-    summary = summarize_turns([answered, false_start.report(budget), failed.report(budget)])
-    assert summary["turns"] == 3 and summary["count"] == 2 and summary["p50_ms"] == pytest.approx(550)
-    assert summary["outcomes"] == {"answered": 2, "interrupted": 0, "error": 1, "no_answer": 0}
+    transferred = marked_turn(speech_end=10.0, turn_end=10.3)
+    transferred.transferred = True  # put through to a person
+    reports = [answered, false_start.report(budget), failed.report(budget), transferred.report(budget)]
+    summary = summarize_turns(reports)
+    assert summary["turns"] == 4 and summary["count"] == 2 and summary["p50_ms"] == pytest.approx(550)
+    assert summary["outcomes"] == {"answered": 2, "interrupted": 0, "error": 1, "no_answer": 0, "transferred": 1}
     assert summary["fillers"] == 1 and summary["false_starts"] == 1
 
 

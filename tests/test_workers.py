@@ -1,7 +1,8 @@
 """`voice-agent serve` as an operator runs it: a front process and two warm worker processes. Real phone calls
-(Twilio's webhook, then its Media Stream, recorded speech; the LLM is the provider simulator speaking Cerebras' wire
-format), real processes, real signals. The front shows what the workers see (provider rate limits, input bounds
-broken), and a worker's runtime shares the machine's one embedded LLM server."""
+(a carrier's webhook, then its media stream: Twilio's, Telnyx's and Plivo's; recorded speech; the LLM is the
+provider simulator speaking Cerebras' wire format), real processes, real signals. The front shows what the workers
+see (provider rate limits, input bounds broken), and a worker's runtime shares the machine's one embedded LLM
+server."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import os
 import re
 import signal
 
+import httpx
 import pytest
 import websockets
 
-from agent.phone_client import place_call
+from agent.phone_client import caller_for, place_call
 from agent.runtime import AgentRuntime
 from agent.server.machine import process_tree, tree_pss_bytes
 from agent.server.metrics import ProviderReading, combine_readings
 from bench.provider_sim import ProviderSim
-from bench.server_process import agent_process, cmdline, on_simulator
+from bench.server_process import agent_process, cmdline, free_port, on_simulator
 from tests.audio import build_call
+from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN, PlivoDouble
 from tests.conftest import local_settings
 from tests.servers import wait_until
 from tests.twilio_wire import start_message
@@ -27,20 +30,45 @@ from tests.twilio_wire import start_message
 MB = 1024 * 1024
 
 
+def plivo_caller():
+    """Plivo as it places calls to this server: signed, from the account the server is configured with."""
+    return caller_for("plivo", auth_token=PLIVO_TOKEN, auth_id=PLIVO_ID)
+
+
 @pytest.fixture(scope="module")
-async def server(tmp_path_factory):
+async def plivo():
+    """Plivo's REST API, played by its double: it places our outbound calls and answers them as a callee."""
+    async with PlivoDouble(plivo_caller).running() as double:
+        yield double
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory, plivo):
     sim = ProviderSim(answer="Sure. That is easy.").start()  # short answers keep the calls short
+    port = free_port()
     settings = {
         "WORKERS": "2",
         "MAX_SPOKEN_SENTENCES": "1",
         "ADMISSION": "count",  # this file is about the workers; admission by load has its own tests
         "SESSION_IDLE_TIMEOUT_SECONDS": "3",  # the calls below talk or send silence all along: only the idle one is cut
+        # Plivo signed, and able to dial (through its double); Twilio and Telnyx unsigned, called from this machine.
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "TWILIO_ALLOW_UNSIGNED": "true",
+        "PLIVO_AUTH_ID": PLIVO_ID,
+        "PLIVO_AUTH_TOKEN": PLIVO_TOKEN,
+        "PLIVO_API_BASE_URL": plivo.base_url,
+        "PLIVO_FROM_NUMBER": "+15550001000",
+        "DIAL_ALLOWLIST": "+1555",
+        "MACHINE_DETECTION": "false",
     }
     try:
-        async with agent_process(tmp_path_factory.mktemp("workers"), on_simulator(sim, settings)) as running:
+        async with agent_process(tmp_path_factory.mktemp("workers"), on_simulator(sim, settings), port) as running:
             yield running
     finally:
         sim.stop()
+
+
+CALLERS = {"telnyx": lambda: caller_for("telnyx"), "plivo": plivo_caller}
 
 
 def llm_servers() -> list[int]:
@@ -88,6 +116,45 @@ async def test_memory_stays_flat_over_sequential_calls_in_warm_workers(server, t
     print(f"PSS (front, workers, LLM) after call 1: {pss[0] / MB:.0f} MB, after call 8: {pss[-1] / MB:.0f} MB")
     assert growth <= 30, [round(p / MB) for p in pss]
     assert server.workers() == workers  # reused warm: no process was started for these calls
+
+
+@pytest.mark.parametrize("carrier", ["telnyx", "plivo"])
+async def test_telnyx_and_plivo_calls_are_admitted_and_answered_in_a_worker(server, carrier, tmp_path):
+    """The front reserves the call at the carrier's webhook, names itself in the stream URL, claims the slot at
+    the stream's start and relays the carrier's own opening (Telnyx: `connected` + `start`; Plivo: `start` alone)
+    to a warm worker, which reads it again and runs the call: answered, marks (Plivo: checkpoints) echoed."""
+    call = build_call(tmp_path / "short.wav", [0.3, "ten_of_clubs.wav", 1.5])
+    workers = server.workers()
+    result = await place_call(call, f"{server.http}/{carrier}/voice", dialect=CALLERS[carrier](), tail_s=0.8)
+    assert re.fullmatch(rf"ws://127\.0\.0\.1:\d+/{carrier}/stream/[\w.-]+", result.invite.url), result.invite.url
+    assert answered(result) == [True], result.turns
+    assert any(name.startswith("answer-") for name in result.marks_echoed), result.marks_echoed
+    assert re.search(rf"\| worker-\d+ \| {carrier}: call {re.escape(result.call_sid)} stream", server.log())
+    await wait_until(no_live_call(server))
+    assert (await server.get("/ready")).json()["active"] == 0 and server.workers() == workers
+
+
+async def test_an_outbound_call_opens_with_its_greeting_in_a_worker(server, plivo, tmp_path):
+    """`POST /calls` reserves the slot through the admission and has Plivo dial; the callee's answer webhook (named
+    after this instance) finds the reservation, and the greeting travels with the relayed stream to the worker,
+    which says it before the callee speaks."""
+    plivo.callee_wav = build_call(tmp_path / "callee.wav", [4.0, "ten_of_clubs.wav", 2.0])
+    async with httpx.AsyncClient() as client:
+        body = {"to": "+15551234567", "carrier": "plivo", "greeting": "Hello, this is the clinic calling."}
+        response = await client.post(f"{server.http}/calls", json=body)
+    assert response.status_code == 201, response.text
+    await wait_until(lambda: _has_calls(plivo), 15)
+    [call] = plivo.calls.values()
+    await asyncio.wait_for(call.task, 60)
+    result = call.result
+    assert result.reply_starts and result.reply_starts[0] < result.turns[0]["speech_start_s"], result.reply_starts
+    assert re.search(rf"\| worker-\d+ \| plivo: call {re.escape(result.call_sid)} stream", server.log())
+    assert not plivo.errors, plivo.errors
+    await wait_until(no_live_call(server))
+
+
+async def _has_calls(double) -> bool:
+    return bool(double.calls)
 
 
 def test_provider_readings_from_several_workers_combine():

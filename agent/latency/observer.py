@@ -5,7 +5,9 @@ confirmed when it says the caller stopped (`UserStoppedSpeakingFrame`); pauses i
 speech) move its end-of-speech marks along. The observer reads the pipeline clock stamp of every push, not the
 moment the (queued) observer runs, so its marks are exact. Transports add the marks only they can see:
 `audio_sent(kind)` after every bot audio write to the socket ("answer" for the LLM's words, "filler" for a
-pre-synthesised phrase), and `playout_started()` when the client says the answer started playing.
+pre-synthesised phrase), and `playout_started()` when the client says the answer started playing. A phone call adds
+`transferred()` when it was put through to a person, and keypad entries (`KeypadEntryFrame`) are turns too, timed
+from the last digit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
-from agent.frames import CompletionStatsFrame, SpeechEndFrame, TurnTranscriptionFrame
+from agent.frames import CompletionStatsFrame, KeypadEntryFrame, SpeechEndFrame, TurnTranscriptionFrame
 from agent.latency.turns import FALSE_START_S, LatencyBudget, Turn
 
 AudioKind = Literal["answer", "filler"]
@@ -91,6 +93,11 @@ class TurnLatencyObserver(BaseObserver):
             return True
         return False
 
+    async def transferred(self) -> None:
+        """The call was put through to a person: the current turn ends there (it closes with the call)."""
+        if self._turn:
+            self._turn.transferred = True
+
     async def playout_started(self, at: float | None = None) -> None:
         """The client started playing the answer of the last answered turn."""
         answered = [t for t in self.turns if t.answered and "playout" not in t.marks]
@@ -108,6 +115,11 @@ class TurnLatencyObserver(BaseObserver):
         open_turn = turn if turn and not turn.confirmed else None
         if isinstance(frame, UserStartedSpeakingFrame):
             await self._new_turn(at)
+        elif isinstance(frame, KeypadEntryFrame):
+            keyed = await self._new_turn(at)
+            keyed.user_text = f"[keypad] {frame.digits}"
+            for name in ("speech_end", "vad_stop", "transcript", "turn_end"):
+                keyed.mark(name, at)
         elif isinstance(frame, VADUserStartedSpeakingFrame) and open_turn:
             for name in ("speech_end", "vad_stop", "transcript"):  # the caller went on after a pause
                 open_turn.marks.pop(name, None)

@@ -7,7 +7,8 @@ first audio is recorded apart (`filler_ms`) and never stops the clock. Every tur
 - `answered`: the answer's audio reached the caller (it may have been cut later by a barge-in);
 - `interrupted`: the caller spoke again before any answer was heard;
 - `error`: the LLM failed and the caller got the apology instead;
-- `no_answer`: the turn ended (the call closed, or nothing came) without an answer.
+- `no_answer`: the turn ended (the call closed, or nothing came) without an answer;
+- `transferred`: the turn ended with the call put through to a person (the transfer_call tool).
 
 Only an answered turn can be within budget. A `false_start` is an answer (or filler) cut by the caller going on
 within `FALSE_START_S` of its first audio: the agent spoke into a pause in the middle of the caller's turn.
@@ -23,8 +24,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Outcome = Literal["answered", "interrupted", "error", "no_answer"]
-OUTCOMES: tuple[Outcome, ...] = ("answered", "interrupted", "error", "no_answer")
+Outcome = Literal["answered", "interrupted", "error", "no_answer", "transferred"]
+OUTCOMES: tuple[Outcome, ...] = ("answered", "interrupted", "error", "no_answer", "transferred")
 FALSE_START_S = 1.5
 
 # (stage name, mark that ends it). Each stage starts at the previous stage's end; the first at `speech_end`.
@@ -95,6 +96,7 @@ class Turn:
     closed: bool = False
     cut: bool = False  # the caller spoke over the agent's audio
     false_start: bool = False
+    transferred: bool = False  # the turn ended with the call put through to a person
 
     def mark(self, name: str, at: float, *, overwrite: bool = False) -> None:
         if overwrite or name not in self.marks:
@@ -110,6 +112,8 @@ class Turn:
 
     @property
     def outcome(self) -> Outcome:
+        if self.transferred:
+            return "transferred"
         if self.answered:
             return "answered"
         if self.error:

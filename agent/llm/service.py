@@ -207,7 +207,7 @@ class StreamingChatLLMService(LLMService):
         stats.tools += [call.name for call in calls]
         running = self.create_task(self._record_tools(calls, turn_id), "tools")
         done, _ = await asyncio.wait({running}, timeout=HOLD_AFTER_S)
-        if not done:
+        if not done and self._tools.wants_hold_phrase(calls):
             await self.push_frame(SpeakPhraseFrame(kind="hold"))
         return await asyncio.shield(running)
 

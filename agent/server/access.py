@@ -1,4 +1,5 @@
-"""Who may use the browser call socket (`/ws`) and read `/metrics`.
+"""Who may use the browser call socket (`/ws`) and read `/metrics` (ACCESS_TOKEN), and who may place outbound
+calls (`POST /calls`, OPERATOR_TOKEN): the same rule for each token.
 
 With ACCESS_TOKEN set, both need it: the page sends it as a websocket subprotocol (`access-token.<token>`, so it
 never appears in a URL or an access log), a scraper as `Authorization: Bearer <token>`. Without it, only clients
@@ -39,7 +40,7 @@ def is_local_client(connection: HTTPConnection) -> bool:
 
 
 class Access:
-    """The access rule for `/ws` and `/metrics`: ACCESS_TOKEN holders, or local clients when it is unset."""
+    """The access rule for one token: its holders, or local clients when it is unset."""
 
     def __init__(self, token: SecretStr) -> None:
         self._token = token.get_secret_value()
@@ -59,7 +60,8 @@ class Access:
         presented = tokens[0] if tokens else ""
         return None if self._matches(presented) else "access token required"
 
-    def metrics_allowed(self, connection: HTTPConnection) -> bool:
+    def bearer_allowed(self, connection: HTTPConnection) -> bool:
+        """A request with `Authorization: Bearer <token>` (or, without a token, from this machine)."""
         if not self._token:
             return is_local_client(connection)
         scheme, _, presented = connection.headers.get("authorization", "").partition(" ")

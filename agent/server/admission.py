@@ -14,10 +14,10 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
 
 The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
 
-A phone call's slot is reserved when Twilio's webhook is answered (the stream follows within a second or two), so
-the stream is never refused afterwards; a reservation whose stream never comes expires after
-`PHONE_RESERVATION_SECONDS`. `capacity()` (the most calls the current measurements allow) and `ready` feed
-`/metrics` and `GET /ready`.
+A phone call's slot is reserved when the carrier's call webhook is answered (the stream follows within a second or
+two), or, for an outbound call, when it is dialled; so the stream is never refused afterwards. A reservation whose
+stream never comes expires (after `PHONE_RESERVATION_SECONDS`; an outbound call's after its ring time).
+`capacity()` (the most calls the current measurements allow) and `ready` feed `/metrics` and `GET /ready`.
 """
 
 from __future__ import annotations
@@ -172,18 +172,27 @@ class Admission:
             return None
         return self._open(channel)
 
-    def reserve(self, call_sid: str) -> bool:
-        """At Twilio's webhook: hold a slot for this call's stream, or False (answer busy)."""
-        reason = None if call_sid in self._reservations else self.refusal()
+    def reserve(self, key: str, ttl_s: float | None = None) -> bool:
+        """At a carrier's call webhook (`key`: the call's id), or when an outbound call is dialled (its dial id,
+        held for `ttl_s`: the ring time and then some): hold a slot for the call's stream, or False (busy)."""
+        reason = None if key in self._reservations else self.refusal()
         if reason:
-            logger.info(f"admission: refused phone call {call_sid} ({reason}); {self.active} live")
+            logger.info(f"admission: refused phone call {key} ({reason}); {self.active} live")
             return False
-        self._reservations[call_sid] = self._clock() + self.settings.phone_reservation_seconds
+        self._reservations[key] = self._clock() + (ttl_s or self.settings.phone_reservation_seconds)
         return True
 
-    def claim(self, call_sid: str) -> Slot | None:
+    def holds(self, key: str) -> bool:
+        """Whether a reservation under `key` is still held (`reserved` drops the expired ones first)."""
+        return self.reserved > 0 and key in self._reservations
+
+    def cancel(self, key: str) -> None:
+        """Give a reservation back (an outbound call the carrier would not place)."""
+        self._reservations.pop(key, None)
+
+    def claim(self, key: str) -> Slot | None:
         """At the stream's start: the call's reservation (never refused), or a fresh admission without one."""
-        if self._reservations.pop(call_sid, None) is not None:
+        if self._reservations.pop(key, None) is not None:
             return self._open("phone")
         return self.admit("phone")
 

@@ -1,12 +1,14 @@
 """The FastAPI app behind `voice-agent serve`.
 
-Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, `/twilio/voice` + `/twilio/stream` the phone
-bridge, `/metrics` Prometheus (turn latencies, each LLM provider's rate limits and failures, refusals, capacity),
-`/health` (liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who
-may call (`server/access.py` for `/ws` and `/metrics`, `telephony/twilio_admission.py` for the phone), admits
-each call by load (`admission.py`), then runs it in a warm worker process (`workers.py`), or in this process with
-`WORKERS=0`. Everything loads and warms up in the lifespan, before the first caller is accepted. Every socket's
-frames are limited to 64 KiB and every call's input is bounded by `protocols/input_guard.py`.
+Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/twilio/...`,
+`/telnyx/...`, `/plivo/...`: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
+latencies, each LLM provider's rate limits and failures, refusals, outbound calls, capacity), `/health`
+(liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who may call
+(`server/access.py` for `/ws` and `/metrics`, each carrier's gate, `telephony/gate.py`, for the phone), admits each
+call by load (`admission.py`; phone calls through `phone_slots.py`), then runs it in a warm worker process
+(`workers.py`), or in this process with `WORKERS=0`. Everything loads and warms up in the lifespan, before the
+first caller is accepted. Every socket's frames are limited to 64 KiB and every call's input is bounded by
+`protocols/input_guard.py`.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from agent.runtime import AgentRuntime, check_providers
 from agent.server.access import PAGE_SUBPROTOCOL, Access
 from agent.server.admission import Admission
 from agent.server.calls import CallRunner, InProcessCalls
+from agent.server.carriers import add_carrier_routes
 from agent.server.lifecycle import DrainingServer
 from agent.server.metrics import TurnMetrics
-from agent.server.twilio import add_twilio_routes
 from agent.server.workers import WorkerPool
 from agent.settings import Settings
 
@@ -111,7 +113,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
-        if not access.metrics_allowed(request):
+        if not access.bearer_allowed(request):
             metrics.refused.labels("metrics", "access").inc()
             return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -143,7 +145,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             except Exception:
                 logger.exception("browser: call failed")
 
-    add_twilio_routes(app, settings, admission, metrics, record_turn("phone"))
+    app.state.phone_slots = add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
     return app
 
 

@@ -6,6 +6,7 @@ process runs its own calls with an `InProcessCalls` too."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fastapi import WebSocket
@@ -14,12 +15,21 @@ from agent.latency.observer import TurnListener
 from agent.protocols.input_guard import InputGuard
 from agent.runtime import AgentRuntime
 from agent.server.metrics import ProviderReading, read_providers
-from agent.telephony.twilio import StreamStart
+from agent.telephony.gate import StreamOpening
 from pipelines.browser import run_browser_call
 from pipelines.live import LiveCalls
 from pipelines.phone import run_phone_call
 
 ViolationListener = Callable[[str], None]  # told the input bound a caller broke ("flood", "idle")
+
+
+@dataclass(frozen=True)
+class PhoneCall:
+    """An admitted phone stream of any carrier: its opening (`opening.messages`: its first messages as sent, for a
+    relay) and what the agent says first (an outbound call's greeting; "" for an incoming call)."""
+
+    opening: StreamOpening
+    greeting: str = ""
 
 
 class CallRunner(Protocol):
@@ -42,9 +52,9 @@ class CallRunner(Protocol):
         ...
 
     async def run_phone(
-        self, websocket: WebSocket, start: StreamStart, on_turn: TurnListener, on_violation: ViolationListener
+        self, websocket: WebSocket, call: PhoneCall, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
-        """A phone call whose stream the front already admitted (`start.opening`: its first messages, as sent)."""
+        """A phone call, of any carrier, whose stream the front already admitted."""
         ...
 
     async def end_all(self) -> None:
@@ -72,10 +82,12 @@ class InProcessCalls:
         await run_browser_call(websocket, self.runtime, on_turn, self._guard("browser", on_violation), self.live)
 
     async def run_phone(
-        self, websocket: WebSocket, start: StreamStart, on_turn: TurnListener, on_violation: ViolationListener
+        self, websocket: WebSocket, call: PhoneCall, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
         guard = self._guard("phone", on_violation)
-        await run_phone_call(websocket, start, self.runtime, on_turn, guard, self.live)
+        await run_phone_call(
+            websocket, call.opening, self.runtime, on_turn, guard, greeting=call.greeting, live=self.live
+        )
 
     async def end_all(self) -> None:
         await self.live.end_all()

@@ -1,8 +1,8 @@
 """Prometheus metrics of every turn: when the caller got the answer (and any filler before it), stage by stage, and
 how each turn ended (`outcome`) against the budget (`verdict`); each LLM provider's rate-limit headers (remaining
 requests/tokens, time to reset), rest time and failures by kind; the connections refused or cut for security
-(admission, access, input bounds); and the server's capacity (live and reserved calls, how many it can take,
-whether it is draining, its memory)."""
+(admission, access, input bounds); outbound calls; and the server's capacity (live and reserved calls, how many
+it can take, whether it is draining, its memory)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class TurnMetrics:
         )
         self.turns = Counter(
             "voice_agent_turns_total",
-            "Finished turns by outcome (answered, interrupted, error, no_answer) and budget verdict.",
+            "Finished turns by outcome (answered, interrupted, error, no_answer, transferred) and budget verdict.",
             ["channel", "outcome", "verdict"],
             registry=self.registry,
         )
@@ -79,6 +79,12 @@ class TurnMetrics:
             "voice_agent_refused_total",
             "Requests and sockets refused before a call started (bad signature, token, SID, access...).",
             ["channel", "reason"],
+            registry=self.registry,
+        )
+        self.dials = Counter(
+            "voice_agent_dials_total",
+            "Outbound call requests by carrier and result (placed, or why not: dial_allowlist, busy, carrier_error).",
+            ["carrier", "result"],
             registry=self.registry,
         )
         self.disconnected = Counter(

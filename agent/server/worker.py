@@ -8,10 +8,11 @@ directory only this user can enter; only the front talks to it:
 - `/control`: the front's line to the worker. Out: `ready` once, every turn report, the input bound a caller broke
   (`violation`), the LLM providers' state (`providers`, after every turn and call), `idle` after each call.
   In: `end_call` (say the drain goodbye and end the live call). When the front closes it, the worker exits.
-- `/ws`, `/twilio/stream`: one call each, relayed message for message by the front, which terminated the caller's
-  websocket and checked it (origin, access, signature, stream token, admission) before any worker saw it. The
-  calls run here exactly as in a single-process server (`calls.py`'s `InProcessCalls`: the same pipelines, the same
-  input bounds).
+- `/ws`, `/phone/<carrier>` (`?greeting=` for an outbound call): one call each, relayed message for message by
+  the front, which terminated the caller's websocket and checked it (origin, access, signature, stream token,
+  admission) before any worker saw it; a phone stream's opening messages come first, as the carrier sent them.
+  The calls run here exactly as in a single-process server (`calls.py`'s `InProcessCalls`: the same pipelines,
+  the same input bounds).
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from loguru import logger
 
 from agent.latency.observer import TurnListener
 from agent.runtime import AgentRuntime
-from agent.server.calls import InProcessCalls, ViolationListener
+from agent.server.calls import InProcessCalls, PhoneCall, ViolationListener
 from agent.settings import Settings
-from agent.telephony.twilio import TwilioProtocolError, read_stream_start
+from agent.telephony.admission import AdmissionRefused
+from agent.telephony.carriers import CARRIERS
+from agent.telephony.gate import OPENING_TIMEOUT_S
 from pipelines.replay import replay_call, write_wav
 
 REHEARSAL = "Hello, can you hear me?"
@@ -142,18 +145,22 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
         finally:
             call_over(calls)
 
-    @app.websocket("/twilio/stream")
-    async def phone_call(websocket: WebSocket) -> None:
+    @app.websocket("/phone/{carrier}")
+    async def phone_call(websocket: WebSocket, carrier: str) -> None:
         await websocket.accept()
         calls: InProcessCalls = websocket.app.state.calls
+        greeting = websocket.query_params.get("greeting", "")
         try:
-            start = await read_stream_start(websocket)  # the opening the front checked, relayed as it was sent
-            await calls.run_phone(websocket, start, *report_to_front("phone", calls))
-        except (TwilioProtocolError, TimeoutError) as e:
-            logger.warning(f"twilio: the relayed stream did not start properly: {e}")
+            if carrier not in CARRIERS:
+                raise AdmissionRefused("carrier", f"no carrier {carrier[:20]!r}")
+            async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
+                opening = await CARRIERS[carrier].serializer.read_opening(websocket)
+            await calls.run_phone(websocket, PhoneCall(opening, greeting), *report_to_front("phone", calls))
+        except (AdmissionRefused, TimeoutError) as e:
+            logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
             await websocket.close(code=1008)
         except Exception:
-            logger.exception("twilio: call failed")
+            logger.exception(f"{carrier[:20]}: call failed")
         finally:
             call_over(calls)
 

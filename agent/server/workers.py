@@ -21,10 +21,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import websockets
 from fastapi import WebSocket
@@ -36,10 +37,9 @@ from agent.latency.observer import TurnListener
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import wants_local_llm
 from agent.protocols.websocket_transport import close_if_open
-from agent.server.calls import ViolationListener
+from agent.server.calls import PhoneCall, ViolationListener
 from agent.server.metrics import ProviderReading, combine_readings
 from agent.settings import Settings
-from agent.telephony.twilio import StreamStart
 
 START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machine
 START_ATTEMPTS = 3
@@ -140,9 +140,12 @@ class WorkerPool:
         await self._run(websocket, "/ws", [], on_turn, on_violation)
 
     async def run_phone(
-        self, websocket: WebSocket, start: StreamStart, on_turn: TurnListener, on_violation: ViolationListener
+        self, websocket: WebSocket, call: PhoneCall, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
-        await self._run(websocket, "/twilio/stream", start.opening, on_turn, on_violation)
+        path = f"/phone/{call.opening.carrier}" + (
+            f"?{urlencode({'greeting': call.greeting})}" if call.greeting else ""
+        )
+        await self._run(websocket, path, call.opening.messages, on_turn, on_violation)
 
     async def end_all(self) -> None:
         for worker in list(self._workers.values()):
@@ -155,7 +158,7 @@ class WorkerPool:
         self,
         client: WebSocket,
         path: str,
-        opening: list[str],
+        opening: Sequence[str],
         on_turn: TurnListener,
         on_violation: ViolationListener,
     ) -> None:

@@ -1,4 +1,7 @@
-"""The tools a deployment offers, built from the settings: `TOOLS` names them, `BOOKING_DB_PATH` is the database."""
+"""The tools a deployment offers, built from the settings: `TOOLS` names them, `BOOKING_DB_PATH` is the database.
+
+This registry holds the tools every call shares (clock, booking); the phone tools named in TOOLS (keypad,
+transfer) act on one call and are added per phone call (`agent/tools/phone.py`)."""
 
 from __future__ import annotations
 
@@ -20,4 +23,4 @@ def build_registry(settings: Settings) -> ToolRegistry:
             raise SettingsError(f"BOOKING_DB_PATH={settings.booking_db_path!r}: {e}") from None
 
     factories: dict[str, Callable[[], Tool]] = {"clock": clock_tool, "booking": booking}
-    return ToolRegistry([factories[name]() for name in settings.tool_names])
+    return ToolRegistry([factories[name]() for name in settings.tool_names if name in factories])

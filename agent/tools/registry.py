@@ -42,12 +42,15 @@ class ToolContext:
 
 @dataclass(frozen=True)
 class Tool:
-    """A function the model may call. A function with a `context` parameter gets a `ToolContext`."""
+    """A function the model may call. A function with a `context` parameter gets a `ToolContext`. A tool that waits
+    for the caller (digits on the keypad, a transfer being put through) sets `hold_phrase=False`: no "One moment."
+    while it runs."""
 
     schema: FunctionSchema
     function: Callable[..., Any]
     side_effects: bool = False
     timeout_s: float = 5.0
+    hold_phrase: bool = True
 
     @property
     def name(self) -> str:
@@ -86,6 +89,14 @@ class ToolRegistry:
     @property
     def names(self) -> list[str]:
         return list(self._tools)
+
+    def extended(self, tools: list[Tool]) -> ToolRegistry:
+        """A new registry with these tools and `tools` (a call's own tools, bound to that call)."""
+        return ToolRegistry([*self._tools.values(), *tools])
+
+    def wants_hold_phrase(self, calls: list[ToolCall]) -> bool:
+        """Whether the caller should hear the hold phrase while these calls run (not while a tool waits for them)."""
+        return all(self._tools[c.name].hold_phrase for c in calls if c.name in self._tools)
 
     def __bool__(self) -> bool:
         return bool(self._tools)

@@ -1,0 +1,91 @@
+"""Outbound calls: `POST /calls` with `{"to": "+15551234567", "carrier": "twilio", "greeting": "..."}` (carrier and
+greeting optional), behind OPERATOR_TOKEN (`Authorization: Bearer <token>`; without one, clients on this machine
+only). `voice-agent dial` posts here.
+
+The number must be E.164 and match DIAL_ALLOWLIST (toll fraud: nothing is dialled without one). The call takes
+its slot from the admission before it is dialled (`phone_slots.py`), so it is refused as busy (full, or
+draining) rather than answered into silence. The carrier is asked (its REST API, its From number) to call and
+fetch our answer webhook at PUBLIC_URL (`/<carrier>/voice/<INSTANCE_NAME>?dial=<id>`: a load balancer routes it
+back to this server), with its asynchronous answering-machine detection posting to `/<carrier>/amd`
+(MACHINE_DETECTION). When the callee answers, the stream connects to the same pipeline as an incoming call, and
+the agent opens with the greeting (the request's, or DIAL_GREETING).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from loguru import logger
+
+from agent.server.access import Access
+from agent.server.metrics import TurnMetrics
+from agent.server.phone_slots import PhoneSlots
+from agent.server.request_body import bounded_body
+from agent.settings import E164, Settings, number_allowed
+from agent.telephony.carriers import CARRIERS
+from agent.telephony.rest import CarrierError, Outbound
+
+MAX_BODY_BYTES = 4096
+MAX_GREETING_CHARS = 500
+ANSWER_MARGIN_S = 30.0  # after the ring timeout: the answer webhook and the stream still have to arrive
+
+
+def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics: TurnMetrics) -> None:
+    operator = Access(settings.operator_token)
+
+    def refused(status: int, reason: str, message: str) -> JSONResponse:
+        logger.warning(f"dial: refused ({reason}): {message}")
+        metrics.dials.labels("none", reason).inc()
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.post("/calls")
+    async def place_call(request: Request) -> JSONResponse:
+        if not operator.bearer_allowed(request):
+            return refused(401, "operator_token", "operator token required")
+        body = await bounded_body(request, MAX_BODY_BYTES)
+        try:
+            order: Any = json.loads(body) if body is not None else None
+        except (ValueError, RecursionError):
+            order = None
+        if not isinstance(order, dict):
+            return refused(400, "request", f'expected a JSON object (at most {MAX_BODY_BYTES} bytes) with "to"')
+        to, name, greeting = order.get("to"), order.get("carrier", "twilio"), order.get("greeting")
+        greeting = settings.dial_greeting if greeting is None else greeting
+        if not isinstance(to, str) or not E164.fullmatch(to):
+            return refused(400, "number", '"to" must be a phone number in E.164 form, e.g. +15551234567')
+        if not isinstance(name, str) or name not in CARRIERS:
+            return refused(400, "carrier", f'"carrier" must be one of {", ".join(CARRIERS)}')
+        if not isinstance(greeting, str) or len(greeting) > MAX_GREETING_CHARS:
+            return refused(400, "greeting", f'"greeting" must be text of at most {MAX_GREETING_CHARS} characters')
+        if not number_allowed(to, settings.dial_prefixes):
+            return refused(403, "dial_allowlist", f"{to} does not match DIAL_ALLOWLIST")
+        carrier = CARRIERS[name]
+        api, from_number = carrier.api(settings), carrier.from_number(settings)
+        if api is None or not from_number or not settings.public_url:
+            missing = "its credentials" if api is None else "its From number" if not from_number else "PUBLIC_URL"
+            return refused(409, "not_configured", f"{name} cannot place calls: set {missing}")
+        dial_id = uuid.uuid4().hex
+        if not slots.reserve_dial(dial_id, greeting):
+            return refused(503, "busy", "no free line: the server is full or draining")
+        base = settings.public_url.rstrip("/")
+        call = Outbound(
+            to=to,
+            from_number=from_number,
+            answer_url=f"{base}/{name}/voice/{settings.instance}?dial={dial_id}",
+            machine_url=f"{base}/{name}/amd" if settings.machine_detection else None,
+            timeout_s=settings.dial_timeout_seconds,
+        )
+        try:
+            reference = await api.dial(call)
+        except CarrierError as e:
+            slots.cancel(dial_id)
+            logger.error(f"dial: {e}")
+            metrics.dials.labels(name, "carrier_error").inc()
+            return JSONResponse({"error": f"{name} did not place the call"}, status_code=502)
+        logger.info(f"dial: {name} is calling {to} (dial {dial_id})")
+        metrics.dials.labels(name, "placed").inc()
+        return JSONResponse({"dial_id": dial_id, "carrier": name, "to": to, "reference": reference}, status_code=201)

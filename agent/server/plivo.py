@@ -1,0 +1,54 @@
+"""The Plivo bridge (`POST /plivo/voice`, `WS /plivo/stream`, `POST /plivo/amd`): the shared phone routes
+(`phone_routes.py`) with Plivo's gate (`agent/telephony/plivo_admission.py`) and answer XML, and the two documents
+Plivo fetches when the call is redirected through its transfer API (signed like every Plivo request):
+
+- `POST /plivo/transfer?to=<number>`: `<Dial>` to the number, which must pass DIAL_ALLOWLIST;
+- `POST /plivo/voicemail`: wait for the answering machine's beep, then say VOICEMAIL_MESSAGE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from starlette.datastructures import FormData
+
+from agent.server.phone_routes import XML, Bridge, MachineAction
+from agent.settings import Settings, number_allowed
+from agent.telephony import plivo
+from agent.telephony.admission import StreamTokens
+from agent.telephony.plivo_admission import PlivoAdmission
+from agent.telephony.plivo_rest import TRANSFER_PATH, VOICEMAIL_PATH
+
+BEEP_WAIT_S = 30  # the longest a voicemail greeting is waited for
+
+
+def machine_action(form: FormData) -> MachineAction:
+    """Plivo's asynchronous machine detection says only that a machine answered: leave the message (the voicemail
+    XML waits for the beep first)."""
+    return "voicemail" if form.get("Machine") == "true" else None
+
+
+def answer(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
+    return plivo.answer_xml(stream_url, parameters)
+
+
+def plivo_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
+    admission = PlivoAdmission(settings, tokens, on_refused)
+
+    def add_documents(app: FastAPI) -> None:
+        @app.post(TRANSFER_PATH)
+        async def transfer_xml(request: Request) -> Response:
+            number = request.query_params.get("to", "")
+            await admission.webhook(request)
+            if not number_allowed(number, settings.dial_prefixes):
+                raise admission.refuse("dial_allowlist", f"a transfer to {number[:20]!r}, not in DIAL_ALLOWLIST")
+            return Response(plivo.dial_xml(number), media_type=XML)
+
+        @app.post(VOICEMAIL_PATH)
+        async def voicemail_xml(request: Request) -> Response:
+            await admission.webhook(request)
+            return Response(plivo.voicemail_xml(settings.voicemail_message, BEEP_WAIT_S), media_type=XML)
+
+    return Bridge(admission, answer, plivo.hangup_xml("busy"), machine_action, add_routes=add_documents)
