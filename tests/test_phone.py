@@ -64,12 +64,14 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     heard = phone_turns(server.app, "heard")
     assert len(heard) == 2 and all(r["heard_ms"] >= r["answer_ms"] for r in heard)
     # The phone side heard its first sound when the server says so: the answer when the echoed mark says it was
-    # heard (a 40 ms chunk, network aside); an acknowledgement before it, between its sending and the answer.
+    # heard; an acknowledgement before it, between its sending and the answer. The two clocks start at two
+    # estimates of the caller's end of speech (the whole recording's energy outside, the turn's 8 kHz audio in the
+    # server), measured up to ~180 ms apart on a soft last word: the tolerance covers that, not a filler (~0.5 s).
     for outside, report in zip(result.turns, heard, strict=True):
         if report["filler_ms"] is not None and report["filler_ms"] < report["answer_ms"]:
-            assert report["filler_ms"] - 150 <= outside["first_sound_ms"] <= report["heard_ms"] + 150, (outside, report)
+            assert report["filler_ms"] - 250 <= outside["first_sound_ms"] <= report["heard_ms"] + 250, (outside, report)
         else:
-            assert outside["first_sound_ms"] == pytest.approx(report["heard_ms"], abs=150), (outside, report)
+            assert outside["first_sound_ms"] == pytest.approx(report["heard_ms"], abs=250), (outside, report)
     metrics = (await http_get(f"{server.http}/metrics")).text
     assert 'voice_agent_answer_seconds_count{channel="phone"} 2.0' in metrics
     assert 'voice_agent_turns_total{channel="phone",outcome="answered"' in metrics
