@@ -102,8 +102,9 @@ class TurnLatencyObserver(BaseObserver):
         """The client started playing the answer of the last answered turn."""
         answered = [t for t in self.turns if t.answered and "playout" not in t.marks]
         if answered:
-            answered[-1].mark("playout", at or time.monotonic())
-            await self._notify("heard", answered[-1])
+            turn = answered[-1]  # never before the answer was sent (an echo minus its chunk can round below it)
+            turn.mark("playout", max(at or time.monotonic(), turn.marks["answer_out"]))
+            await self._notify("heard", turn)
 
     # -- frames ----------------------------------------------------------------------------------
     async def on_push_frame(self, data: FramePushed) -> None:
