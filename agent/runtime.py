@@ -104,12 +104,9 @@ class AgentRuntime:
         failures: list[tuple[ChatCompletionClient, ProviderError]] = []
 
         async def open_provider(name: str, local_url: str = "") -> None:
-            first_token_ms = (
-                settings.local_llm_first_token_timeout_ms if name == "local" else settings.llm_first_token_timeout_ms
-            )
             client = ChatCompletionClient(
                 provider_for(settings, name, local_url),
-                first_token_timeout_s=first_token_ms / 1000,
+                first_token_timeout_s=settings.first_token_timeout_s(name),
                 idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
             )
             clients[name] = client

@@ -290,6 +290,11 @@ class Settings(BaseSettings):
         except ValidationError as e:
             raise SettingsError(_describe(e)) from None
 
+    def first_token_timeout_s(self, provider: str) -> float:
+        """How long `provider` gets for its first token (the local model shares the CPU with speech)."""
+        ms = self.local_llm_first_token_timeout_ms if provider == "local" else self.llm_first_token_timeout_ms
+        return ms / 1000
+
     @property
     def worker_count(self) -> int:
         """Worker processes to run calls in: WORKERS, or with `auto` one per core (at least two); 0 = in-process."""

@@ -135,7 +135,7 @@ async def measure_answer(client: ChatCompletionClient, messages: list[dict[str, 
 
 async def bench_provider(provider: Provider, settings: Settings, prompts: list[str]) -> ProviderResult:
     client = ChatCompletionClient(
-        provider, first_token_timeout_s=settings.llm_first_token_timeout_ms / 1000, idle_timeout_s=10.0
+        provider, first_token_timeout_s=settings.first_token_timeout_s(provider.name), idle_timeout_s=10.0
     )
     result = ProviderResult(provider.name, provider.model)
     system = {"role": "system", "content": settings.system_prompt}
