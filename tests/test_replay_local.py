@@ -29,7 +29,9 @@ async def test_every_turn_is_transcribed_and_answered(three_turn_call):
         assert wer <= 0.35, (name, turn["user_text"], wer)
         assert turn["bot_text"].strip(), turn
         assert turn["outcome"] == "answered" and turn["answer_ms"] > 0
-        assert not turn["cut"]
+        # The recording does not wait for the agent to finish (a one-sentence answer from the small local model can
+        # run ~5 s), so the next question may cut it; but no answer may start into the question it answers.
+        assert not turn["false_start"], result.turns
 
 
 async def test_replies_are_audible_after_each_question(three_turn_call):
