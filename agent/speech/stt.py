@@ -191,17 +191,27 @@ class StreamingWhisperSTTService(STTService):
         if previous:
             await asyncio.shield(previous)
         await self.start_processing_metrics()
+        started = time.monotonic()
+        waited = ""
         try:
             while turn.job and turn.job.kind != "interim":  # a piece being cut off is needed; an early one may do
+                waited += turn.job.kind[0]
                 await asyncio.shield(turn.job.task)
+            job_s = time.monotonic() - started
             if turn.covered(spoken_until):
                 assert turn.ready is not None
                 tail = turn.ready[1]
+                how = "early transcript"
             else:
                 # Past the end of speech Whisper only hears silence, where it makes words up ("you").
                 audio = bytes(turn.audio[: spoken_until + int(TAIL_S * turn.bytes_per_s)])
                 tail = await asyncio.to_thread(self._whisper.transcribe, audio, self.sample_rate, turn.previous_text)
                 turn.ready = (len(audio), tail)
+                how = f"decoded {len(audio) / turn.bytes_per_s:.1f} s"
+            logger.debug(
+                f"STT: segment {segment} {how} in {(time.monotonic() - started) * 1000:.0f} ms"
+                f" (waited {job_s * 1000:.0f} ms on {waited or 'nothing'})"
+            )
         except Exception as e:  # the caller must not be left in silence: say sorry and let them repeat
             logger.opt(exception=e).error("STT: transcription failed; apologising")
             await self.push_frame(SpeakPhraseFrame(kind="apology"))
