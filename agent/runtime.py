@@ -47,7 +47,7 @@ class SpeechModels:
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
-        transcriber = WhisperTranscriber(threads=settings.stt_threads, window_s=settings.stt_window_ms / 1000)
+        transcriber = WhisperTranscriber(threads=settings.stt_threads, min_window_s=settings.stt_min_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
         return cls(

@@ -99,13 +99,13 @@ class Settings(BaseSettings):
     local_llm_first_token_timeout_ms: PositiveMs = 8000
     tts_engine: Literal["hibari", "piper"] = "hibari"
     stt_threads: int = Field(2, ge=1, le=64)
-    stt_window_ms: float = Field(15_000, ge=1000, le=30_000)
+    stt_min_window_ms: float = Field(10_000, ge=1000, le=30_000)
     stt_piece_ms: float = Field(3000, ge=1000, le=20_000)
 
     # --- Turn taking ---
     vad_stop_ms: float = Field(64, ge=32, le=2000)
     vad_start_ms: float = Field(100, ge=32, le=2000)
-    end_of_turn_min_ms: Ms = 200
+    end_of_turn_min_ms: Ms = 300
     end_of_turn_mid_ms: Ms = 400
     end_of_turn_max_ms: Ms = 800
     speculate: bool = True

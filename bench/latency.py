@@ -228,9 +228,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tts", default="hibari", choices=["hibari", "piper"])
     parser.add_argument("--json", type=Path, help="write the full report here")
     parser.add_argument("--carrier", default="twilio", choices=["twilio", "telnyx", "plivo"], help="stream protocol")
+    parser.add_argument("--debug-log", type=Path, help="write the agent's DEBUG log here (each turn's STT, waits)")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith(("bench", "__main__")))
+    if args.debug_log:
+        logger.add(args.debug_log, level="DEBUG", filter=lambda r: r["name"].startswith("agent"))
     speech = await asyncio.to_thread(SpeechModels.load, Settings.load(None, tts_engine=args.tts))
     directory = Path(tempfile.mkdtemp(prefix="bench-latency-"))
     calls = calls_for(args.rounds, directory)

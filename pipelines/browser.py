@@ -113,6 +113,7 @@ async def run_browser_call(
         sample_rate_in=BROWSER_SAMPLE_RATE,
         sample_rate_out=BROWSER_SAMPLE_RATE,
         observers=[events],
+        live_transcript=True,
     )
 
     @transport.event_handler("on_client_disconnected")

@@ -64,7 +64,10 @@ def build_voice_call(
     sample_rate_in: int,
     sample_rate_out: int,
     observers: Sequence[BaseObserver] = (),
+    live_transcript: bool = False,
 ) -> VoiceCall:
+    """One call's pipeline. `live_transcript` sends interim transcripts while the caller speaks (the page shows
+    them); a phone call has no one to read them, so its Whisper is kept free for the transcript that counts."""
     settings = runtime.settings
     vad = FastStopSileroVAD(
         sample_rate=sample_rate_in,
@@ -84,6 +87,7 @@ def build_voice_call(
             "long": settings.end_of_turn_max_ms / 1000,
         },
         smart_turn=runtime.speech.smart_turn,
+        vad=vad,
         speculate=settings.speculate,
     )
     aggregators = LLMContextAggregatorPair(
@@ -98,7 +102,9 @@ def build_voice_call(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            StreamingWhisperSTTService(speech.transcriber, piece_s=settings.stt_piece_ms / 1000),
+            StreamingWhisperSTTService(
+                speech.transcriber, piece_s=settings.stt_piece_ms / 1000, interim_results=live_transcript
+            ),
             aggregators.user(),
             StreamingChatLLMService(
                 runtime.chain,

@@ -64,12 +64,14 @@ async def test_report_has_stages_verdict_and_summary(three_turn_call):
 
 
 async def test_phone_rate_recording(local_runtime, tmp_path):
-    # Three cards named with ~0.4 s pauses after complete phrases: the agent may take a pause for the end of the
-    # turn, but then says nothing before the caller's last words, and every word reaches the LLM.
+    # Three cards named at 8 kHz, each a finished sentence ("Eight of spades.") followed by a ~0.4 s pause: a pause
+    # that long after a finished sentence ends the turn (the answer is due within ~450 ms of it), so the agent may
+    # start answering, but it yields to the caller's next card at once (never answers over them), the last card is
+    # answered, and every word reaches the LLM.
     path = build_call(tmp_path / "phone.wav", [0.4, "eight_of_spades.wav", 0.4], rate=8000)
     result = await replay_call(local_runtime, path)
-    *unanswered, last = result.turns
-    assert all(t["outcome"] == "no_answer" and not t["cut"] for t in unanswered), result.turns
+    *earlier, last = result.turns
+    assert all(t["outcome"] != "answered" or t["cut"] for t in earlier), result.turns
     assert last["outcome"] == "answered" and last["bot_text"], result.turns
     asked = " ".join(m["content"] for m in result.messages if m["role"] == "user")
     assert word_error_rate(transcripts()["eight_of_spades.wav"], asked) <= 0.35, asked

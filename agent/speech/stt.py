@@ -202,6 +202,8 @@ class StreamingWhisperSTTService(STTService):
                 assert turn.ready is not None
                 tail = turn.ready[1]
                 how = "early transcript"
+            elif turn.pieces and turn.voiced_end == 0:
+                tail, how = "", "nothing loud since the last piece"  # Whisper would make words up ("you")
             else:
                 # Past the end of speech Whisper only hears silence, where it makes words up ("you").
                 audio = bytes(turn.audio[: spoken_until + int(TAIL_S * turn.bytes_per_s)])
@@ -233,7 +235,7 @@ class StreamingWhisperSTTService(STTService):
         paused = turn.quiet_s >= DIP_S
         if (paused and len(turn.audio) >= piece_bytes) or len(turn.audio) >= 3 * piece_bytes:
             self._transcribe_in_background(turn, "piece")
-        elif paused and not turn.covered(turn.voiced_end):
+        elif paused and turn.voiced_end and not turn.covered(turn.voiced_end):  # words not yet transcribed
             self._transcribe_in_background(turn, "early")
         elif self._interim_results and time.monotonic() - turn.last_interim >= INTERIM_EVERY_S:
             turn.last_interim = time.monotonic()

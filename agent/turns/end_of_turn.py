@@ -14,8 +14,11 @@ inference on the words so far (`trigger_user_turn_inference_triggered(speculatio
 while the silence is being timed, and `LLMService`'s speculation gate holds its output. When the wait runs out the
 turn is finalised and confirms the speculation (the gate releases the answer); if the caller speaks again first, the
 speculation is withdrawn and the stream is cancelled. The turn goes into the conversation with the same words the
-LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end
-of the turn (at once for short waits), so a long wait after "and..." does not spend a request on every pause.
+LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end of the turn (at once
+for short waits), so a long wait after "and..." does not spend a request on every pause.
+
+Silence is counted in audio frames since the VAD stop, and starts again whenever the VAD hears voice: the VAD
+confirms the caller's next words only after `VAD_START_MS` of them, and a turn must not end in that window.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from agent.frames import TurnTranscriptionFrame
 from agent.text import ends_sentence, same_words, trails_off, words
 from agent.turns.conversation import Conversation
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
+from agent.turns.vad import FastStopSileroVAD
 
 Wait = Literal["short", "medium", "long"]
 
@@ -77,11 +81,14 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         waits_s: dict[Wait, float],
         conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
+        vad: FastStopSileroVAD | None = None,
         speculate: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self._conversation = conversation
+        self._vad = vad
+        self._voiced_buffers = 0  # the VAD's count when the silence was last checked
         self._waits_s = waits_s
         self._smart_turn = smart_turn
         self._speculate = speculate
@@ -112,8 +119,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         if isinstance(frame, InputAudioRawFrame):
             self._keep_audio(frame)
             if not self._speaking:
-                self._silence_s += len(frame.audio) / 2 / frame.sample_rate
-                self._audio_tick.set()
+                self._count_silence(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._speaking = True
             await self._cancel_decision()
@@ -122,6 +128,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._speaking = False
             self._stopped_at = time.monotonic()
             self._silence_s = 0.0
+            self._voiced_buffers = self._vad.voiced_buffers if self._vad else 0
             self._segments_ended += 1
         elif isinstance(frame, TurnTranscriptionFrame):
             if frame.segment < self._segments_ended:
@@ -172,6 +179,16 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._audio_tick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._audio_tick.wait(), 0.05)
+
+    def _count_silence(self, frame: InputAudioRawFrame) -> None:
+        """One more frame of silence, unless the VAD has heard voice since the last: then the silence starts again."""
+        voiced = self._vad.voiced_buffers if self._vad else 0
+        if voiced != self._voiced_buffers:
+            self._voiced_buffers = voiced
+            self._silence_s = 0.0
+        else:
+            self._silence_s += len(frame.audio) / 2 / frame.sample_rate
+        self._audio_tick.set()
 
     async def _ask_smart_turn(self) -> Wait:
         assert self._smart_turn is not None

@@ -5,6 +5,10 @@ and that hangover sits between the caller and the answer. `FastStopSileroVAD` ke
 speech, but a frame whose own energy has fallen near the noise floor, far below the caller's recent speech level,
 counts as silence at once, so the VAD's stop window starts at the true end of speech. Pauses inside a turn then end
 more VAD segments; the end-of-turn strategy decides which of them end the turn.
+
+The VAD calls speech started only after `start_secs` of it, so the caller's next words are heard some 100 ms before
+that. `voiced_buffers` counts every buffer judged voice: the end-of-turn strategy restarts its silence when it moves,
+instead of ending the turn in the window where the next words are already coming.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         super().__init__(**kwargs)
         self._speech_level = 0.0
         self._noise_floor = MIN_SPEECH_RMS / NOISE_MARGIN
+        self.voiced_buffers = 0  # buffers judged voice so far
 
     def voice_confidence(self, buffer: bytes) -> float:
         confidence = float(np.asarray(super().voice_confidence(buffer)).reshape(-1)[0])
@@ -37,4 +42,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         else:
             self._speech_level *= SPEECH_DECAY
         quiet = max(MIN_SPEECH_RMS, self._noise_floor * NOISE_MARGIN, self._speech_level * QUIET_FRACTION)
-        return confidence if level >= quiet else 0.0
+        confidence = confidence if level >= quiet else 0.0
+        if confidence >= self.params.confidence:
+            self.voiced_buffers += 1
+        return confidence
