@@ -137,7 +137,8 @@ async def test_first_clause_is_spoken_before_the_sentence_is_written(sims, speec
     ("text", "wait"),
     [("He was not an ill-disposed young man.", "short"), ("Is it?", "short"), ("I want to go and", "long"),
      ("Well,", "long"), ("ten of clubs", "medium"), ("um", "long"), ("He was not.", "long"), ("5.", "medium"),
-     ("Yes.", "medium"), ("What time is it?", "short"), ("", "long")],
+     ("Yes.", "medium"), ("What time is it?", "short"), ("", "long"), ("Thank you.", "short"),
+     ("Can I ask you", "medium")],
 )  # fmt: skip
 def test_the_words_choose_the_end_of_turn_wait(text, wait):
     assert word_wait(text) == wait

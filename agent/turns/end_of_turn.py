@@ -53,8 +53,8 @@ and but or so because if when while although though since unless until than that
 the a an this these those my your his her our their some any every
 to of with in on at for from by about into onto over under through after before like as
 is was are were be been being am do does did have has had will would can could should shall may might must
-not i you he she we they um uh er hmm
-"""
+not i he she we they um uh er hmm
+"""  # not "you": "Thank you." and "See you." are finished
 TRAILING = frozenset(_TRAILING_WORDS.split())
 SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
 WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
