@@ -32,7 +32,8 @@ RENAMED = {
     "END_OF_TURN_MAX_S": "END_OF_TURN_MAX_MS",
     "LLM_FIRST_TOKEN_TIMEOUT_S": "LLM_FIRST_TOKEN_TIMEOUT_MS",
     "LLM_STREAM_IDLE_TIMEOUT_S": "LLM_STREAM_IDLE_TIMEOUT_MS",
-    "STT_WINDOW_S": "STT_WINDOW_MS",
+    "STT_WINDOW_S": "STT_MIN_WINDOW_MS",
+    "STT_WINDOW_MS": "STT_MIN_WINDOW_MS",
 }
 # Variables that were replaced by a different idea, and what to set instead.
 REPLACED = {
