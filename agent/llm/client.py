@@ -176,38 +176,46 @@ class ChatCompletionClient:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         name = self.provider.name
         parser = ChunkParser(name, self.provider.platform)
-        completed = False
-        try:
-            async with self._open_stream(content) as response:
-                self.rate_limits.update(self.provider.platform.rate_limit_headers, response.headers)
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise self._http_error(response)
-                events = iter_sse_data(response.aiter_lines())
-                finished = False
-                while True:
-                    deadline = self._first_token_timeout_s if stats.first_token_s is None else None
-                    try:
-                        data = await asyncio.wait_for(anext(events), deadline or self._idle_timeout_s)
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        what = "no first token" if deadline else "stream stalled"
-                        raise ProviderError(
-                            name, f"{what} after {deadline or self._idle_timeout_s:.1f} s", kind="timeout"
-                        ) from None
-                    chunk = parser.parse(data)
-                    stats.record(chunk)
-                    finished = finished or chunk.finish_reason is not None
-                    yield chunk
-                if not finished:
-                    raise ProviderError(name, "stream ended before the answer was finished", kind="network")
-                completed = True
-        except httpx.HTTPError as e:
-            raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut", kind="network") from e
-        finally:
-            if not completed:
-                self._rewarm()
+        for attempt in (1, 2):
+            yielded = completed = False
+            try:
+                async with self._open_stream(content) as response:
+                    self.rate_limits.update(self.provider.platform.rate_limit_headers, response.headers)
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise self._http_error(response)
+                    events = iter_sse_data(response.aiter_lines())
+                    finished = False
+                    while True:
+                        deadline = self._first_token_timeout_s if stats.first_token_s is None else None
+                        try:
+                            data = await asyncio.wait_for(anext(events), deadline or self._idle_timeout_s)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            what = "no first token" if deadline else "stream stalled"
+                            raise ProviderError(
+                                name, f"{what} after {deadline or self._idle_timeout_s:.1f} s", kind="timeout"
+                            ) from None
+                        chunk = parser.parse(data)
+                        stats.record(chunk)
+                        finished = finished or chunk.finish_reason is not None
+                        yielded = True
+                        yield chunk
+                    if not finished:
+                        raise ProviderError(name, "stream ended before the answer was finished", kind="network")
+                    completed = True
+                    return
+            except httpx.HTTPError as e:
+                # A connection cut before the first chunk lost nothing (llama.cpp's server sometimes drops the
+                # request after a withdrawn speculative one): asked again once, on a fresh connection.
+                if attempt == 1 and not yielded:
+                    logger.debug(f"{name}: {type(e).__name__} before the first chunk; asking again")
+                    continue
+                raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut", kind="network") from e
+            finally:
+                if not completed:
+                    self._rewarm()
 
     def _http_error(self, response: httpx.Response) -> ProviderError:
         """An HTTP error response as a ProviderError: the body's code classifies it; `retry-after` or the
