@@ -70,6 +70,8 @@ NO_TOOLS_NOTE = (
     "one, say briefly that you cannot do that here."
 )
 
+CUT_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError)  # the server closed the connection under us
+
 
 class ChatCompletionClient:
     """Streams chat completions from one provider over a pooled, pre-warmed HTTP connection."""
@@ -207,9 +209,10 @@ class ChatCompletionClient:
                     completed = True
                     return
             except httpx.HTTPError as e:
-                # A connection cut before the first chunk lost nothing (llama.cpp's server sometimes drops the
-                # request after a withdrawn speculative one): asked again once, on a fresh connection.
-                if attempt == 1 and not yielded:
+                # A connection cut before the first chunk lost nothing: a pooled connection the server closed while
+                # it sat idle (llama.cpp's uvicorn drops them after 5 s; httpx does not retry a POST), or llama.cpp
+                # dropping the request after a withdrawn speculative one. It is asked again once.
+                if attempt == 1 and not yielded and isinstance(e, CUT_CONNECTION):
                     logger.debug(f"{name}: {type(e).__name__} before the first chunk; asking again")
                     continue
                 raise ProviderError(name, f"{type(e).__name__}: connection failed or was cut", kind="network") from e
@@ -233,16 +236,11 @@ class ChatCompletionClient:
 
     @contextlib.asynccontextmanager
     async def _open_stream(self, content: bytes) -> AsyncIterator[httpx.Response]:
-        """POST a completion request and stream its response. A pooled connection that the server closed while it
-        sat idle (llama.cpp's uvicorn drops idle connections after 5 s) fails before the first byte of the
-        response, and httpx does not retry a POST: that failure is retried once, on a fresh connection."""
+        """POST a completion request and stream its response (`stream` asks again when the connection was cut)."""
         request = self._http.build_request(
             "POST", "chat/completions", content=content, headers={"Content-Type": "application/json"}
         )
-        try:
-            response = await self._http.send(request, stream=True)
-        except (httpx.RemoteProtocolError, httpx.ReadError):
-            response = await self._http.send(request, stream=True)
+        response = await self._http.send(request, stream=True)
         try:
             yield response
         finally:
