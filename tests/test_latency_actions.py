@@ -4,14 +4,16 @@ the whole local pipeline."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import SecretStr
 
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
-from agent.turns.end_of_turn import word_wait
+from agent.speech.energy import speech_spans
+from agent.turns.end_of_turn import voice_wait, word_wait
 from pipelines.replay import replay_call
-from tests.audio import build_call
+from tests.audio import RATE, build_call, load
 from tests.conftest import local_settings
 
 
@@ -142,3 +144,14 @@ async def test_first_clause_is_spoken_before_the_sentence_is_written(sims, speec
 )  # fmt: skip
 def test_the_words_choose_the_end_of_turn_wait(text, wait):
     assert word_wait(text) == wait
+
+
+@pytest.mark.parametrize(("name", "wait"), [("ten_of_clubs.wav", "short"), ("synth_delivery.wav", "medium")])
+def test_the_voice_only_ever_shortens_the_wait(speech, name, wait):
+    # Smart Turn on the end of each recording, with the 0.3 s of silence it hears when asked: "Ten of clubs" sounds
+    # finished (p ~0.99); "... my delivery address, please." is finished too but scores ~0.03, and must not cost
+    # the caller the long wait.
+    speech_audio = load(name)
+    end = speech_spans(speech_audio.tobytes(), RATE)[-1][1]
+    audio = np.concatenate([speech_audio[: int(end * RATE)], np.zeros(int(0.3 * RATE), np.int16)])
+    assert voice_wait(speech.smart_turn.probability(audio.tobytes(), RATE)) == wait
