@@ -140,7 +140,8 @@ async def test_first_clause_is_spoken_before_the_sentence_is_written(sims, speec
     [("He was not an ill-disposed young man.", "short"), ("Is it?", "short"), ("I want to go and", "long"),
      ("Well,", "long"), ("ten of clubs", "medium"), ("um", "long"), ("He was not.", "long"), ("5.", "medium"),
      ("Yes.", "medium"), ("What time is it?", "short"), ("", "long"), ("Thank you.", "short"),
-     ("Can I ask you", "medium")],
+     ("Can I ask you", "medium"), ("He might have been made still more respectable than he was.", "short"),
+     ("It is as good as it was", "medium"), ("I was", "long")],
 )  # fmt: skip
 def test_the_words_choose_the_end_of_turn_wait(text, wait):
     assert word_wait(text) == wait

@@ -5,7 +5,8 @@ strategy fires, so combining signals has to happen inside one). After each VAD s
 words so far and chooses how much more silence to wait for:
 
 - from the words (`word_wait`): short after a finished sentence or a question, long when they trail off ("and",
-  "um", a comma, a function word), medium when there is no punctuation to go by;
+  "um", a comma, a function word, an auxiliary unless it closes a comparison: "than he was."), medium when there is
+  no punctuation to go by;
 - from the voice, when the words leave it open: Smart Turn v3 (`smart_turn.py`) moves a medium wait to short when
   the caller sounds finished. It never lengthens one: on the phone fixtures it scored finished sentences as
   unfinished ("I would like to change my delivery address, please.": 0.01; "He was not an ill-disposed young man.":
@@ -49,15 +50,18 @@ from agent.turns.vad import FastStopSileroVAD
 
 Wait = Literal["short", "medium", "long"]
 
+_AUXILIARIES = """
+is was are were be been being am do does did have has had will would can could should shall may might must
+"""
 # Words a finished sentence rarely ends on: Whisper still ends such fragments with a period ("He was not.").
 _TRAILING_WORDS = """
 and but or so because if when while although though since unless until than that which who whose where
 the a an this these those my your his her our their some any every
 to of with in on at for from by about into onto over under through after before like as
-is was are were be been being am do does did have has had will would can could should shall may might must
 not i he she we they um uh er hmm
 """  # not "you": "Thank you." and "See you." are finished
-TRAILING = frozenset(_TRAILING_WORDS.split())
+AUXILIARIES = frozenset(_AUXILIARIES.split())
+TRAILING = frozenset(_TRAILING_WORDS.split()) | AUXILIARIES
 SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
 WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
 SOUNDS_FINISHED = 0.7  # Smart Turn probability above which a medium wait becomes short
@@ -66,11 +70,16 @@ SOUNDS_FINISHED = 0.7  # Smart Turn probability above which a medium wait become
 def word_wait(text: str) -> Wait:
     """How long to wait after these words: judged from how they end."""
     said = words(text)
-    if not said or said[-1] in TRAILING or trails_off(text):
+    if not said or (said[-1] in TRAILING and not ends_comparison(said)) or trails_off(text):
         return "long"
     if ends_sentence(text) and len(said) > 1:
         return "short"
     return "medium"  # no punctuation to go by, or a single word ("Yes." may be the start of more)
+
+
+def ends_comparison(said: list[str]) -> bool:
+    """A comparison's clause ends on its auxiliary: "... more respectable than he was", "as fast as it can"."""
+    return len(said) >= 3 and said[-1] in AUXILIARIES and said[-3] in ("than", "as")
 
 
 def voice_wait(probability: float) -> Wait:
