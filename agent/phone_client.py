@@ -24,7 +24,6 @@ import asyncio
 import audioop
 import json
 import time
-import wave
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from agent.callers.telnyx import TelnyxCaller
 from agent.callers.twilio import TwilioCaller
 from agent.latency.turns import summarize
 from agent.speech.energy import speech_spans
-from pipelines.replay import read_call_wav
+from pipelines.replay import read_call_wav, write_wav
 
 FRAME_BYTES = int(RATE * FRAME_S)  # one byte a sample in G.711
 NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks starts a new reply
@@ -294,9 +293,5 @@ async def run_call(
     if report:
         report.write_text(json.dumps({"turns": result.turns, "summary": s}, indent=2))
     if out:
-        with wave.open(str(out), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(RATE)
-            w.writeframes(result.heard_audio)
+        write_wav(out, result.heard_audio, RATE)
     return 0

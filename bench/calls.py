@@ -22,6 +22,7 @@ from agent.speech.energy import speech_spans
 from agent.speech.phrases import APOLOGY
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
+from pipelines.replay import write_wav
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 RATE = 16000
@@ -87,11 +88,7 @@ def build_call(path: Path, names: list[str], *, gap_s: float, lead_s: float = 0.
         call.utterances.append(utterance)
         pieces += [audio, np.zeros(int(gap_s * RATE), np.int16)]
         position += (len(audio) + int(gap_s * RATE)) / RATE
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(RATE)
-        w.writeframes(np.concatenate(pieces).tobytes())
+    write_wav(path, np.concatenate(pieces).tobytes(), RATE)
     return call
 
 
