@@ -81,7 +81,7 @@ def test_a_level_that_answered_over_budget_is_closed_until_its_turns_age_out():
 
 
 def test_an_unmeasured_level_is_predicted_from_the_levels_below():
-    gate, _ = admission()
+    gate, clock = admission()
     answer(gate, 1, 500, 520, 500)
     answer(gate, 2, 580, 600, 590)  # each added call costs ~80 ms: 3 calls ~680, 4 ~760, 5 ~840 ms
     gate.admit("phone"), gate.admit("phone")
@@ -90,6 +90,9 @@ def test_an_unmeasured_level_is_predicted_from_the_levels_below():
     assert gate.capacity() == 2
     assert "3 calls predicted over the 800 ms budget" in (gate.refusal() or "")
     assert gate.admit("phone") is None
+    clock.now += 121
+    answer(gate, 2, 700, 720, 740)  # busy ever since: the single calls left the window, their cost is still known
+    assert gate.capacity() == 2 and gate.refusal() is not None
 
 
 def test_live_calls_already_over_budget_block_one_more():

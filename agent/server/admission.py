@@ -36,6 +36,7 @@ from agent.latency.turns import summarize
 from agent.server.machine import CpuMeter
 from agent.settings import Settings
 
+SINGLE_CALL_TURNS = 20  # single-call answers kept beyond the window, as the base of predictions
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame
 
 
@@ -60,15 +61,23 @@ class Slot:
 
 
 class AnswerTimes:
-    """Recent answer times (ms), filed by the number of calls that were live when each turn was answered."""
+    """Recent answer times (ms), filed by the number of calls that were live when each turn was answered; and the
+    last single-call answers however old (what one call costs on this machine: the base a prediction starts from)."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self._clock = clock
         self._samples: deque[tuple[float, int, float]] = deque(maxlen=5000)
+        self._singles: deque[float] = deque(maxlen=SINGLE_CALL_TURNS)
 
     def add(self, level: int, ms: float) -> None:
         self._samples.append((self._clock(), max(1, level), ms))
+        if level <= 1:
+            self._singles.append(ms)
+
+    def single_call_p95(self) -> tuple[int, float | None]:
+        """(count, p95 ms) of the last single-call turns, within the window or not."""
+        return len(self._singles), summarize(list(self._singles))["p95_ms"]
 
     def p95(self, level: int) -> tuple[int, float | None]:
         """(count, p95 ms) of the turns answered at `level` within the window."""
@@ -171,10 +180,13 @@ class Admission:
         return p95 if count >= self.settings.admission_min_turns else None
 
     def _predicted_p95(self, level: int) -> float | None:
-        """An unmeasured level's p95 on the straight line through single calls and the highest measured level below
-        it (each added call costs what the ones before it did), or None without two such measurements: then the
-        level is tried."""
+        """An unmeasured level's p95 on the straight line through single calls (recent ones, else the last measured)
+        and the highest measured level below it (each added call costs what the ones before it did), or None
+        without two such measurements: then the level is tried."""
         single = self._measured_p95(1)
+        if single is None:  # no single call lately (the server has been busy): the last ones measured
+            count, single = self.answers.single_call_p95()
+            single = single if count >= self.settings.admission_min_turns else None
         for below in range(level - 1, 1, -1):
             at_below = self._measured_p95(below)
             if single is not None and at_below is not None:
