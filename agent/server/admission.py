@@ -13,7 +13,9 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
   must clear the budget by the same tenth (contention on two cores grows faster than a line): at 500 ms for one
   call and 650 ms for two, a third is predicted at 800 ms and not admitted. A new call is refused
   when the level it would create is closed, or when the live calls are already over the budget at today's level.
-  A level is tried when nothing predicts it; closed levels reopen when their slow turns age out of the window.
+  Predictions use each level's last answers when it has none in the window (a server quiet for a while still knows
+  what its calls cost). A level is tried when nothing predicts it; a closed level reopens when its slow turns have
+  aged out of the window and the levels below predict it within the budget.
 
 The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
 
@@ -26,7 +28,7 @@ stream never comes expires (after `PHONE_RESERVATION_SECONDS`; an outbound call'
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +39,7 @@ from agent.latency.turns import summarize
 from agent.server.machine import CpuMeter
 from agent.settings import Settings
 
-SINGLE_CALL_TURNS = 20  # single-call answers kept beyond the window, as the base of predictions
+LAST_TURNS_KEPT = 20  # answers kept per level beyond the window, for predictions
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame, and
 # how far under the budget a predicted level must be
 
@@ -63,23 +65,24 @@ class Slot:
 
 
 class AnswerTimes:
-    """Recent answer times (ms), filed by the number of calls that were live when each turn was answered; and the
-    last single-call answers however old (what one call costs on this machine: the base a prediction starts from)."""
+    """Recent answer times (ms), filed by the number of calls that were live when each turn was answered; and each
+    level's last answers however old (what that many calls cost on this machine: what predictions start from)."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
         self._clock = clock
         self._samples: deque[tuple[float, int, float]] = deque(maxlen=5000)
-        self._singles: deque[float] = deque(maxlen=SINGLE_CALL_TURNS)
+        self._last: defaultdict[int, deque[float]] = defaultdict(lambda: deque(maxlen=LAST_TURNS_KEPT))
 
     def add(self, level: int, ms: float) -> None:
-        self._samples.append((self._clock(), max(1, level), ms))
-        if level <= 1:
-            self._singles.append(ms)
+        level = max(1, level)
+        self._samples.append((self._clock(), level, ms))
+        self._last[level].append(ms)
 
-    def single_call_p95(self) -> tuple[int, float | None]:
-        """(count, p95 ms) of the last single-call turns, within the window or not."""
-        return len(self._singles), summarize(list(self._singles))["p95_ms"]
+    def last_p95(self, level: int) -> tuple[int, float | None]:
+        """(count, p95 ms) of the last turns answered at `level`, within the window or not."""
+        values = list(self._last.get(level, ()))
+        return len(values), summarize(values)["p95_ms"]
 
     def p95(self, level: int) -> tuple[int, float | None]:
         """(count, p95 ms) of the turns answered at `level` within the window."""
@@ -182,18 +185,23 @@ class Admission:
         return p95 if count >= self.settings.admission_min_turns else None
 
     def _predicted_p95(self, level: int) -> float | None:
-        """An unmeasured level's p95 on the straight line through single calls (recent ones, else the last measured)
-        and the highest measured level below it (each added call costs what the ones before it did), or None
-        without two such measurements: then the level is tried."""
-        single = self._measured_p95(1)
-        if single is None:  # no single call lately (the server has been busy): the last ones measured
-            count, single = self.answers.single_call_p95()
-            single = single if count >= self.settings.admission_min_turns else None
+        """An unmeasured level's p95 on the straight line through single calls and the highest level below it that
+        was measured (each added call costs what the ones before it did), or None without two such measurements:
+        then the level is tried. The line is drawn through the recent turns, or the last ones when a level has none
+        in the window: a server quiet for a while still knows what its calls cost."""
+        single = self._known_p95(1)
         for below in range(level - 1, 1, -1):
-            at_below = self._measured_p95(below)
+            at_below = self._known_p95(below)
             if single is not None and at_below is not None:
                 return at_below + (at_below - single) / (below - 1) * (level - below)
         return None
+
+    def _known_p95(self, level: int) -> float | None:
+        measured = self._measured_p95(level)
+        if measured is not None:
+            return measured
+        count, p95 = self.answers.last_p95(level)
+        return p95 if count >= self.settings.admission_min_turns else None
 
     def admit(self, channel: str) -> Slot | None:
         """A slot for a call starting now (the page, or a phone stream without a reservation), or None: busy."""
