@@ -11,11 +11,11 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
   reason to turn callers away). A level without enough turns of its own is predicted on the straight line through
   single calls and the highest measured level below it (each added call costs what the ones before it did), and
   must clear the budget by the same tenth (contention on two cores grows faster than a line): at 500 ms for one
-  call and 650 ms for two, a third is predicted at 800 ms and not admitted. A new call is refused
-  when the level it would create is closed, or when the live calls are already over the budget at today's level.
-  Predictions use each level's last answers when it has none in the window (a server quiet for a while still knows
-  what its calls cost). A level is tried when nothing predicts it; a closed level reopens when its slow turns have
-  aged out of the window and the levels below predict it within the budget.
+  call and 650 ms for two, a third is predicted at 800 ms and not admitted. Predictions use each level's last
+  answers, in the window or not (more turns than a window may hold, and a server quiet for a while still knows what
+  its calls cost). A new call is refused when the level it would create is closed or predicted too slow, or when
+  the live calls are already over the budget at today's level. A level is tried when nothing predicts it; a closed
+  level reopens when its slow turns have aged out of the window and the levels below predict it within the budget.
 
 The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
 
@@ -187,19 +187,17 @@ class Admission:
     def _predicted_p95(self, level: int) -> float | None:
         """An unmeasured level's p95 on the straight line through single calls and the highest level below it that
         was measured (each added call costs what the ones before it did), or None without two such measurements:
-        then the level is tried. The line is drawn through the recent turns, or the last ones when a level has none
-        in the window: a server quiet for a while still knows what its calls cost."""
-        single = self._known_p95(1)
+        then the level is tried. The line is drawn through each level's last answers, in the window or not: more
+        turns than a window may hold (a few lucky turns must not open the way), and a server quiet for a while still
+        knows what its calls cost."""
+        single = self._last_p95(1)
         for below in range(level - 1, 1, -1):
-            at_below = self._known_p95(below)
+            at_below = self._last_p95(below)
             if single is not None and at_below is not None:
                 return at_below + (at_below - single) / (below - 1) * (level - below)
         return None
 
-    def _known_p95(self, level: int) -> float | None:
-        measured = self._measured_p95(level)
-        if measured is not None:
-            return measured
+    def _last_p95(self, level: int) -> float | None:
         count, p95 = self.answers.last_p95(level)
         return p95 if count >= self.settings.admission_min_turns else None
 
