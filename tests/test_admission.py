@@ -42,10 +42,13 @@ def scripted_cpu(busy_percent: float) -> CpuMeter:
     return meter
 
 
-def admission(idle: int = 4, cpu: float = 10.0, **settings) -> tuple[Admission, Clock]:
+def admission(idle: int = 4, cpu: float = 10.0, cores: int = 8, **settings) -> tuple[Admission, Clock]:
     clock = Clock()
     values = {"max_sessions": 8, "admission": "load", "admission_min_turns": 2, **settings}
-    return Admission(local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock), clock
+    gate = Admission(
+        local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock, cores=cores
+    )
+    return gate, clock
 
 
 def answer(gate: Admission, level: int, *ms: float) -> None:
@@ -96,6 +99,19 @@ def test_an_unmeasured_level_is_predicted_from_the_levels_below():
     clock.now += 121
     answer(gate, 2, 700, 720, 740)  # busy ever since: the single calls left the window, their cost is still known
     assert gate.capacity() == 2 and "3 calls predicted" in (gate.refusal() or "")
+
+
+def test_more_calls_than_cores_are_predicted_to_queue():
+    gate, _ = admission(cores=2)
+    answer(gate, 1, 500, 520, 510)
+    answer(gate, 2, 520, 530, 525)  # two calls on two cores: as fast as one, so the line says a third is free
+    gate.admit("phone"), gate.admit("phone")
+    assert gate.capacity() == 2  # but three calls share two cores: ~520 x 3/2 = ~780 ms, over 720
+    assert "3 calls predicted over 720 ms" in (gate.refusal() or "")
+    roomy, _ = admission(cores=4)
+    answer(roomy, 1, 500, 520, 510)
+    answer(roomy, 2, 520, 530, 525)
+    assert roomy.capacity() == 4  # a core each: the line (~540, ~555 ms) is all there is to go by
 
 
 def test_live_calls_already_over_budget_block_one_more():
