@@ -210,7 +210,7 @@ async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, 
             busy = await http("POST", webhook, data={"CallSid": "CA" + "b" * 32, "From": "+1555", "To": "+1666"})
             assert busy.text.endswith('<Response><Reject reason="busy"/></Response>')
             ready = await http("GET", f"{server.http}/ready")
-            assert ready.status_code == 503 and "over the 1 ms budget" in ready.json()["reason"]
+            assert ready.status_code == 503 and "2 calls over 1 ms" in ready.json()["reason"]
             metrics = (await http("GET", f"{server.http}/metrics")).text
             assert re.search(r"^voice_agent_active_calls 1\.0$", metrics, re.M)
             assert re.search(r"^voice_agent_capacity_calls 1\.0$", metrics, re.M)
