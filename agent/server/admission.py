@@ -186,28 +186,27 @@ class Admission:
         return f"answers at {level} calls {how} {limit:.0f} ms (p95 {p95:.0f} ms, budget {self.budget_ms:.0f} ms)"
 
     def _measured_p95(self, level: int) -> float | None:
-        count, p95 = self.answers.p95(level)
-        return p95 if count >= self.settings.admission_min_turns else None
+        return self._p95_of_enough(*self.answers.p95(level))
 
     def _predicted_p95(self, level: int) -> float | None:
-        """An unmeasured level's p95 on the straight line through single calls and the highest level below it that
-        was measured (each added call costs what the ones before it did), or None without two such measurements:
-        then the level is tried. The line is drawn through each level's last answers, in the window or not: more
-        turns than a window may hold (a few lucky turns must not open the way), and a server quiet for a while still
-        knows what its calls cost."""
-        single = self._last_p95(1)
+        """An unmeasured level's p95: on the straight line through single calls and the highest level below it that
+        was measured (each added call costs what the ones before it did), and, with more calls than cores, no less
+        than single calls times calls per core; None without single calls to start from: then the level is tried.
+        Each level's last answers are used, in the window or not: more turns than a window may hold (a few lucky
+        turns must not open the way), and a server quiet for a while still knows what its calls cost."""
+        single = self._p95_of_enough(*self.answers.last_p95(1))
         if single is None:
             return None
         shared = single * level / self.cores if level > self.cores else None  # more calls than cores: they queue
         for below in range(level - 1, 1, -1):
-            at_below = self._last_p95(below)
+            at_below = self._p95_of_enough(*self.answers.last_p95(below))
             if at_below is not None:
                 line = at_below + (at_below - single) / (below - 1) * (level - below)
-                return max(line, shared or line)
+                return line if shared is None else max(line, shared)
         return shared
 
-    def _last_p95(self, level: int) -> float | None:
-        count, p95 = self.answers.last_p95(level)
+    def _p95_of_enough(self, count: int, p95: float | None) -> float | None:
+        """A p95 worth judging by: over at least `ADMISSION_MIN_TURNS` turns."""
         return p95 if count >= self.settings.admission_min_turns else None
 
     def admit(self, channel: str) -> Slot | None:
