@@ -123,6 +123,8 @@ class AgentRuntime:
                 local_llm_url = local_server.base_url
             if "local" in names:
                 await open_provider("local", local_llm_url or "")
+                if local_server and (crash := local_server.crash_report()):
+                    logger.error(crash)
             chain = ProviderChain([clients[name] for name in names])
             for client, error in failures:
                 chain.failed(client, error)

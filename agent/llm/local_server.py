@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import importlib.resources
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,13 @@ import httpx
 from loguru import logger
 
 from agent.llm.providers import LOCAL_MODEL_NAME
+
+# llama.cpp built for the build machine's own CPU (its default) uses AMX where the CPU has it, and that path crashes
+# on the first completion on some of them (seen on a 2-core Xeon with amx_int8): the install builds it portable.
+PORTABLE_BUILD_HINT = (
+    'reinstall llama-cpp-python built portable: CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON '
+    '-DGGML_F16C=ON" pip install --force-reinstall --no-cache-dir --no-deps "llama-cpp-python[server]==0.3.36"'
+)
 
 
 def smollm2_path() -> Path:
@@ -41,6 +49,10 @@ class LocalLLMServer:
         self._n_ctx = n_ctx
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.gettempdir()) / f"llama-server-{self.port}.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
 
     @property
     def base_url(self) -> str:
@@ -84,6 +96,15 @@ class LocalLLMServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
         self._process = None
+
+    def crash_report(self) -> str | None:
+        """Why the server is gone, if it died after start-up (None while it runs)."""
+        if self._process is None or (status := self._process.poll()) is None:
+            return None
+        report = f"local LLM server exited with status {status}"
+        if status == -signal.SIGSEGV:
+            report += f" (segmentation fault in llama.cpp; {PORTABLE_BUILD_HINT})"
+        return f"{report}; log: {self.log_path}"
 
     def _log_tail(self) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
