@@ -86,6 +86,7 @@ def build_voice_call(
             "medium": settings.end_of_turn_mid_ms / 1000,
             "long": settings.end_of_turn_max_ms / 1000,
         },
+        budget_s=settings.latency_budget_ms / 1000,
         smart_turn=runtime.speech.smart_turn,
         vad=vad,
         speculate=settings.speculate,

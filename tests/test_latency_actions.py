@@ -12,6 +12,7 @@ from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.speech.energy import speech_spans
 from agent.turns.end_of_turn import voice_wait, word_wait
+from bench.calls import build_call as build_paused_call
 from pipelines.replay import replay_call
 from tests.audio import RATE, build_call, load
 from tests.conftest import local_settings
@@ -80,6 +81,22 @@ async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, 
     answers = [r for r in primary.requests if r["body"].get("max_completion_tokens") != 1]  # not the warm-up
     assert turns[0]["llm_requests"] == len(answers)  # speculative requests are counted per turn
     assert turns[0]["outcome"] == "answered"
+
+
+async def test_a_caller_who_pauses_mid_sentence_is_waited_for_once_they_have_talked_over_an_answer(
+    sims, speech, tmp_path
+):
+    primary, _ = sims
+    # "Unless to be rather cold-hearted ... and rather selfish is to be ill-disposed" with a 0.5 s pause, a question,
+    # then the same sentence again: a finished-looking clause ("Unless to be rather cold hearted."), so the first
+    # answer starts in the pause and the caller talks over it. From then on the agent waits out this caller's pause.
+    names = ["pause:cold_hearted.wav", "ten_of_clubs.wav", "five_five.wav", "pause:cold_hearted.wav"]
+    call = build_paused_call(tmp_path / "pauses.wav", names, gap_s=3.0)
+    turns = await replay(provider_settings(primary), speech, call.path)
+    assert turns[0]["false_start"], turns
+    assert sum(t["false_start"] for t in turns) == 1, turns
+    last = turns[-1]  # the second sentence is one turn, with the words after the pause
+    assert last["outcome"] == "answered" and "selfish" in last["user_text"] and "nless" in last["user_text"], turns
 
 
 async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):

@@ -1,4 +1,4 @@
-"""Small pure parts: SSE parsing, clause chunking for TTS, word timing, settings and secrets."""
+"""Small pure parts: SSE parsing, clause chunking for TTS, word timing, settings and secrets, turn bookkeeping."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from agent.settings import Settings, SettingsError
 from agent.speech.clauses import ClauseSplitter
 from agent.speech.tts import word_times
 from agent.text import count_sentences, ends_sentence
+from agent.turns.patience import AFTER_THE_WAIT_S, MARGIN_S, CallerPauses
 
 
 async def lines(*items: str):
@@ -192,3 +193,25 @@ def test_summary_percentiles():
     assert summarize([100, 200, 300, 400])["p50_ms"] == 250
     assert summarize([float(i) for i in range(1, 101)])["p95_ms"] == 95
     assert summarize([])["count"] == 0
+
+
+def test_the_pause_a_caller_talked_over_becomes_their_least_wait():
+    pauses = CallerPauses.within({"short": 0.3, "medium": 0.4, "long": 0.8}, budget_s=0.8)
+    most_s = 0.8 - AFTER_THE_WAIT_S  # the longest wait that still answers within the budget
+    pauses.answer_started(10.0)
+    assert not pauses.caller_resumed(12.0, silence_s=0.5)  # 2 s into the answer: an interruption, not a pause
+    pauses.answer_started(20.0)
+    assert not pauses.caller_resumed(20.5, silence_s=0.2)  # too short for an answer to have started in it
+    pauses.answer_started(30.0)
+    assert not pauses.caller_resumed(30.5, silence_s=1.4)  # silent that long, the caller was done
+    pauses.caller_resumed(35.0, silence_s=0.5)  # no answer was playing
+    assert pauses.wait_s == 0.0
+    pauses.answer_started(40.0)
+    pauses.answer_ended()
+    assert not pauses.caller_resumed(40.4, silence_s=0.5)  # the answer had finished: nothing was cut
+    pauses.answer_started(50.0)
+    assert pauses.caller_resumed(50.4, silence_s=0.35)
+    assert pauses.wait_s == pytest.approx(0.35 + MARGIN_S)
+    pauses.answer_started(60.0)
+    assert pauses.caller_resumed(60.2, silence_s=0.9)
+    assert pauses.wait_s == most_s

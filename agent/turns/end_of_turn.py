@@ -10,7 +10,9 @@ words so far and chooses how much more silence to wait for:
 - from the voice, when the words leave it open: Smart Turn v3 (`smart_turn.py`) moves a medium wait to short when
   the caller sounds finished. It never lengthens one: on the phone fixtures it scored finished sentences as
   unfinished ("I would like to change my delivery address, please.": 0.01; "He was not an ill-disposed young man.":
-  0.02) as often as mid-sentence pauses as finished (0.8-0.99), so its "unfinished" only cost answers 400 ms.
+  0.02) as often as mid-sentence pauses as finished (0.8-0.99), so its "unfinished" only cost answers 400 ms;
+- from the caller (`patience.py`): once they have gone on talking over an answer that started in their pause, no
+  wait is shorter than that pause.
 
 The answer does not wait for that decision. With speculation on, the strategy asks pipecat for a speculative
 inference on the words so far (`trigger_user_turn_inference_triggered(speculation=...)`): the LLM starts streaming
@@ -34,6 +36,8 @@ from typing import Literal
 
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     Frame,
     InputAudioRawFrame,
     VADUserStartedSpeakingFrame,
@@ -45,6 +49,7 @@ from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 from agent.frames import TurnTranscriptionFrame
 from agent.text import ends_sentence, same_words, trails_off, words
 from agent.turns.conversation import Conversation
+from agent.turns.patience import CallerPauses
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 from agent.turns.vad import FastStopSileroVAD
 
@@ -95,6 +100,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self,
         *,
         waits_s: dict[Wait, float],
+        budget_s: float,
         conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
         vad: FastStopSileroVAD | None = None,
@@ -119,6 +125,8 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         # The STT sends one transcript per VAD stop, naming it: decide only on the transcript of the last one.
         self._segments_ended = 0
         self._silence_s = 0.0  # audio heard since the last VAD stop (the caller silent all along)
+        self._pause_s = 0.0  # the longest silence since the last VAD stop: the caller's pause, when they go on
+        self._pauses = CallerPauses.within(waits_s, budget_s)
         self._audio_tick = asyncio.Event()
 
     async def handle_user_turn_started(self) -> None:
@@ -138,14 +146,23 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
                 self._count_silence(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._speaking = True
+            if self._pauses.caller_resumed(time.monotonic(), self._pause_s):
+                logger.info(
+                    f"{self}: the caller went on after a {self._pause_s:.2f} s pause, over the answer: "
+                    f"waiting at least {self._pauses.wait_s:.2f} s for them from now on"
+                )
             await self._cancel_decision()
             await self._withdraw_speculation()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speaking = False
             self._stopped_at = time.monotonic()
-            self._silence_s = 0.0
+            self._silence_s = self._pause_s = 0.0
             self._voiced_buffers = self._vad.voiced_buffers if self._vad else 0
             self._segments_ended += 1
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._pauses.answer_started(time.monotonic())
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._pauses.answer_ended()
         elif isinstance(frame, TurnTranscriptionFrame):
             if frame.segment < self._segments_ended:
                 return ProcessFrameResult.CONTINUE  # the caller has spoken since: a newer transcript is coming
@@ -158,11 +175,11 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
     async def _decide(self, text: str) -> None:
         """Choose the wait, speculate on the answer, and end the turn when the silence has lasted that long."""
         wait = word_wait(text)
-        await self._speculate_before(self._waits_s[wait], text)
+        await self._speculate_before(self._wait_s(wait), text)
         if wait == "medium" and self._smart_turn is not None:
             wait = await self._ask_smart_turn()
-        logger.debug(f"{self}: {wait} wait after {text!r}")
-        await self._silence_of(self._waits_s[wait])
+        logger.debug(f"{self}: {wait} wait ({self._wait_s(wait):.2f} s) after {text!r}")
+        await self._silence_of(self._wait_s(wait))
         await self._speculate_before(0.0, text)
         confirms = self._speculated is not None and same_words(self._speculated, text)
         if not confirms:
@@ -175,6 +192,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self.trigger_user_turn_finalized(confirms_speculation=True)
         else:
             await self.trigger_user_turn_stopped()
+
+    def _wait_s(self, wait: Wait) -> float:
+        return max(self._waits_s[wait], self._pauses.wait_s)
 
     async def _speculate_before(self, wait_s: float, text: str) -> None:
         """Start the speculative inference once the turn would end (after `wait_s` of silence) within the lead."""
@@ -198,6 +218,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         voiced = self._vad.voiced_buffers if self._vad else 0
         if voiced != self._voiced_buffers:
             self._voiced_buffers = voiced
+            self._pause_s = max(self._pause_s, self._silence_s)
             self._silence_s = 0.0
         else:
             self._silence_s += len(frame.audio) / 2 / frame.sample_rate
