@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     end_of_turn_min_ms: Ms = 300
     end_of_turn_mid_ms: Ms = 400
     end_of_turn_max_ms: Ms = 800
+    end_of_turn_learn_pauses: bool = False
     speculate: bool = True
     first_clause_min_words: int = Field(2, ge=1, le=50)
     first_clause_max_words: int = Field(6, ge=1, le=50)

@@ -61,6 +61,7 @@ class Scenario:
     tokens_per_s: float
     acknowledge: bool
     heavy_tail: bool = False
+    learn_pauses: bool = False
 
     def first_token(self, seed: int) -> float | Callable[[], float]:
         if not self.heavy_tail:
@@ -77,6 +78,7 @@ SCENARIOS = {
         Scenario("heavy", 3000, acknowledge=False, heavy_tail=True),
         Scenario("heavy-ack", 3000, acknowledge=True, heavy_tail=True),
         Scenario("h100", 280, acknowledge=False),
+        Scenario("cerebras-learn-pauses", 3000, acknowledge=False, learn_pauses=True),
     ]
 }
 
@@ -92,7 +94,7 @@ def calls_for(rounds: int, directory: Path) -> list[Call]:
     return calls
 
 
-def settings_for(sim: ProviderSim, acknowledge: bool, tts: str) -> Settings:
+def settings_for(sim: ProviderSim, scenario: Scenario, tts: str) -> Settings:
     return Settings.load(
         None,
         llm_provider="cerebras",
@@ -101,7 +103,8 @@ def settings_for(sim: ProviderSim, acknowledge: bool, tts: str) -> Settings:
         max_spoken_sentences=1,
         tts_engine=tts,
         admission="count",  # one call at a time: this benchmark is about a call's latency, not admission
-        **({} if acknowledge else {"acknowledge_after_ms": 0}),
+        end_of_turn_learn_pauses=scenario.learn_pauses,
+        **({} if scenario.acknowledge else {"acknowledge_after_ms": 0}),
     )
 
 
@@ -112,7 +115,7 @@ async def run_scenario(
     sim.start()
     heard: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
-    settings = settings_for(sim, scenario.acknowledge, tts)
+    settings = settings_for(sim, scenario, tts)
     try:
         async with AgentRuntime.start(settings, speech=speech) as runtime:
             app = create_app(settings, runtime=runtime)
@@ -171,7 +174,7 @@ async def run_baseline(speech: SpeechModels, calls: list[Call], tts: str) -> dic
     sim = ProviderSim(first_token_s=0.2, tokens_per_s=3000, answer=ANSWER).start()
     results: dict[str, list[float]] = {"ours": [], "vanilla": []}
     try:
-        async with AgentRuntime.start(settings_for(sim, False, tts), speech=speech) as runtime:
+        async with AgentRuntime.start(settings_for(sim, SCENARIOS["cerebras"], tts), speech=speech) as runtime:
             for index, call in enumerate(calls):
                 order = [("ours", build_voice_call), ("vanilla", build_vanilla_call)]
                 for name, build in order if index % 2 == 0 else order[::-1]:

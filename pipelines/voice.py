@@ -87,6 +87,7 @@ def build_voice_call(
             "long": settings.end_of_turn_max_ms / 1000,
         },
         budget_s=settings.latency_budget_ms / 1000,
+        learn_pauses=settings.end_of_turn_learn_pauses,
         smart_turn=runtime.speech.smart_turn,
         vad=vad,
         speculate=settings.speculate,

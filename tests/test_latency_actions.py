@@ -92,7 +92,12 @@ async def test_a_caller_who_pauses_mid_sentence_is_waited_for_once_they_have_tal
     # answer starts in the pause and the caller talks over it. From then on the agent waits out this caller's pause.
     names = ["pause:cold_hearted.wav", "ten_of_clubs.wav", "five_five.wav", "pause:cold_hearted.wav"]
     call = build_paused_call(tmp_path / "pauses.wav", names, gap_s=3.0)
-    turns = await replay(provider_settings(primary), speech, call.path)
+    [unlearned, learned] = [
+        await replay(provider_settings(primary, end_of_turn_learn_pauses=learn), speech, call.path)
+        for learn in (False, True)
+    ]
+    assert [t["false_start"] for t in unlearned].count(True) == 2, unlearned  # the agent answered into both pauses
+    turns = learned
     assert turns[0]["false_start"], turns
     assert sum(t["false_start"] for t in turns) == 1, turns
     last = turns[-1]  # the second sentence is one turn, with the words after the pause

@@ -11,8 +11,8 @@ words so far and chooses how much more silence to wait for:
   the caller sounds finished. It never lengthens one: on the phone fixtures it scored finished sentences as
   unfinished ("I would like to change my delivery address, please.": 0.01; "He was not an ill-disposed young man.":
   0.02) as often as mid-sentence pauses as finished (0.8-0.99), so its "unfinished" only cost answers 400 ms;
-- from the caller (`patience.py`): once they have gone on talking over an answer that started in their pause, no
-  wait is shorter than that pause.
+- from the caller (`patience.py`, with `learn_pauses`): once they have gone on talking over an answer that started
+  in their pause, no wait is shorter than that pause.
 
 The answer does not wait for that decision. With speculation on, the strategy asks pipecat for a speculative
 inference on the words so far (`trigger_user_turn_inference_triggered(speculation=...)`): the LLM starts streaming
@@ -101,6 +101,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         *,
         waits_s: dict[Wait, float],
         budget_s: float,
+        learn_pauses: bool = False,
         conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
         vad: FastStopSileroVAD | None = None,
@@ -126,7 +127,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._segments_ended = 0
         self._silence_s = 0.0  # audio heard since the last VAD stop (the caller silent all along)
         self._pause_s = 0.0  # the longest silence since the last VAD stop: the caller's pause, when they go on
-        self._pauses = CallerPauses.within(waits_s, budget_s)
+        self._pauses = CallerPauses.within(waits_s, budget_s) if learn_pauses else None
         self._audio_tick = asyncio.Event()
 
     async def handle_user_turn_started(self) -> None:
@@ -146,7 +147,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
                 self._count_silence(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._speaking = True
-            if self._pauses.caller_resumed(time.monotonic(), self._pause_s):
+            if self._pauses and self._pauses.caller_resumed(time.monotonic(), self._pause_s):
                 logger.info(
                     f"{self}: the caller went on after a {self._pause_s:.2f} s pause, over the answer: "
                     f"waiting at least {self._pauses.wait_s:.2f} s for them from now on"
@@ -159,9 +160,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._silence_s = self._pause_s = 0.0
             self._voiced_buffers = self._vad.voiced_buffers if self._vad else 0
             self._segments_ended += 1
-        elif isinstance(frame, BotStartedSpeakingFrame):
+        elif isinstance(frame, BotStartedSpeakingFrame) and self._pauses:
             self._pauses.answer_started(time.monotonic())
-        elif isinstance(frame, BotStoppedSpeakingFrame):
+        elif isinstance(frame, BotStoppedSpeakingFrame) and self._pauses:
             self._pauses.answer_ended()
         elif isinstance(frame, TurnTranscriptionFrame):
             if frame.segment < self._segments_ended:
@@ -194,7 +195,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self.trigger_user_turn_stopped()
 
     def _wait_s(self, wait: Wait) -> float:
-        return max(self._waits_s[wait], self._pauses.wait_s)
+        return max(self._waits_s[wait], self._pauses.wait_s if self._pauses else 0.0)
 
     async def _speculate_before(self, wait_s: float, text: str) -> None:
         """Start the speculative inference once the turn would end (after `wait_s` of silence) within the lead."""
