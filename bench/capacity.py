@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -269,5 +270,18 @@ async def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+async def main_until_terminated() -> int:
+    """`main()`, with SIGTERM cancelling it as Ctrl-C does: the servers it started are stopped on the way out, not
+    left running as orphans."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main()
+    except asyncio.CancelledError:
+        print("terminated: the servers started are stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(asyncio.run(main_until_terminated()))
