@@ -166,6 +166,15 @@ def test_playout_reported_by_the_client_is_what_is_judged():
     assert report["stages_ms"]["playout"] == pytest.approx(350)
 
 
+def test_a_false_start_is_never_a_good_turn():
+    """An answer that began in the caller's pause is judged a false start, however fast it came."""
+    turn = marked_turn(**ANSWERED)
+    turn.cut = turn.false_start = True
+    report = turn.report(LatencyBudget(total_ms=800))
+    assert report["outcome"] == "answered" and report["answer_ms"] == pytest.approx(550)
+    assert report["verdict"]["within_budget"] is False and report["verdict"]["false_start"] is True
+
+
 def test_stage_overruns_are_named():
     report = marked_turn(**ANSWERED).report(LatencyBudget.from_settings(800, "stt=50,llm_ttft=100"))
     assert set(report["verdict"]["overran"]) == {"stt", "end_of_turn", "llm_ttft"}  # 100, 100, 200 ms

@@ -648,19 +648,22 @@ registerProcessor("mic-frames", MicFrames);
     return track;
   }
 
-  // The verdict judges the answer: a turn without one (cut off, failed, nothing came) is never within budget.
+  // The verdict judges the answer: a turn without one (cut off, failed, nothing came) is never within budget, nor
+  // one whose answer began while the caller was only pausing (a false start), however fast it came.
   function turnFoot(t, verdict) {
     const within = !!verdict.within_budget;
     const overran = verdict.overran || [];
     const text = within
       ? "✓ answer within budget"
-      : t.outcome !== "answered"
+      : t.false_start
+        ? "✗ false start: the answer began in the caller's pause"
+        : t.outcome !== "answered"
         ? `✗ ${OUTCOME_TEXT[t.outcome] || "no answer"}`
         : `✗ answer over budget${overran.length ? ` (${overran.join(", ")})` : ""}`;
     const foot = el("div", "turn-foot");
     foot.append(el("span", `verdict ${within ? "ok" : "over"}`, text));
     if (t.filler_ms != null) foot.append(el("span", "tag", `filler at ${fmtMs(t.filler_ms)}`));
-    if (t.cut) foot.append(el("span", "tag", t.false_start ? "false start" : "cut off"));
+    if (t.cut && !t.false_start) foot.append(el("span", "tag", "cut off"));
     return foot;
   }
 

@@ -10,8 +10,9 @@ first audio is recorded apart (`filler_ms`) and never stops the clock. Every tur
 - `no_answer`: the turn ended (the call closed, or nothing came) without an answer;
 - `transferred`: the turn ended with the call put through to a person (the transfer_call tool).
 
-Only an answered turn can be within budget. A `false_start` is an answer (or filler) cut by the caller going on
-within `FALSE_START_S` of its first audio: the agent spoke into a pause in the middle of the caller's turn.
+Only an answered turn can be within budget, and never a false start. A `false_start` is an answer (or filler) cut
+by the caller going on within `FALSE_START_S` of its first audio: the agent spoke into a pause in the middle of the
+caller's turn.
 
 All times are `time.monotonic()` seconds. Stages are the gaps between consecutive marks, each mark clamped to be no
 earlier than the one before, so they always add up to the answer time (the stage table shows where it went).
@@ -75,11 +76,14 @@ class LatencyBudget:
                 raise ValueError(f"LATENCY_STAGE_BUDGETS_MS: {item!r} is not stage=milliseconds") from None
         return cls(total_ms=total_ms, allocations_ms=allocations)
 
-    def judge(self, outcome: Outcome, stages_ms: dict[str, float], answer_ms: float | None) -> dict[str, Any]:
-        """Within budget only when the caller got an answer, and got it in time."""
+    def judge(
+        self, outcome: Outcome, stages_ms: dict[str, float], answer_ms: float | None, *, false_start: bool = False
+    ) -> dict[str, Any]:
+        """Within budget only when the caller got an answer, got it in time, and had finished speaking: an answer
+        that began in the caller's pause (a false start) is never a good turn, however fast it was."""
         overruns = [name for name, ms in stages_ms.items() if ms > self.allocations_ms.get(name, math.inf)]
-        within = outcome == "answered" and answer_ms is not None and answer_ms <= self.total_ms
-        return {"within_budget": within, "budget_ms": self.total_ms, "overran": overruns}
+        within = outcome == "answered" and not false_start and answer_ms is not None and answer_ms <= self.total_ms
+        return {"within_budget": within, "false_start": false_start, "budget_ms": self.total_ms, "overran": overruns}
 
 
 @dataclass
@@ -158,7 +162,9 @@ class Turn:
             "llm_requests": self.llm_requests,
             "cut": self.cut,
             "false_start": self.false_start,
-            "verdict": budget.judge(self.outcome, stages, heard if heard is not None else answer),
+            "verdict": budget.judge(
+                self.outcome, stages, heard if heard is not None else answer, false_start=self.false_start
+            ),
         }
         if self.error:
             result["error"] = self.error

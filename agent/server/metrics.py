@@ -58,7 +58,8 @@ class TurnMetrics:
         )
         self.turns = Counter(
             "voice_agent_turns_total",
-            "Finished turns by outcome (answered, interrupted, error, no_answer, transferred) and budget verdict.",
+            "Finished turns by outcome (answered, interrupted, error, no_answer, transferred) and budget verdict "
+            "(within, over, false_start: answered into the caller's pause).",
             ["channel", "outcome", "verdict"],
             registry=self.registry,
         )
@@ -139,7 +140,9 @@ class TurnMetrics:
             self.heard.labels(channel).observe(report["heard_ms"] / 1000)
             self.stage.labels("playout").observe(report["stages_ms"].get("playout", 0.0) / 1000)
         elif event == "closed":
-            verdict = "within" if report["verdict"]["within_budget"] else "over"
+            verdict = (
+                "within" if report["verdict"]["within_budget"] else "false_start" if report["false_start"] else "over"
+            )
             self.turns.labels(channel, report["outcome"], verdict).inc()
             self.llm_requests.labels(channel).inc(report["llm_requests"])
             if report["filler_ms"] is not None:
