@@ -1,9 +1,9 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper, Smart Turn and the TTS voice (and synthesises the fixed phrases),
-builds the provider chain (`LLM_PROVIDER`, then
-`LLM_FALLBACKS`; the embedded llama.cpp server is started when `local` is in it), opens and warms each provider's
-connection, checks its model, and builds the tool registry. Every call's pipeline then shares these objects.
+`AgentRuntime.start(settings)` loads Whisper, Smart Turn, the turn words model and the TTS voice (and synthesises
+the fixed phrases), builds the provider chain (`LLM_PROVIDER`, then `LLM_FALLBACKS`; the embedded llama.cpp server
+is started when `local` is in it), opens and warms each provider's connection, checks its model, and builds the tool
+registry. Every call's pipeline then shares these objects.
 
 Start-up is resilient: a provider that is down, overloaded or out of quota at start-up (a 429, a 503, a cut
 connection) is logged and the server starts anyway; each turn then fails over along the chain or apologises. Only
@@ -34,6 +34,7 @@ from agent.speech.whisper import WhisperTranscriber
 from agent.tools.catalog import build_registry
 from agent.tools.registry import ToolRegistry
 from agent.turns.smart_turn import SmartTurnModel
+from agent.turns.words import TurnWordsModel
 
 
 @dataclass
@@ -43,6 +44,7 @@ class SpeechModels:
     transcriber: WhisperTranscriber
     voice: Voice
     smart_turn: SmartTurnModel
+    turn_words: TurnWordsModel
     phrases: dict[PhraseKind, Phrase]  # what the agent says without the LLM, synthesised once
 
     @classmethod
@@ -54,6 +56,7 @@ class SpeechModels:
             transcriber=transcriber,
             voice=voice,
             smart_turn=SmartTurnModel(),
+            turn_words=TurnWordsModel(),
             phrases=synthesize_phrases(voice, settings.acknowledgement),
         )
 

