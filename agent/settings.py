@@ -37,6 +37,7 @@ RENAMED = {
 }
 # Variables that were replaced by a different idea, and what to set instead.
 REPLACED = {
+    "END_OF_TURN_MID_MS": "END_OF_TURN_THRESHOLD (the wait now grows smoothly from END_OF_TURN_MIN_MS to _MAX_MS)",
     "FALLBACK_BASE_URL": "LLM_FALLBACKS (provider names, e.g. groq,local)",
     "FALLBACK_MODEL": "LLM_FALLBACKS and that provider's *_MODEL",
     "FALLBACK_API_KEY": "LLM_FALLBACKS and that provider's *_API_KEY",
@@ -107,8 +108,14 @@ class Settings(BaseSettings):
     vad_stop_ms: float = Field(64, ge=32, le=2000)
     vad_start_ms: float = Field(100, ge=32, le=2000)
     end_of_turn_min_ms: Ms = 300
-    end_of_turn_mid_ms: Ms = 400
-    end_of_turn_max_ms: Ms = 800
+    end_of_turn_max_ms: Ms = 1100
+    end_of_turn_threshold: float = Field(
+        0.97,
+        gt=0,
+        lt=1,
+        description="The combined P(done) of the words and the voice at which the shortest wait applies; lower "
+        "answers sooner and speaks into more pauses (the trade-off curve is in README, 'Turn taking').",
+    )
     end_of_turn_learn_pauses: bool = False
     speculate: bool = True
     first_clause_min_words: int = Field(2, ge=1, le=50)
@@ -181,8 +188,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _waits_in_order(self) -> Settings:
-        if not self.end_of_turn_min_ms <= self.end_of_turn_mid_ms <= self.end_of_turn_max_ms:
-            raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MID_MS <= END_OF_TURN_MAX_MS is required")
+        if not self.end_of_turn_min_ms <= self.end_of_turn_max_ms:
+            raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MAX_MS is required")
         return self
 
     @model_validator(mode="after")

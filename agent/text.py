@@ -1,5 +1,5 @@
 """What counts as the end of a sentence or a clause, for every part that asks: the LLM stage (how many sentences
-were spoken), the TTS chunker (when to synthesise) and turn taking (does the caller sound finished)."""
+were spoken), and the TTS chunker (when to synthesise)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*$")
 _SENTENCE_BREAK = re.compile(r"[.!?…][\"')\]]*(?=\s)")
 # A clause ends at a comma, semicolon, colon or a dash.
 _CLAUSE_END = re.compile(r"([,;:]|\s[-–—]|[–—])$")
-# Words trail off: "and...", "well,", "so -".
-_TRAILS_OFF = re.compile(r"([,;:\-–—]|\.\.\.|…)$")
 _WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -23,10 +21,6 @@ def ends_sentence(text: str) -> bool:
 
 def ends_clause(text: str) -> bool:
     return bool(_CLAUSE_END.search(text.strip()))
-
-
-def trails_off(text: str) -> bool:
-    return bool(_TRAILS_OFF.search(text.strip()))
 
 
 def count_sentences(text: str) -> int:

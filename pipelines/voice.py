@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loguru import logger
-from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import EndFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
@@ -43,8 +42,9 @@ from agent.speech.phrases import PhrasePlayer
 from agent.speech.stt import StreamingWhisperSTTService
 from agent.speech.tts import LocalTTSService
 from agent.turns.conversation import Conversation
+from agent.turns.decision import RULE
 from agent.turns.end_of_turn import EndOfTurnStrategy
-from agent.turns.vad import FastStopSileroVAD
+from agent.turns.vad import build_vad
 
 
 @dataclass
@@ -69,26 +69,17 @@ def build_voice_call(
     """One call's pipeline. `live_transcript` sends interim transcripts while the caller speaks (the page shows
     them); a phone call has no one to read them, so its Whisper is kept free for the transcript that counts."""
     settings = runtime.settings
-    vad = FastStopSileroVAD(
-        sample_rate=sample_rate_in,
-        params=VADParams(
-            confidence=0.6,
-            start_secs=settings.vad_start_ms / 1000,
-            stop_secs=settings.vad_stop_ms / 1000,
-            min_volume=0.3,
-        ),
-    )
+    vad = build_vad(settings, sample_rate_in)
     context = Conversation()
     end_of_turn = EndOfTurnStrategy(
         conversation=context,
-        waits_s={
-            "short": settings.end_of_turn_min_ms / 1000,
-            "medium": settings.end_of_turn_mid_ms / 1000,
-            "long": settings.end_of_turn_max_ms / 1000,
-        },
+        shortest_s=settings.end_of_turn_min_ms / 1000,
+        longest_s=settings.end_of_turn_max_ms / 1000,
+        rule=replace(RULE, threshold=settings.end_of_turn_threshold),
         budget_s=settings.latency_budget_ms / 1000,
         learn_pauses=settings.end_of_turn_learn_pauses,
         smart_turn=runtime.speech.smart_turn,
+        words=runtime.speech.turn_words,
         vad=vad,
         speculate=settings.speculate,
     )

@@ -33,7 +33,7 @@ async def test_a_long_turn_is_transcribed_in_bounded_pieces(speech, whisper_call
     for name in MONOLOGUE:
         parts += [name, 0.25]
     call = build_call(tmp_path / "monologue.wav", [*parts, 3.0])
-    patient = {"end_of_turn_min_ms": 1200, "end_of_turn_mid_ms": 1200, "end_of_turn_max_ms": 1200}
+    patient = {"end_of_turn_min_ms": 1200, "end_of_turn_max_ms": 1200}
     async with AgentRuntime.start(local_settings(**patient), speech=speech) as runtime:
         result = await replay_call(runtime, call)
     assert len(result.turns) == 1, result.turns

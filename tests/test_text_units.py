@@ -205,7 +205,7 @@ def test_summary_percentiles():
 
 
 def test_the_pause_a_caller_talked_over_becomes_their_least_wait():
-    pauses = CallerPauses.within({"short": 0.3, "medium": 0.4, "long": 0.8}, budget_s=0.8)
+    pauses = CallerPauses.within(0.3, 0.8, budget_s=0.8)
     most_s = 0.8 - AFTER_THE_WAIT_S  # the longest wait that still answers within the budget
     pauses.answer_started(10.0)
     assert not pauses.caller_resumed(12.0, silence_s=0.5)  # 2 s into the answer: an interruption, not a pause

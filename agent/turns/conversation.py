@@ -24,6 +24,17 @@ class Conversation(LLMContext):
         """The next user message written is the turn that said `text`."""
         self._user_turn_text = text
 
+    def last_agent_words(self) -> str:
+        """What the agent said last (its last assistant message's text), or "" before it has said anything."""
+        for message in reversed(self.get_messages()):
+            if isinstance(message, dict) and message.get("role") == "assistant":
+                content = message.get("content")
+                if isinstance(content, str):
+                    return content
+                if isinstance(content, list):
+                    return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+        return ""
+
     def add_message(self, message: LLMContextMessage) -> None:
         if self._user_turn_text is not None and isinstance(message, dict) and message.get("role") == "user":
             message = cast(LLMContextMessage, {**message, "content": self._user_turn_text})

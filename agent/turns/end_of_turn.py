@@ -1,17 +1,15 @@
 """When is the caller's turn over, and how much of the answer can be under way by then.
 
 `EndOfTurnStrategy` is the one user-turn stop strategy of the pipeline (pipecat ends a turn when *any* listed stop
-strategy fires, so combining signals has to happen inside one). After each VAD stop it gets the transcript of the
-words so far and chooses how much more silence to wait for:
+strategy fires, so combining signals has to happen inside one). At each VAD stop it gathers the evidence and
+chooses how much more silence to wait for (`decision.py`):
 
-- from the words (`word_wait`): short after a finished sentence or a question, long when they trail off ("and",
-  "um", a comma, a function word, an auxiliary unless it closes a comparison: "than he was."), medium when there is
-  no punctuation to go by;
-- from the voice, when the words leave it open: Smart Turn v3 (`smart_turn.py`) moves a medium wait to short when
-  the caller sounds finished. It never lengthens one: on the phone fixtures it scored finished sentences as
-  unfinished ("I would like to change my delivery address, please.": 0.01; "He was not an ill-disposed young man.":
-  0.02) as often as mid-sentence pauses as finished (0.8-0.99), so its "unfinished" only cost answers 400 ms;
-- from the caller (`patience.py`, with `learn_pauses`): once they have gone on talking over an answer that started
+- the voice: Smart Turn v3 (`smart_turn.py`) on the last 8 s of the caller's audio, started at the VAD stop, while
+  the STT is still transcribing (unless the calibrated rule gives it no weight);
+- the words: the words model (`words.py`) on the transcript of the turn so far, with the agent's last words as
+  context, as soon as the transcript comes;
+- the shape of the turn: a reply of a few words ("five five", "yes", a name) is usually an answer to the agent;
+- the caller (`patience.py`, with `learn_pauses`): once they have gone on talking over an answer that started
   in their pause, no wait is shorter than that pause.
 
 The answer does not wait for that decision. With speculation on, the strategy asks pipecat for a speculative
@@ -19,8 +17,9 @@ inference on the words so far (`trigger_user_turn_inference_triggered(speculatio
 while the silence is being timed, and `LLMService`'s speculation gate holds its output. When the wait runs out the
 turn is finalised and confirms the speculation (the gate releases the answer); if the caller speaks again first, the
 speculation is withdrawn and the stream is cancelled. The turn goes into the conversation with the same words the
-LLM was asked (`Conversation`). Speculation starts `SPECULATION_LEAD_S` before the planned end of the turn (at once
-for short waits), so a long wait after "and..." does not spend a request on every pause.
+LLM was asked (`Conversation`). The speculative request goes out with the transcript, while the words are weighed;
+when they call for a wait longer than `SPECULATION_LEAD_S` it is withdrawn and asked again that long before the
+planned end, so a long wait after "and..." does not hold a request open through every pause.
 
 Silence is counted in audio frames since the VAD stop, and starts again whenever the VAD hears voice: the VAD
 confirms the caller's next words only after `VAD_START_MS` of them, and a turn must not end in that window.
@@ -32,7 +31,6 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from typing import Literal
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -47,50 +45,16 @@ from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
 from agent.frames import TurnTranscriptionFrame
-from agent.text import ends_sentence, same_words, trails_off, words
+from agent.text import same_words
 from agent.turns.conversation import Conversation
+from agent.turns.decision import RULE, TurnEvidence, TurnRule
 from agent.turns.patience import CallerPauses
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 from agent.turns.vad import FastStopSileroVAD
+from agent.turns.words import TurnWordsModel, normalize
 
-Wait = Literal["short", "medium", "long"]
-
-_AUXILIARIES = """
-is was are were be been being am do does did have has had will would can could should shall may might must
-"""
-# Words a finished sentence rarely ends on: Whisper still ends such fragments with a period ("He was not.").
-_TRAILING_WORDS = """
-and but or so because if when while although though since unless until than that which who whose where
-the a an this these those my your his her our their some any every
-to of with in on at for from by about into onto over under through after before like as
-not i he she we they um uh er hmm
-"""  # not "you": "Thank you." and "See you." are finished
-AUXILIARIES = frozenset(_AUXILIARIES.split())
-TRAILING = frozenset(_TRAILING_WORDS.split()) | AUXILIARIES
 SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
 WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
-SOUNDS_FINISHED = 0.7  # Smart Turn probability above which a medium wait becomes short
-
-
-def word_wait(text: str) -> Wait:
-    """How long to wait after these words: judged from how they end."""
-    said = words(text)
-    if not said or (said[-1] in TRAILING and not ends_comparison(said)) or trails_off(text):
-        return "long"
-    if ends_sentence(text) and len(said) > 1:
-        return "short"
-    return "medium"  # no punctuation to go by, or a single word ("Yes." may be the start of more)
-
-
-def ends_comparison(said: list[str]) -> bool:
-    """A comparison's clause ends on its auxiliary: "... more respectable than he was", "as fast as it can"."""
-    return len(said) >= 3 and said[-1] in AUXILIARIES and said[-3] in ("than", "as")
-
-
-def voice_wait(probability: float) -> Wait:
-    """The wait after words that leave it open, from Smart Turn's P(finished): short when the voice sounds finished,
-    else medium (never long: Smart Turn's "unfinished" is wrong too often to cost an answer 400 ms)."""
-    return "short" if probability >= SOUNDS_FINISHED else "medium"
 
 
 class EndOfTurnStrategy(BaseUserTurnStopStrategy):
@@ -99,11 +63,14 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
     def __init__(
         self,
         *,
-        waits_s: dict[Wait, float],
+        shortest_s: float,
+        longest_s: float,
         budget_s: float,
         learn_pauses: bool = False,
         conversation: Conversation | None = None,
         smart_turn: SmartTurnModel | None = None,
+        words: TurnWordsModel | None = None,
+        rule: TurnRule = RULE,
         vad: FastStopSileroVAD | None = None,
         speculate: bool = True,
         **kwargs,
@@ -112,8 +79,12 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._conversation = conversation
         self._vad = vad
         self._voiced_buffers = 0  # the VAD's count when the silence was last checked
-        self._waits_s = waits_s
+        self._shortest_s = shortest_s
+        self._longest_s = longest_s
         self._smart_turn = smart_turn
+        self._words = words
+        self._rule = rule
+        self._voice: asyncio.Task[float | None] | None = None  # Smart Turn on the audio at the last VAD stop
         self._speculate = speculate
         self._text = ""
         self._speaking = False
@@ -127,7 +98,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._segments_ended = 0
         self._silence_s = 0.0  # audio heard since the last VAD stop (the caller silent all along)
         self._pause_s = 0.0  # the longest silence since the last VAD stop: the caller's pause, when they go on
-        self._pauses = CallerPauses.within(waits_s, budget_s) if learn_pauses else None
+        self._pauses = CallerPauses.within(shortest_s, longest_s, budget_s) if learn_pauses else None
         self._audio_tick = asyncio.Event()
 
     async def handle_user_turn_started(self) -> None:
@@ -138,6 +109,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
 
     async def cleanup(self) -> None:
         await self._cancel_decision()
+        await self._cancel_voice()
         await super().cleanup()
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
@@ -160,6 +132,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._silence_s = self._pause_s = 0.0
             self._voiced_buffers = self._vad.voiced_buffers if self._vad else 0
             self._segments_ended += 1
+            await self._cancel_voice()
+            if self._smart_turn is not None and self._rule.uses_voice:
+                self._voice = self.task_manager.create_task(self._hear_voice(), f"{self}::voice")
         elif isinstance(frame, BotStartedSpeakingFrame) and self._pauses:
             self._pauses.answer_started(time.monotonic())
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._pauses:
@@ -174,13 +149,20 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         return ProcessFrameResult.CONTINUE
 
     async def _decide(self, text: str) -> None:
-        """Choose the wait, speculate on the answer, and end the turn when the silence has lasted that long."""
-        wait = word_wait(text)
-        await self._speculate_before(self._wait_s(wait), text)
-        if wait == "medium" and self._smart_turn is not None:
-            wait = await self._ask_smart_turn()
-        logger.debug(f"{self}: {wait} wait ({self._wait_s(wait):.2f} s) after {text!r}")
-        await self._silence_of(self._wait_s(wait))
+        """Weigh the evidence, speculate on the answer, and end the turn when the silence has lasted that long."""
+        await self._speculate_before(0.0, text)  # the request goes out while the words are weighed
+        evidence = TurnEvidence(
+            words=await self._read_words(text), voice=await self._heard_voice(), word_count=len(normalize(text).split())
+        )
+        wait_s = self._wait_s(evidence)
+        logger.debug(
+            f"{self}: wait {wait_s:.2f} s after {text!r} "
+            f"(words {_p(evidence.words)}, voice {_p(evidence.voice)}: done {self._rule.done(evidence):.3f})"
+        )
+        if wait_s > SPECULATION_LEAD_S:
+            await self._withdraw_speculation()  # the caller is likely to go on: ask again nearer the end
+        await self._speculate_before(wait_s, text)
+        await self._silence_of(wait_s)
         await self._speculate_before(0.0, text)
         confirms = self._speculated is not None and same_words(self._speculated, text)
         if not confirms:
@@ -194,8 +176,38 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         else:
             await self.trigger_user_turn_stopped()
 
-    def _wait_s(self, wait: Wait) -> float:
-        return max(self._waits_s[wait], self._pauses.wait_s if self._pauses else 0.0)
+    async def _read_words(self, text: str) -> float | None:
+        """The words model's P(done), or None without one (or when it fails: the voice and the wait still decide)."""
+        if self._words is None:
+            return None
+        agent_said = self._conversation.last_agent_words() if self._conversation is not None else ""
+        try:
+            return await asyncio.to_thread(self._words.probability, text, agent_said)
+        except Exception as error:
+            logger.exception(f"{self}: the words model failed ({error}): deciding without it")
+            return None
+
+    async def _heard_voice(self) -> float | None:
+        """Smart Turn's P(done) for the audio at the last VAD stop, or None when it was not (or could not be) asked."""
+        task = self._voice
+        if task is None:
+            return None
+        await asyncio.wait([task])
+        if task.cancelled() or task.exception() is not None:
+            logger.warning(
+                f"{self}: Smart Turn gave no answer ({task.exception() if not task.cancelled() else 'cancelled'})"
+            )
+            return None
+        return task.result()
+
+    async def _hear_voice(self) -> float | None:
+        assert self._smart_turn is not None
+        pcm = b"".join(self._audio)
+        return await asyncio.to_thread(self._smart_turn.probability, pcm, self._sample_rate)
+
+    def _wait_s(self, evidence: TurnEvidence) -> float:
+        wait_s = self._rule.wait_s(evidence, self._shortest_s, self._longest_s)
+        return max(wait_s, self._pauses.wait_s if self._pauses else 0.0)
 
     async def _speculate_before(self, wait_s: float, text: str) -> None:
         """Start the speculative inference once the turn would end (after `wait_s` of silence) within the lead."""
@@ -225,11 +237,6 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._silence_s += len(frame.audio) / 2 / frame.sample_rate
         self._audio_tick.set()
 
-    async def _ask_smart_turn(self) -> Wait:
-        assert self._smart_turn is not None
-        pcm = b"".join(self._audio)
-        return voice_wait(await asyncio.to_thread(self._smart_turn.probability, pcm, self._sample_rate))
-
     async def _withdraw_speculation(self) -> None:
         if self._speculated is not None:
             self._speculated = None
@@ -240,8 +247,14 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self.task_manager.cancel_task(self._decision)
         self._decision = None
 
+    async def _cancel_voice(self) -> None:
+        if self._voice:
+            await self.task_manager.cancel_task(self._voice)
+        self._voice = None
+
     async def _reset(self) -> None:
         await self._cancel_decision()
+        await self._cancel_voice()
         self._text = ""
         self._speculated = None
 
@@ -252,3 +265,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._audio_bytes += len(frame.audio)
         while self._audio_bytes > WINDOW_S * self._sample_rate * 2:
             self._audio_bytes -= len(self._audio.popleft())
+
+
+def _p(probability: float | None) -> str:
+    return "-" if probability is None else f"{probability:.3f}"

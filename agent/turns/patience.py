@@ -10,8 +10,6 @@ rest of the call: no longer than the latency budget allows, so a patient answer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from agent.latency.turns import FALSE_START_S
 
 LONGEST_PAUSE_S = 1.0  # a caller silent longer than this before going on was done, not pausing
@@ -31,9 +29,9 @@ class CallerPauses:
         self.wait_s = 0.0
 
     @classmethod
-    def within(cls, waits_s: Mapping[str, float], budget_s: float) -> CallerPauses:
+    def within(cls, shortest_s: float, longest_s: float, budget_s: float) -> CallerPauses:
         """Between the shortest wait and the longest one that still answers within the budget."""
-        return cls(least_s=waits_s["short"], most_s=min(waits_s["long"], budget_s - AFTER_THE_WAIT_S))
+        return cls(least_s=shortest_s, most_s=min(longest_s, budget_s - AFTER_THE_WAIT_S))
 
     def answer_started(self, now: float) -> None:
         if self._answer_started_at is None:

@@ -13,8 +13,14 @@ instead of ending the turn in the window where the next words are already coming
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+
+if TYPE_CHECKING:
+    from agent.settings import Settings
 
 QUIET_FRACTION = 0.1  # a frame below this fraction of the recent speech level is silence ...
 NOISE_MARGIN = 2.5  # ... as is one within this factor of the noise floor
@@ -46,3 +52,16 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         if confidence >= self.params.confidence:
             self.voiced_buffers += 1
         return confidence
+
+
+def build_vad(settings: Settings, sample_rate: int) -> FastStopSileroVAD:
+    """The VAD every call's pipeline (and the turn-taking benchmark) runs, with the settings' start and stop."""
+    return FastStopSileroVAD(
+        sample_rate=sample_rate,
+        params=VADParams(
+            confidence=0.6,
+            start_secs=settings.vad_start_ms / 1000,
+            stop_secs=settings.vad_stop_ms / 1000,
+            min_volume=0.3,
+        ),
+    )
