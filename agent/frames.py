@@ -40,6 +40,14 @@ class TurnTranscriptionFrame(TranscriptionFrame):
 
 
 @dataclass
+class AnswerHeldFrame(SystemFrame):
+    """The answer's first audio was held `held_s` while the caller seemed to start speaking, then let go (the
+    voice died away): for the turn report."""
+
+    held_s: float = 0.0
+
+
+@dataclass
 class SpeakPhraseFrame(DataFrame):
     """Asks the phrase player to say one of the pre-synthesised phrases (an apology, the goodbye): words that are
     not an answer, so they never count as one."""

@@ -5,7 +5,8 @@ One turn, in order:
   speaks) -> user context aggregator (end-of-turn strategy: words + Smart Turn, speculation, barge-in)
   -> streaming chat LLM (raced over the provider chain; pipecat's speculation gate holds a speculative answer until
   the turn is confirmed) -> clause chunker -> local TTS -> phrase player (acknowledgement, apology, goodbye)
-  -> transport out -> assistant context aggregator.
+  -> onset hold (the answer's first audio waits while the caller may be starting to speak) -> transport out
+  -> assistant context aggregator.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -44,7 +45,10 @@ from agent.speech.tts import LocalTTSService
 from agent.turns.conversation import Conversation
 from agent.turns.decision import RULE
 from agent.turns.end_of_turn import EndOfTurnStrategy
+from agent.turns.onset_hold import AnswerOnsetHold
 from agent.turns.vad import build_vad
+
+ONSET_HOLD_MARGIN_S = 0.1  # the answer's first audio is held at most the VAD's start time and this
 
 
 @dataclass
@@ -112,6 +116,7 @@ def build_voice_call(
             ),
             LocalTTSService(speech.voice),
             PhrasePlayer(speech.phrases, acknowledge_after_s=acknowledge_after_s),
+            AnswerOnsetHold(vad, max_hold_s=settings.vad_start_ms / 1000 + ONSET_HOLD_MARGIN_S),
             transport.output(),
             aggregators.assistant(),
         ]

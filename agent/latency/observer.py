@@ -34,7 +34,13 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
 
-from agent.frames import CompletionStatsFrame, KeypadEntryFrame, SpeechEndFrame, TurnTranscriptionFrame
+from agent.frames import (
+    AnswerHeldFrame,
+    CompletionStatsFrame,
+    KeypadEntryFrame,
+    SpeechEndFrame,
+    TurnTranscriptionFrame,
+)
 from agent.latency.turns import FALSE_START_S, LatencyBudget, Turn
 
 AudioKind = Literal["answer", "filler"]
@@ -148,6 +154,8 @@ class TurnLatencyObserver(BaseObserver):
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and turn and turn.confirmed:
             turn.mark("llm_first_token", at)
             turn.bot_text += frame.text
+        elif isinstance(frame, AnswerHeldFrame) and turn:
+            turn.held_ms = round(frame.held_s * 1000, 1)
         elif isinstance(frame, CompletionStatsFrame) and turn:
             turn.llm = frame.summary()
             turn.error = frame.error or turn.error

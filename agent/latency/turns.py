@@ -100,6 +100,7 @@ class Turn:
     closed: bool = False
     cut: bool = False  # the caller spoke over the agent's audio
     false_start: bool = False
+    held_ms: float | None = None  # the answer's first audio held while the caller seemed to start speaking
     transferred: bool = False  # the turn ended with the call put through to a person
 
     def mark(self, name: str, at: float, *, overwrite: bool = False) -> None:
@@ -162,6 +163,7 @@ class Turn:
             "llm_requests": self.llm_requests,
             "cut": self.cut,
             "false_start": self.false_start,
+            "held_ms": self.held_ms,
             "verdict": budget.judge(
                 self.outcome, stages, heard if heard is not None else answer, false_start=self.false_start
             ),
@@ -206,5 +208,6 @@ def summarize_turns(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "within_budget": sum(r["verdict"]["within_budget"] for r in reports),
         "fillers": sum(r["filler_ms"] is not None for r in reports),
         "false_starts": sum(r["false_start"] for r in reports),
+        "held_answers": sum(r.get("held_ms") is not None for r in reports),
         "llm_requests": sum(r["llm_requests"] for r in reports),
     }

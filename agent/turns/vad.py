@@ -7,12 +7,15 @@ counts as silence at once, so the VAD's stop window starts at the true end of sp
 more VAD segments; the end-of-turn strategy decides which of them end the turn.
 
 The VAD calls speech started only after `start_secs` of it, so the caller's next words are heard some 100 ms before
-that. `voiced_buffers` counts every buffer judged voice: the end-of-turn strategy restarts its silence when it moves,
-instead of ending the turn in the window where the next words are already coming.
+that. `voiced_buffers` counts every buffer judged voice (and `voiced_at` says when the last was): the end-of-turn
+strategy restarts its silence when it moves, instead of ending the turn in the window where the next words are
+already coming, and the answer's first audio waits while it is recent (`onset_hold.py`).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +40,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         self._speech_level = 0.0
         self._noise_floor = MIN_SPEECH_RMS / NOISE_MARGIN
         self.voiced_buffers = 0  # buffers judged voice so far
+        self.voiced_at = -math.inf  # time.monotonic() of the last one
 
     def voice_confidence(self, buffer: bytes) -> float:
         confidence = float(np.asarray(super().voice_confidence(buffer)).reshape(-1)[0])
@@ -51,6 +55,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         confidence = confidence if level >= quiet else 0.0
         if confidence >= self.params.confidence:
             self.voiced_buffers += 1
+            self.voiced_at = time.monotonic()
         return confidence
 
 
