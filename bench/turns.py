@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -271,7 +272,7 @@ def curve(points: list[Measured], rule: TurnRule, waits: Waits) -> list[dict[str
 CURVE = ("false_start_rate", "answer_p50_ms", "answer_p95_ms", "short_p95_ms")
 
 
-def plot(rows: list[dict[str, Any]], chosen: dict[str, Any], path: Path) -> None:
+def plot(rows: list[dict[str, Any]], chosen: dict[str, Any], before: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -286,6 +287,8 @@ def plot(rows: list[dict[str, Any]], chosen: dict[str, Any], path: Path) -> None
             f"{r['threshold']:g}", (x, r["answer_p95_ms"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
         )
     ax.plot([chosen["false_start_rate"] * 100], [chosen["answer_p95_ms"]], "r*", markersize=14, label="default")
+    was = ([before["false_start_rate"] * 100], [before["answer_p95_ms"]])
+    ax.plot(*was, "kx", markersize=10, label="word lists, before (p95)")
     ax.axvline(5, color="grey", lw=0.8, ls=":")
     ax.axhline(600, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("false starts, % of mid-utterance pauses (report half)")
@@ -340,7 +343,7 @@ def main() -> None:
         print(f"fitted on {len(tuning)} tuning points: {rule}, waits {waits}")
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "waits_s": {"shortest": waits[0], "longest": waits[1]},
         "rule": asdict(rule),
         "counts": {
@@ -356,7 +359,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in results.items() if k != "points"}, indent=1))
     args.json.write_text(json.dumps(results, indent=1))
-    plot(results["curve"], results["report"], args.plot)
+    plot(results["curve"], results["report"], results["baseline_report"], args.plot)
 
 
 def _ms(value: float) -> float:
