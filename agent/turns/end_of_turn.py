@@ -134,7 +134,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._segments_ended += 1
             await self._cancel_voice()
             if self._smart_turn is not None and self._rule.uses_voice:
-                self._voice = self.task_manager.create_task(self._hear_voice(), f"{self}::voice")
+                self._voice = self.task_manager.create_task(self._run_smart_turn(), f"{self}::voice")
         elif isinstance(frame, BotStartedSpeakingFrame) and self._pauses:
             self._pauses.answer_started(time.monotonic())
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._pauses:
@@ -152,7 +152,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         """Weigh the evidence, speculate on the answer, and end the turn when the silence has lasted that long."""
         await self._speculate_before(0.0, text)  # the request goes out while the words are weighed
         evidence = TurnEvidence(
-            words=await self._read_words(text), voice=await self._heard_voice(), word_count=len(normalize(text).split())
+            words=await self._read_words(text),
+            voice=await self._voice_probability(),
+            word_count=len(normalize(text).split()),
         )
         wait_s = self._wait_s(evidence)
         logger.debug(
@@ -187,7 +189,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             logger.exception(f"{self}: the words model failed ({error}): deciding without it")
             return None
 
-    async def _heard_voice(self) -> float | None:
+    async def _voice_probability(self) -> float | None:
         """Smart Turn's P(done) for the audio at the last VAD stop, or None when it was not (or could not be) asked."""
         task = self._voice
         if task is None:
@@ -200,7 +202,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             return None
         return task.result()
 
-    async def _hear_voice(self) -> float | None:
+    async def _run_smart_turn(self) -> float | None:
         assert self._smart_turn is not None
         pcm = b"".join(self._audio)
         return await asyncio.to_thread(self._smart_turn.probability, pcm, self._sample_rate)
