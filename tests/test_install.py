@@ -17,6 +17,8 @@ from bench.provider_sim import ProviderSim
 from bench.server_process import ROOT, free_port, on_simulator
 from tests.servers import wait_until
 
+pytestmark = pytest.mark.process
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):

@@ -52,6 +52,7 @@ async def replay(settings, speech, path):
         return (await replay_call(runtime, path)).turns
 
 
+@pytest.mark.slow
 async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, speech, question):
     primary, _ = sims
     primary.first_token_s = 0.4  # the delay speculation hides
@@ -67,6 +68,7 @@ async def test_speculation_starts_the_llm_during_the_end_of_turn_wait(sims, spee
     assert on["answer_ms"] < off["answer_ms"] - 250
 
 
+@pytest.mark.slow
 async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, tmp_path):
     primary, _ = sims
     # "Ten of clubs" ... 0.77 s of silence (the recordings' own and 0.35 s between them) ... "five five": one turn.
@@ -83,6 +85,7 @@ async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, 
     assert turns[0]["outcome"] == "answered"
 
 
+@pytest.mark.slow
 async def test_a_caller_who_pauses_mid_sentence_is_waited_for_once_they_have_talked_over_an_answer(
     sims, speech, tmp_path
 ):
@@ -104,6 +107,7 @@ async def test_a_caller_who_pauses_mid_sentence_is_waited_for_once_they_have_tal
     assert last["outcome"] == "answered" and "selfish" in last["user_text"] and "nless" in last["user_text"], turns
 
 
+@pytest.mark.slow
 async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     primary, backup = sims
     primary.first_token_s = 5.0
@@ -119,6 +123,7 @@ async def test_slow_provider_is_hedged_to_the_fallback(sims, speech, question):
     assert primary.open_streams == 0  # the loser's stream was closed
 
 
+@pytest.mark.slow
 async def test_failing_provider_fails_over_at_once(sims, speech, question):
     primary, backup = sims
     backup.answer = "The backup answers."
@@ -130,6 +135,7 @@ async def test_failing_provider_fails_over_at_once(sims, speech, question):
     assert turn["outcome"] == "answered" and turn["answer_ms"] < 3500  # it did not wait for the 6 s hedge
 
 
+@pytest.mark.slow
 async def test_acknowledgement_fills_a_slow_provider_and_never_delays_the_answer(sims, speech, tmp_path):
     primary, _ = sims
     primary.first_token_s = 1.2
@@ -148,6 +154,7 @@ async def test_acknowledgement_fills_a_slow_provider_and_never_delays_the_answer
     assert fast["filler_ms"] is None and fast["outcome"] == "answered"
 
 
+@pytest.mark.slow
 async def test_first_clause_is_spoken_before_the_sentence_is_written(sims, speech, question):
     primary, _ = sims
     primary.tokens_per_s = 10  # a slow writer: a 10-word sentence takes a second

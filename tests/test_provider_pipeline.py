@@ -14,6 +14,8 @@ from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 from tests.servers import wait_for
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sim():
