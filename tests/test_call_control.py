@@ -116,7 +116,7 @@ def user_messages(sim: ProviderSim) -> list[str]:
 @pytest.mark.parametrize("carrier", CARRIERS)
 @pytest.mark.slow
 async def test_digits_pressed_freely_reach_the_conversation(deployment, sim, carrier, tmp_path):
-    call = build_call(tmp_path / "keys.wav", [6.0])
+    call = build_call(tmp_path / "keys.wav", [3.0])  # the call then waits for the answer and its end
     result = await place_call(
         call, deployment.webhook(carrier), dialect=deployment.caller(carrier), digits=[(1.0, "1"), (1.2, "2")]
     )
@@ -130,7 +130,7 @@ async def test_digits_pressed_freely_reach_the_conversation(deployment, sim, car
 @pytest.mark.slow
 async def test_the_collect_digits_tool_waits_for_the_caller_to_type(deployment, sim, tmp_path):
     sim.tool_calls = [("collect_digits", {"max_digits": 8})]
-    call = build_call(tmp_path / "ask.wav", [0.4, "ten_of_clubs.wav", 7.0])
+    call = build_call(tmp_path / "ask.wav", [0.4, "ten_of_clubs.wav", 4.0])  # ends after the keys
     keys = [(4.0 + 0.3 * i, key) for i, key in enumerate("427#")]  # well after the turn, while the tool waits
     await place_call(call, deployment.webhook("telnyx"), dialect=deployment.caller("telnyx"), digits=keys)
     results = [json.loads(m["content"]) for m in sim.requests[-1]["body"]["messages"] if m["role"] == "tool"]
