@@ -5,16 +5,25 @@ every way a provider can fail becomes a short spoken apology (never silence) whi
 from __future__ import annotations
 
 import pytest
+from pipecat.frames.frames import (
+    Frame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMServiceMetadataFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.tests.utils import run_test
 from pydantic import SecretStr
 
+from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
+from agent.llm.service import StreamingChatLLMService
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 from tests.servers import wait_for
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +67,7 @@ async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: s
             setattr(sim, name, value)
 
 
+@pytest.mark.slow
 async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebras_runtime, two_questions):
     assert cerebras_runtime.provider.name == "cerebras"
     result = await replay_with(sim, cerebras_runtime, two_questions, "ok")
@@ -78,6 +88,7 @@ async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebra
 
 
 @pytest.mark.parametrize("wire", ["groq", "sambanova"])
+@pytest.mark.slow
 async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_path, wire):
     sim = ProviderSim(wire=wire, first_token_s=0.05, answer=f"Hello from {wire}. More text.").start()
     settings = local_settings(
@@ -96,7 +107,10 @@ async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_p
     assert sim.requests[-1]["body"]["model"] == runtime.provider.model == sim.models[0]
 
 
-@pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
+# Every kind of failure is checked at the LLM stage below (frame level); a whole call for a refused request and for
+# a provider that never answers shows what the caller hears.
+@pytest.mark.parametrize("scenario", ["503", "stall"])
+@pytest.mark.slow
 async def test_a_failing_provider_gets_the_caller_an_apology_and_the_call_goes_on(
     sim, cerebras_runtime, two_questions, scenario
 ):
@@ -110,6 +124,7 @@ async def test_a_failing_provider_gets_the_caller_an_apology_and_the_call_goes_o
 
 
 @pytest.mark.parametrize(("scenario", "error"), [("cut", "stream ended"), ("error_event", "Internal server error")])
+@pytest.mark.slow
 async def test_stream_broken_mid_answer_keeps_what_was_said_then_apologises(
     sim, cerebras_runtime, two_questions, scenario, error
 ):
@@ -121,6 +136,7 @@ async def test_stream_broken_mid_answer_keeps_what_was_said_then_apologises(
     assert len(spans) >= 2  # the words that came, then the apology
 
 
+@pytest.mark.slow
 async def test_reasoning_that_uses_the_whole_budget_is_asked_again_with_more(sim, cerebras_runtime, two_questions):
     # 200 reasoning tokens against the 160-token limit: the first try has nothing to say.
     result = await replay_with(sim, cerebras_runtime, two_questions, "ok", reasoning_tokens=200)
@@ -131,6 +147,7 @@ async def test_reasoning_that_uses_the_whole_budget_is_asked_again_with_more(sim
     assert 160 in limits and 640 in limits
 
 
+@pytest.mark.slow
 async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions):
     # The provider writes 2 words a second; the caller hangs up (the replay ends) a second after the answer started.
     call = build_call(two_questions.parent / "hang.wav", [0.3, "ten_of_clubs.wav", 1.0])
@@ -143,3 +160,30 @@ async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions)
     # The call ended mid-stream (answered or not yet heard, depending on how fast this machine got there).
     assert sim.requests and turn["bot_text"] != "Sure, here is the short answer.", turn
     await wait_for(lambda: sim.open_streams == 0, timeout_s=3)
+
+
+async def answer_frames(runtime: AgentRuntime, *questions: str) -> list[Frame]:
+    """What the LLM stage alone pushes downstream for each question in turn (pipecat's run_test: no audio)."""
+    context = LLMContext([])
+    service = StreamingChatLLMService(runtime.chain, context=context, system_prompt="Answer briefly.", max_sentences=1)
+    frames = []
+    for question in questions:
+        context.add_message({"role": "user", "content": question})
+        frames.append(LLMContextFrame(context=context))
+    down, _ = await run_test(service, frames_to_send=frames)
+    return list(down)
+
+
+@pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
+async def test_each_provider_failure_becomes_an_apology_at_frame_level(sim, cerebras_runtime, scenario):
+    sim.scenario = scenario
+    try:
+        down = await answer_frames(cerebras_runtime, "What is ten of clubs?", "And five five?")
+    finally:
+        sim.scenario = "ok"
+    kinds = [type(f) for f in down if not isinstance(f, LLMServiceMetadataFrame)]
+    turn = [LLMFullResponseStartFrame, LLMFullResponseEndFrame, SpeakPhraseFrame, CompletionStatsFrame]
+    assert kinds == turn * 2, kinds  # an apology each turn, no spoken text, and the second turn is asked too
+    for stats in (f for f in down if isinstance(f, CompletionStatsFrame)):
+        assert stats.error and sim.api_key not in stats.error, stats
+    assert all(f.kind == "apology" for f in down if isinstance(f, SpeakPhraseFrame))
