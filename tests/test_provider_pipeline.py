@@ -5,24 +5,16 @@ every way a provider can fail becomes a short spoken apology (never silence) whi
 from __future__ import annotations
 
 import pytest
-from pipecat.frames.frames import (
-    Frame,
-    LLMContextFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMServiceMetadataFrame,
-)
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.tests.utils import run_test
+from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartFrame
 from pydantic import SecretStr
 
 from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
-from agent.llm.service import StreamingChatLLMService
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
+from tests.llm_stage import answer_frames, stats_of
 from tests.servers import wait_for
 
 
@@ -162,18 +154,6 @@ async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions)
     await wait_for(lambda: sim.open_streams == 0, timeout_s=3)
 
 
-async def answer_frames(runtime: AgentRuntime, *questions: str) -> list[Frame]:
-    """What the LLM stage alone pushes downstream for each question in turn (pipecat's run_test: no audio)."""
-    context = LLMContext([])
-    service = StreamingChatLLMService(runtime.chain, context=context, system_prompt="Answer briefly.", max_sentences=1)
-    frames = []
-    for question in questions:
-        context.add_message({"role": "user", "content": question})
-        frames.append(LLMContextFrame(context=context))
-    down, _ = await run_test(service, frames_to_send=frames)
-    return list(down)
-
-
 @pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
 async def test_each_provider_failure_becomes_an_apology_at_frame_level(sim, cerebras_runtime, scenario):
     sim.scenario = scenario
@@ -181,9 +161,9 @@ async def test_each_provider_failure_becomes_an_apology_at_frame_level(sim, cere
         down = await answer_frames(cerebras_runtime, "What is ten of clubs?", "And five five?")
     finally:
         sim.scenario = "ok"
-    kinds = [type(f) for f in down if not isinstance(f, LLMServiceMetadataFrame)]
+    kinds = [type(f) for f in down]
     turn = [LLMFullResponseStartFrame, LLMFullResponseEndFrame, SpeakPhraseFrame, CompletionStatsFrame]
     assert kinds == turn * 2, kinds  # an apology each turn, no spoken text, and the second turn is asked too
-    for stats in (f for f in down if isinstance(f, CompletionStatsFrame)):
+    for stats in stats_of(down):
         assert stats.error and sim.api_key not in stats.error, stats
     assert all(f.kind == "apology" for f in down if isinstance(f, SpeakPhraseFrame))
