@@ -98,7 +98,7 @@ def fresh(deployment):
 @pytest.mark.slow
 async def test_a_person_answers_and_the_agent_opens_with_its_greeting(deployment, sim, carrier, tmp_path):
     double = deployment.doubles[carrier]
-    double.callee_wav = build_call(tmp_path / "callee.wav", [4.5, "ten_of_clubs.wav", 4.0])
+    double.callee_wav = build_call(tmp_path / "callee.wav", [4.5, "ten_of_clubs.wav", 2.0])
     double.answered_by = "human"
     answer, call = await dialled_call(deployment, carrier)
     assert answer["carrier"] == carrier and answer["to"] == CALLEE
