@@ -1,8 +1,10 @@
 """Settings: every knob the agent reads, typed and checked once at start-up (pydantic-settings).
 
-Each field is one environment variable of the same name in upper case (see `.env.example`), read from the process
-environment, then from an optional `.env` file. Values are strict: `SPECULATE=ture` is an error, not `False`; numbers
-have ranges. A bad value stops start-up with a `SettingsError` that names the variable.
+Each field is one environment variable of the same name in upper case, read from the process environment, then from
+an optional `.env` file. Each field carries its description, and the first field of each group a `section` marker:
+`.env.example` and the README's settings table are generated from them (`python -m agent.settings_doc`).
+Values are strict: `SPECULATE=ture` is an error, not `False`; numbers have ranges. A bad value stops start-up with
+a `SettingsError` that names the variable.
 
 Units are in the names: durations inside a turn are milliseconds (`*_MS`), durations of a call are seconds
 (`*_SECONDS`). Secrets are `SecretStr`: they print as `**********` in a repr, a log line or an error message.
@@ -51,6 +53,13 @@ MIN_SECRET_CHARS = 24
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
 
+def section(title: str, note: str = "") -> dict[str, str]:
+    """Marks the first field of a group of settings: its heading in `.env.example` and the README (agent.settings_doc).
+
+    The fields that follow it in `Settings`, up to the next marked one, belong to the group."""
+    return {"section": title, "note": note}
+
+
 class SettingsError(ValueError):
     """A setting has a value the agent cannot use. The message names the variable and never holds a secret."""
 
@@ -62,129 +71,433 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8", extra="ignore", frozen=True, validate_default=True, case_sensitive=False
     )
 
-    # --- LLM providers (declared in agent/llm/providers.py) ---
-    llm_provider: Literal["auto", "cerebras", "groq", "sambanova", "openai", "local"] = "auto"
-    llm_fallbacks: str = ""
-    cerebras_api_key: SecretStr = SecretStr("")
-    cerebras_base_url: str = "https://api.cerebras.ai/v1"
-    cerebras_model: str = "gpt-oss-120b"
-    groq_api_key: SecretStr = SecretStr("")
-    groq_base_url: str = "https://api.groq.com/openai/v1"
-    groq_model: str = "openai/gpt-oss-120b"
-    sambanova_api_key: SecretStr = SecretStr("")
-    sambanova_base_url: str = "https://api.sambanova.ai/v1"
-    sambanova_model: str = "gpt-oss-120b"
-    llm_api_key: SecretStr = SecretStr("")
-    llm_base_url: str = ""
-    llm_model: str = "gpt-oss-120b"
-    reasoning_effort: Literal["", "low", "medium", "high"] = "low"
-    max_completion_tokens: int = Field(160, ge=16, le=8192)
-    max_spoken_sentences: int = Field(2, ge=1, le=20)
-    temperature: float = Field(0.6, ge=0, le=2)
-    system_prompt: str = (
-        "You are a friendly voice assistant on a phone call. Answer in one or two short spoken sentences. "
-        "No lists, no markdown, no emoji."
+    llm_provider: Literal["auto", "cerebras", "groq", "sambanova", "openai", "local"] = Field(
+        "auto",
+        description="Which platform answers: auto = the first of cerebras, groq, sambanova, openai with a key, else "
+        "the embedded local model; or force one: cerebras | groq | sambanova | openai (any OpenAI-compatible server) "
+        "| local",
+        json_schema_extra=section("LLM providers", 'declared in agent/llm/providers.py; see README "Providers"'),
     )
-    llm_first_token_timeout_ms: PositiveMs = 3000
-    llm_stream_idle_timeout_ms: PositiveMs = 5000
-    hedge_after_ms: Ms = 250
-    acknowledge_after_ms: Ms = 500
-    acknowledgement: str = "Let me think."
+    llm_fallbacks: str = Field(
+        "",
+        description="Providers tried after the primary, in order, when it is slow (hedging), failing or out of quota "
+        "(comma list of the names above, e.g. groq,local; empty = none). Each needs its own key/URL below",
+    )
+    cerebras_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Cerebras API key (never logged, never sent to the browser; a rejected key stops start-up with a "
+        "message naming it)",
+    )
+    cerebras_base_url: str = Field(
+        "https://api.cerebras.ai/v1", description="Cerebras endpoint (OpenAI-compatible, ending in /v1)"
+    )
+    cerebras_model: str = Field(
+        "gpt-oss-120b", description="Cerebras model, checked against the provider's GET /models at start-up"
+    )
+    groq_api_key: SecretStr = Field(SecretStr(""), description="Groq API key (never logged, never sent to the browser)")
+    groq_base_url: str = Field(
+        "https://api.groq.com/openai/v1", description="Groq endpoint (OpenAI-compatible, ending in /v1)"
+    )
+    groq_model: str = Field(
+        "openai/gpt-oss-120b", description="Groq model, checked against the provider's GET /models at start-up"
+    )
+    sambanova_api_key: SecretStr = Field(
+        SecretStr(""), description="SambaNova API key (never logged, never sent to the browser)"
+    )
+    sambanova_base_url: str = Field(
+        "https://api.sambanova.ai/v1", description="SambaNova endpoint (OpenAI-compatible, ending in /v1)"
+    )
+    sambanova_model: str = Field(
+        "gpt-oss-120b", description="SambaNova model, checked against the provider's GET /models at start-up"
+    )
+    llm_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key for the openai provider (vLLM, NVIDIA NIM, llama.cpp...); may stay empty for a server "
+        "without auth",
+    )
+    llm_base_url: str = Field(
+        "",
+        description="The openai provider's server, ending in /v1, e.g. http://gpu-box:8000/v1 (required when "
+        "LLM_PROVIDER or LLM_FALLBACKS name it)",
+    )
+    llm_model: str = Field(
+        "gpt-oss-120b", description="The openai provider's model, checked against its GET /models at start-up"
+    )
+    reasoning_effort: Literal["", "low", "medium", "high"] = Field(
+        "low", description="Reasoning effort for gpt-oss models (low | medium | high); reasoning text is never spoken"
+    )
+    max_completion_tokens: int = Field(
+        160, ge=16, le=8192, description="Upper bound on tokens per answer (sent as max_completion_tokens)"
+    )
+    max_spoken_sentences: int = Field(
+        2, ge=1, le=20, description="Sentences spoken per answer; the rest of the stream is read but not spoken"
+    )
+    temperature: float = Field(0.6, ge=0, le=2, description="Sampling temperature")
+    system_prompt: str = Field(
+        "You are a friendly voice assistant on a phone call. Answer in one or two short spoken sentences. "
+        "No lists, no markdown, no emoji.",
+        description="The agent's instructions",
+    )
+    llm_first_token_timeout_ms: PositiveMs = Field(
+        3000,
+        description="Wait this long for the first token before giving up on a provider (then the next in "
+        "LLM_FALLBACKS, or an apology), ms",
+    )
+    llm_stream_idle_timeout_ms: PositiveMs = Field(
+        5000, description="A started stream may stall this long between tokens before it counts as cut, ms"
+    )
+    hedge_after_ms: Ms = Field(
+        250,
+        description="No spoken token from the provider this long after the request: send it to the next provider "
+        "too, ms",
+    )
+    acknowledge_after_ms: Ms = Field(
+        500,
+        description="The answer is not ready this long after the caller's turn was confirmed: speak the "
+        "acknowledgement (pre-synthesised; it is cut off the moment the answer is ready, so it never delays it), "
+        "ms; 0 = never",
+    )
+    acknowledgement: str = Field("Let me think.", description="What the agent says when the answer is late")
 
-    # --- Tools ---
-    tools: str = "clock,booking,keypad,transfer"
-    booking_db_path: str = "bookings.sqlite3"
+    tools: str = Field(
+        "clock,booking,keypad,transfer",
+        description="Tools the agent may call, comma-separated: clock (the current time), booking (table booking), "
+        "and on phone calls keypad (collect_digits: wait for digits typed on the keypad) and transfer "
+        "(transfer_call, when TRANSFER_NUMBER is set); empty = none",
+        json_schema_extra=section("Tools", "function calling, on providers that support it; the local model does not"),
+    )
+    booking_db_path: str = Field(
+        "bookings.sqlite3",
+        description="SQLite database the booking tool writes to (created, with its folder, at start-up)",
+    )
 
-    # --- Local models ---
-    local_llm_threads: int = Field(2, ge=1, le=64)
-    local_llm_ctx: int = Field(2048, ge=256, le=32768)
-    local_llm_first_token_timeout_ms: PositiveMs = 8000
-    tts_engine: Literal["hibari", "piper"] = "hibari"
-    stt_threads: int = Field(2, ge=1, le=64)
-    stt_min_window_ms: float = Field(10_000, ge=1000, le=30_000)
-    stt_piece_ms: float = Field(3000, ge=1000, le=20_000)
+    local_llm_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Threads for the embedded llama.cpp server (SmolLM2-135M-Instruct)",
+        json_schema_extra=section("Local models", "the offline defaults"),
+    )
+    local_llm_ctx: int = Field(2048, ge=256, le=32768, description="Context window of the local model, in tokens")
+    local_llm_first_token_timeout_ms: PositiveMs = Field(
+        8000,
+        description="Time allowed for the local model's first token (it shares the CPU with speech, so its prefill "
+        "is slower than a provider's; LLM_FIRST_TOKEN_TIMEOUT_MS applies to remote providers), ms",
+    )
+    tts_engine: Literal["hibari", "piper"] = Field(
+        "hibari", description="Text-to-speech voice: hibari (default, 24 kHz) | piper (en_US-joe-medium)"
+    )
+    stt_threads: int = Field(2, ge=1, le=64, description="CPU threads for Whisper tiny.en")
+    stt_min_window_ms: float = Field(
+        10_000,
+        ge=1000,
+        le=30_000,
+        description="Shortest Whisper encoder window, ms: a clip is padded to its length plus a second, at least "
+        "this, not to 30 s (30000 = stock Whisper; the encoder's cost follows the window)",
+    )
+    stt_piece_ms: float = Field(
+        3000,
+        ge=1000,
+        le=20_000,
+        description="An utterance longer than this is cut at its next pause and transcribed piece by piece while "
+        "the caller goes on (a piece with no pause at all is cut at three times this), ms",
+    )
 
-    # --- Turn taking ---
-    vad_stop_ms: float = Field(64, ge=32, le=2000)
-    vad_start_ms: float = Field(100, ge=32, le=2000)
-    end_of_turn_min_ms: Ms = 300
-    end_of_turn_max_ms: Ms = 1100
+    vad_stop_ms: float = Field(
+        64,
+        ge=32,
+        le=2000,
+        description="Silence before the VAD calls the caller's speech over, ms: STT (and the speculative LLM "
+        "request) start then",
+        json_schema_extra=section("Turn taking"),
+    )
+    vad_start_ms: float = Field(
+        100,
+        ge=32,
+        le=2000,
+        description="Speech before the VAD calls the caller started, ms (also how fast barge-in reacts)",
+    )
+    end_of_turn_min_ms: Ms = Field(
+        300,
+        description="Further silence after the VAD stop before the turn ends, ms: the shortest wait, when the words "
+        "say the caller is done (the speculative answer is streaming meanwhile)",
+    )
+    end_of_turn_max_ms: Ms = Field(
+        1100,
+        description='The longest wait, when the words stopped mid-phrase ("I need to", "can you put"): callers pause '
+        "up to ~1 s there, ms. In between, the wait grows with how unlikely it is that the caller is done",
+    )
     end_of_turn_threshold: float = Field(
         0.97,
         gt=0,
         lt=1,
-        description="The combined P(done) of the words and the voice at which the shortest wait applies; lower "
-        "answers sooner and speaks into more pauses (the trade-off curve is in README, 'Turn taking').",
+        description="The combined P(done) of the words and the voice at or above which the shortest wait applies: "
+        'lower answers sooner and speaks into more of the caller\'s pauses (README "Benchmark: turn taking" has '
+        "the trade-off curve)",
     )
-    end_of_turn_learn_pauses: bool = False
-    speculate: bool = True
-    first_clause_min_words: int = Field(2, ge=1, le=50)
-    first_clause_max_words: int = Field(6, ge=1, le=50)
-
-    # --- Latency budget ---
-    latency_budget_ms: PositiveMs = 800
-    latency_stage_budgets_ms: str = ""
-
-    # --- Server ---
-    host: str = "127.0.0.1"
-    port: int = Field(7860, ge=0, le=65535)
-    max_sessions: int = Field(4, ge=0, le=1000)
-    max_call_seconds: float = Field(900, gt=0, le=86_400)
-    allowed_origins: str = ""
-    public_url: str = ""
-    twilio_account_sid: str = ""
-    twilio_auth_token: SecretStr = SecretStr("")
-    twilio_api_base_url: str = ""
-    twilio_allow_unsigned: bool = False
-    twilio_from_number: str = ""
-
-    # --- Telnyx (TeXML application with a bidirectional media stream; Call Control commands) ---
-    telnyx_api_key: SecretStr = SecretStr("")
-    telnyx_public_key: str = ""
-    telnyx_account_sid: str = ""
-    telnyx_application_id: str = ""
-    telnyx_from_number: str = ""
-    telnyx_codec: Literal["PCMU", "PCMA"] = "PCMU"
-    telnyx_api_base_url: str = "https://api.telnyx.com/v2"
-    telnyx_webhook_tolerance_seconds: float = Field(300, ge=10, le=3600)
-    telnyx_allow_unsigned: bool = False
-
-    # --- Plivo (answer XML with a bidirectional <Stream>) ---
-    plivo_auth_id: str = ""
-    plivo_auth_token: SecretStr = SecretStr("")
-    plivo_from_number: str = ""
-    plivo_api_base_url: str = "https://api.plivo.com"
-    plivo_allow_unsigned: bool = False
-
-    # --- Outbound calls, transfer, keypad ---
-    operator_token: SecretStr = SecretStr("")
-    dial_allowlist: str = ""
-    dial_greeting: str = ""
-    dial_timeout_seconds: float = Field(60, ge=5, le=600)
-    machine_detection: bool = True
-    voicemail_message: str = (
-        "Hello, this is the voice assistant returning your call. Please call us back when you can. Goodbye."
+    end_of_turn_learn_pauses: bool = Field(
+        False,
+        description="Learn each caller's mid-sentence pauses: once a caller talks over an answer that started in "
+        "their pause, wait out that pause (+250 ms, within LATENCY_BUDGET_MS) for the rest of the call. Fewer false "
+        'starts for callers who pause, later answers for them (README "Benchmark" has the measured cost)',
     )
-    transfer_number: str = ""
-    transfer_message: str = "Let me put you through to a colleague. Please hold."
-    dtmf_interdigit_ms: float = Field(1500, ge=100, le=10_000)
-    dtmf_collect_timeout_seconds: float = Field(20, ge=1, le=120)
+    speculate: bool = Field(
+        True, description="Start the LLM on the transcript at the first silence, before the turn is over"
+    )
+    first_clause_min_words: int = Field(
+        2, ge=1, le=50, description="The first clause goes to TTS at a comma/dash once it has this many words ..."
+    )
+    first_clause_max_words: int = Field(
+        6, ge=1, le=50, description="... or at this many words with no punctuation at all"
+    )
 
-    # --- Capacity: worker processes, admission, drain ---
-    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = "auto"
-    admission: Literal["load", "count"] = "load"
-    admission_max_cpu_percent: float = Field(90, ge=10, le=100)
-    admission_window_seconds: float = Field(120, ge=5, le=3600)
-    admission_min_turns: int = Field(3, ge=1, le=100)
-    phone_reservation_seconds: float = Field(20, ge=1, le=300)
-    drain_grace_seconds: float = Field(900, ge=0, le=86_400)
-    instance_name: str = Field("", pattern=r"^[A-Za-z0-9_.-]{0,63}$")
+    latency_budget_ms: PositiveMs = Field(
+        800, description="Target voice-to-voice time per turn, ms", json_schema_extra=section("Latency budget")
+    )
+    latency_stage_budgets_ms: str = Field(
+        "",
+        description='Per-stage allocations overriding the defaults, e.g. "stt=150,llm_ttft=250" (stages: '
+        "vad_stop, stt, end_of_turn, llm_request, llm_ttft, first_clause, tts, output, playout)",
+    )
 
-    # --- Security (see README "Security") ---
-    stream_token_secret: SecretStr = SecretStr("")
-    stream_token_ttl_seconds: float = Field(30, ge=1, le=600)
-    access_token: SecretStr = SecretStr("")
-    session_idle_timeout_seconds: float = Field(30, ge=1, le=3600)
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the server listens on",
+        json_schema_extra=section("Server (voice-agent serve)"),
+    )
+    port: int = Field(7860, ge=0, le=65535, description="Port the server listens on")
+    max_sessions: int = Field(
+        4,
+        ge=0,
+        le=1000,
+        description="Hard ceiling on calls at once (browser + phone); below it, idle workers and measured load decide",
+    )
+    max_call_seconds: float = Field(
+        900, gt=0, le=86_400, description="The agent ends a call (says goodbye, hangs up) after this many seconds"
+    )
+    allowed_origins: str = Field(
+        "", description="Comma-separated origins allowed to open the page's websocket; empty = same origin only"
+    )
+    public_url: str = Field(
+        "",
+        description="Public https URL of this server, for the carriers' <Stream> and callbacks (e.g. "
+        "https://abc.ngrok.app)",
+    )
+    twilio_account_sid: str = Field(
+        "",
+        json_schema_extra=section(
+            "Twilio", 'README "Phone calls": the number\'s webhook is POST https://<host>/twilio/voice'
+        ),
+        description="Twilio account SID: with the auth token it hangs up, transfers and dials calls; set, only "
+        "streams of that account are admitted",
+    )
+    twilio_auth_token: SecretStr = Field(
+        SecretStr(""),
+        description="Twilio auth token: checks the signatures of webhooks and stream upgrades (signed mode); never "
+        "logged",
+    )
+    twilio_api_base_url: str = Field(
+        "",
+        description="Twilio REST API host for hanging up (empty = https://api.twilio.com); for tests or a "
+        "Twilio-compatible backend",
+    )
+    twilio_allow_unsigned: bool = Field(
+        False,
+        description="Without TWILIO_AUTH_TOKEN, a public server (HOST not loopback, or PUBLIC_URL set) refuses to "
+        "start unless this is true: then anyone who finds the URL can place calls. For closed test setups only",
+    )
+    twilio_from_number: str = Field(
+        "", description="The number outbound Twilio calls come from (E.164, a number of your Twilio account)"
+    )
+
+    telnyx_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="API key (Call Control hang-up and transfer, TeXML dial and update); never logged",
+        json_schema_extra=section(
+            "Telnyx",
+            'README "Telnyx": a TeXML application whose voice webhook is POST https://<host>/telnyx/voice, with a '
+            "bidirectional media stream",
+        ),
+    )
+    telnyx_public_key: str = Field(
+        "",
+        description="The account's public key (Portal > Keys & Credentials > Public Key, base64): webhooks must "
+        "carry its ed25519 signature (telnyx-signature-ed25519 over telnyx-timestamp|body). Empty = unsigned mode "
+        "(see TELNYX_ALLOW_UNSIGNED)",
+    )
+    telnyx_account_sid: str = Field(
+        "",
+        description="The account id TeXML uses (AccountSid / the stream's user_id): only that account's streams are "
+        "admitted, and outbound calls and call updates go to /texml/Accounts/<it>/Calls",
+    )
+    telnyx_application_id: str = Field(
+        "", description="The TeXML application outbound calls are placed with (ApplicationSid)"
+    )
+    telnyx_from_number: str = Field("", description="The number outbound Telnyx calls come from (E.164)")
+    telnyx_codec: Literal["PCMU", "PCMA"] = Field(
+        "PCMU", description="Codec of the media stream, both ways: PCMU (mu-law) or PCMA (A-law)"
+    )
+    telnyx_api_base_url: str = Field(
+        "https://api.telnyx.com/v2", description="Telnyx API; for tests or a compatible backend"
+    )
+    telnyx_webhook_tolerance_seconds: float = Field(
+        300,
+        ge=10,
+        le=3600,
+        description="A signed webhook older (or newer) than this is refused as a replay, seconds",
+    )
+    telnyx_allow_unsigned: bool = Field(
+        False,
+        description="Without TELNYX_PUBLIC_KEY the Telnyx routes serve clients on this machine only, unless this is "
+        "true",
+    )
+
+    plivo_auth_id: str = Field(
+        "",
+        description="Plivo auth ID: with the token it hangs up, transfers and dials; only that account's streams "
+        "are admitted",
+        json_schema_extra=section(
+            "Plivo",
+            'README "Plivo": an application whose answer URL is POST https://<host>/plivo/voice, answered with a '
+            "bidirectional <Stream>",
+        ),
+    )
+    plivo_auth_token: SecretStr = Field(
+        SecretStr(""),
+        description="Plivo auth token: checks X-Plivo-Signature-V3 on every webhook; never logged",
+    )
+    plivo_from_number: str = Field("", description="The number outbound Plivo calls come from (E.164)")
+    plivo_api_base_url: str = Field("https://api.plivo.com", description="Plivo API; for tests or a compatible backend")
+    plivo_allow_unsigned: bool = Field(
+        False,
+        description="Without PLIVO_AUTH_TOKEN the Plivo routes serve clients on this machine only, unless this is true",
+    )
+
+    operator_token: SecretStr = Field(
+        SecretStr(""),
+        description='Token for POST /calls (voice-agent dial sends it as "Authorization: Bearer <token>"); same '
+        "rules as STREAM_TOKEN_SECRET. Empty = only clients on this machine may place calls",
+        json_schema_extra=section("Outbound calls, transfer to a person, keypad", 'README "Outbound calls"'),
+    )
+    dial_allowlist: str = Field(
+        "",
+        description="E.164 prefixes the agent may ever call (outbound calls and transfers), comma-separated, e.g. "
+        "+1555,+4420. Empty = none: no call is placed anywhere (toll fraud)",
+    )
+    dial_greeting: str = Field(
+        "",
+        description="What the agent says first on an outbound call, unless the dial request gives its own (empty = "
+        "it waits)",
+    )
+    dial_timeout_seconds: float = Field(
+        60,
+        ge=5,
+        le=600,
+        description="An outbound call takes its slot (through the admission) when it is dialled; not answered within "
+        "this long (plus a 30 s margin for the answer webhook and the stream), it gives the slot back, seconds",
+    )
+    machine_detection: bool = Field(
+        True,
+        description="Detect answering machines on outbound calls (the carrier's asynchronous AMD, so a person is "
+        "never kept waiting) and leave VOICEMAIL_MESSAGE after the greeting instead of talking to it",
+    )
+    voicemail_message: str = Field(
+        "Hello, this is the voice assistant returning your call. Please call us back when you can. Goodbye.",
+        description="The message left on an answering machine",
+    )
+    transfer_number: str = Field(
+        "",
+        description="The person the transfer_call tool puts callers through to (E.164, must match DIAL_ALLOWLIST; "
+        "empty = no transfers)",
+    )
+    transfer_message: str = Field(
+        "Let me put you through to a colleague. Please hold.", description="What the agent says before the transfer"
+    )
+    dtmf_interdigit_ms: float = Field(
+        1500,
+        ge=100,
+        le=10_000,
+        description='Keypad digits pressed with no more than this between them are one entry ("the caller pressed '
+        '1 2 3"); # ends an entry at once, ms',
+    )
+    dtmf_collect_timeout_seconds: float = Field(
+        20, ge=1, le=120, description="How long the collect_digits tool waits for the caller to type, seconds"
+    )
+
+    workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
+        "auto",
+        description="Worker processes running the calls, one call each at a time, models loaded once (auto = one "
+        "per core, at least two; 0 = run calls in the server process itself)",
+        json_schema_extra=section("Capacity: worker processes, admission, drain", 'README "Capacity"'),
+    )
+    admission: Literal["load", "count"] = Field(
+        "load",
+        description="load = admit a call only while the machine can answer it within LATENCY_BUDGET_MS (its CPU, "
+        "and recent answer times: to the answer's first audio, fillers excluded); count = admit by idle workers and "
+        "MAX_SESSIONS alone",
+    )
+    admission_max_cpu_percent: float = Field(
+        90,
+        ge=10,
+        le=100,
+        description="No call beside live ones while the machine's CPUs are this busy, % over the last seconds (100 = "
+        "ignore the CPU)",
+    )
+    admission_window_seconds: float = Field(
+        120,
+        ge=5,
+        le=3600,
+        description="How far back answer times count when judging whether one more call fits, seconds",
+    )
+    admission_min_turns: int = Field(
+        3, ge=1, le=100, description="Answers needed at a number of calls before that number can be judged too slow"
+    )
+    phone_reservation_seconds: float = Field(
+        20,
+        ge=1,
+        le=300,
+        description="An incoming phone call's slot is held this long after the carrier's webhook was answered, for "
+        "its stream to start, seconds",
+    )
+    drain_grace_seconds: float = Field(
+        900,
+        ge=0,
+        le=86_400,
+        description="On SIGTERM (a deploy, a scale-in) no new call is taken; live calls may go on this long before "
+        "the agent says goodbye and ends them, seconds (keep the orchestrator's grace period, e.g. "
+        "terminationGracePeriodSeconds, longer)",
+    )
+    instance_name: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]{0,63}$",
+        description="This server's name behind a load balancer (its server name in deploy/haproxy.cfg, or the pod "
+        "name): the webhook's answer sends the call's stream to /<carrier>/stream/<INSTANCE_NAME>, and an outbound "
+        "call's answer webhook is /<carrier>/voice/<INSTANCE_NAME> (letters, digits, - _ .); empty = the host name",
+    )
+
+    stream_token_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Secret of the one-time stream tokens the webhook gives each call (at least 24 of A-Z a-z 0-9 - _ "
+        ". ~; generate: python -c 'import secrets; print(secrets.token_urlsafe(32))'). Empty = a random secret per "
+        "process: set the same value on every process and machine that serves one number",
+        json_schema_extra=section("Security", 'README "Security"'),
+    )
+    stream_token_ttl_seconds: float = Field(
+        30,
+        ge=1,
+        le=600,
+        description="How long a stream token stays valid: from the webhook's answer to the carrier opening the "
+        "stream, seconds",
+    )
+    access_token: SecretStr = Field(
+        SecretStr(""),
+        description="Token for the browser page's call socket and for /metrics (same rules as STREAM_TOKEN_SECRET). "
+        'Open the page as https://<host>/#token=<token> or enter it when asked; scrapers send "Authorization: '
+        'Bearer <token>". Empty = only clients on this machine may use them',
+    )
+    session_idle_timeout_seconds: float = Field(
+        30, ge=1, le=3600, description="A call whose client sends no audio for this long is closed, seconds"
+    )
 
     @model_validator(mode="after")
     def _waits_in_order(self) -> Settings:

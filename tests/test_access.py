@@ -88,6 +88,7 @@ async def test_an_oversize_page_frame_closes_the_socket(local_server):
     await wait_for(lambda: local_server.app.state.admission.active == 0)
 
 
+@pytest.mark.slow
 async def test_a_flooding_page_is_dropped_then_disconnected_with_bounded_memory(local_server):
     speech = load("ill_disposed.wav").tobytes()
     frames = [speech[i : i + 640].ljust(640, b"\x00") for i in range(0, len(speech), 640)]

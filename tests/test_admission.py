@@ -8,6 +8,7 @@ import re
 
 import httpx
 import numpy as np
+import pytest
 import soxr
 from pydantic import SecretStr
 
@@ -177,6 +178,7 @@ async def http(method: str, url: str, **kwargs) -> httpx.Response:
         return await client.request(method, url, **kwargs)
 
 
+@pytest.mark.slow
 async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, tmp_path):
     """A budget no answer can meet and one turn enough to judge: after two calls answered side by side, the
     server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503.
@@ -220,6 +222,7 @@ async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, 
         sim.stop()
 
 
+@pytest.mark.slow
 async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(local_runtime, speech, tmp_path):
     async with serving(create_app(local_settings(), runtime=local_runtime)) as server:
         state = server.app.state

@@ -14,6 +14,8 @@ from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 
+pytestmark = pytest.mark.slow
+
 LEAD_S = 0.5
 QUESTION_S = 2.99  # ill_disposed.wav
 GAP_S = 3.0

@@ -17,7 +17,10 @@ from tests.servers import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
 
 
 def chromium_args(microphone: Path | None) -> list[str]:
@@ -57,6 +60,7 @@ async def open_page(playwright, tmp_path: Path, url: str, microphone: Path | Non
     return context, page
 
 
+@pytest.mark.slow
 async def test_talk_to_the_agent_from_the_page(local_runtime, tmp_path):
     microphone = build_call(tmp_path / "mic.wav", [1.0, "ill_disposed.wav", 12.0])
     app = create_app(local_settings(), runtime=local_runtime)

@@ -114,8 +114,9 @@ def user_messages(sim: ProviderSim) -> list[str]:
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.slow
 async def test_digits_pressed_freely_reach_the_conversation(deployment, sim, carrier, tmp_path):
-    call = build_call(tmp_path / "keys.wav", [6.0])
+    call = build_call(tmp_path / "keys.wav", [3.0])  # the call then waits for the answer and its end
     result = await place_call(
         call, deployment.webhook(carrier), dialect=deployment.caller(carrier), digits=[(1.0, "1"), (1.2, "2")]
     )
@@ -126,9 +127,10 @@ async def test_digits_pressed_freely_reach_the_conversation(deployment, sim, car
     assert result.reply_starts and result.reply_starts[0] > 1.2  # the answer came after the keys
 
 
+@pytest.mark.slow
 async def test_the_collect_digits_tool_waits_for_the_caller_to_type(deployment, sim, tmp_path):
     sim.tool_calls = [("collect_digits", {"max_digits": 8})]
-    call = build_call(tmp_path / "ask.wav", [0.4, "ten_of_clubs.wav", 7.0])
+    call = build_call(tmp_path / "ask.wav", [0.4, "ten_of_clubs.wav", 4.0])  # ends after the keys
     keys = [(4.0 + 0.3 * i, key) for i, key in enumerate("427#")]  # well after the turn, while the tool waits
     await place_call(call, deployment.webhook("telnyx"), dialect=deployment.caller("telnyx"), digits=keys)
     results = [json.loads(m["content"]) for m in sim.requests[-1]["body"]["messages"] if m["role"] == "tool"]
@@ -154,6 +156,7 @@ def expected_transfer(deployment, carrier: str, call_id: str) -> tuple[str, obje
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.slow
 async def test_a_caller_is_put_through_to_a_person_after_hearing_the_line(deployment, sim, speech, carrier, tmp_path):
     sim.tool_calls = [("transfer_call", {"reason": "the caller asked for a person"})]
     double = deployment.doubles[carrier]
@@ -180,6 +183,7 @@ async def test_a_caller_is_put_through_to_a_person_after_hearing_the_line(deploy
     await wait_for(lambda: deployment.app.state.admission.active == 0)
 
 
+@pytest.mark.slow
 async def test_a_transfer_the_carrier_refuses_is_told_and_the_call_goes_on(deployment, sim, tmp_path):
     sim.tool_calls = [("transfer_call", {})]
     caller = deployment.caller("telnyx")  # its double knows no call with these ids: Telnyx's 422 "already ended"

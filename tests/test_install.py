@@ -4,6 +4,7 @@ from a fresh virtualenv, started in an unrelated directory, serves it."""
 from __future__ import annotations
 
 import os
+import site
 import subprocess
 import sys
 import venv
@@ -15,6 +16,8 @@ import pytest
 from bench.provider_sim import ProviderSim
 from bench.server_process import ROOT, free_port, on_simulator
 from tests.servers import wait_until
+
+pytestmark = pytest.mark.process
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,14 @@ def test_the_wheel_carries_the_page(wheel):
 
 async def test_an_installed_server_serves_the_page_from_anywhere(wheel, tmp_path):
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    venv.EnvBuilder().create(env_dir)
     python = env_dir / "bin" / "python"
-    subprocess.run(
-        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--ignore-installed", str(wheel)], check=True
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]  # the running pip, for the new env (it has none)
+    subprocess.run([*pip, "install", "--quiet", "--no-deps", "--ignore-installed", str(wheel)], check=True)
+    # The dependencies come from the interpreter running the tests (a virtualenv or the system's), as plain paths
+    # after the new env's own: their .pth files (the checkout's editable install among them) are not run.
+    own_site = next(env_dir.glob("lib/python*/site-packages"))
+    (own_site / "test-dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing from the checkout

@@ -7,9 +7,12 @@ import os
 import signal
 
 import httpx
+import pytest
 
 from agent.llm.local_server import PORTABLE_BUILD_HINT, LocalLLMServer
 from agent.llm.providers import LOCAL_MODEL_NAME
+
+pytestmark = pytest.mark.process
 
 
 async def test_the_local_server_answers_and_a_crash_names_its_cause():

@@ -95,9 +95,10 @@ def fresh(deployment):
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.slow
 async def test_a_person_answers_and_the_agent_opens_with_its_greeting(deployment, sim, carrier, tmp_path):
     double = deployment.doubles[carrier]
-    double.callee_wav = build_call(tmp_path / "callee.wav", [4.5, "ten_of_clubs.wav", 4.0])
+    double.callee_wav = build_call(tmp_path / "callee.wav", [4.5, "ten_of_clubs.wav", 2.0])
     double.answered_by = "human"
     answer, call = await dialled_call(deployment, carrier)
     assert answer["carrier"] == carrier and answer["to"] == CALLEE
@@ -128,6 +129,7 @@ def voicemail_left(double, carrier: str, message: str) -> bool:
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)
+@pytest.mark.slow
 async def test_a_voicemail_greeting_gets_a_short_message_instead_of_the_agent(deployment, carrier, tmp_path):
     double = deployment.doubles[carrier]
     double.callee_wav = build_call(tmp_path / "machine.wav", [0.5, "dashwood.wav", 6.0])  # a long greeting
@@ -209,6 +211,7 @@ def test_a_reservation_nobody_answers_gives_its_slot_back():
     assert admission.active == 1
 
 
+@pytest.mark.process
 async def test_voice_agent_dial_asks_the_server(deployment, tmp_path):
     double = deployment.doubles["telnyx"]
     double.callee_wav = build_call(tmp_path / "callee.wav", [1.0])

@@ -44,6 +44,7 @@ def phone_turns(app, event: str = "closed") -> list[dict]:
     return [r for channel, e, r in app.state.recent_turns if channel == "phone" and e == event]
 
 
+@pytest.mark.slow
 async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "two.wav", [0.4, "ill_disposed.wav", 6.0, "ten_of_clubs.wav", 0.4])
@@ -77,6 +78,7 @@ async def test_two_question_call_as_twilio_would_place_it(server, tmp_path):
     assert 'voice_agent_turns_total{channel="phone",outcome="answered"' in metrics
 
 
+@pytest.mark.slow
 async def test_barge_in_sends_clear_and_cuts_the_answer(server, tmp_path):
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "barge.wav", [0.5, "ill_disposed.wav", 1.6, "amiable.wav", 5.0])
@@ -105,6 +107,7 @@ MALFORMED_EVENTS = [
 ]
 
 
+@pytest.mark.slow
 async def test_bad_messages_are_ignored_and_the_call_goes_on(server):
     server.app.state.recent_turns.clear()
     speech = to_phone_audio(load("ten_of_clubs.wav").tobytes(), 16000)
@@ -198,6 +201,7 @@ async def test_webhook_answers_twiml_and_checks_signatures(local_runtime):
         assert busy.status_code == 200 and '<Response><Reject reason="busy"/></Response>' in busy.text
 
 
+@pytest.mark.slow
 async def test_agent_ending_the_call_hangs_up_through_the_rest_api(local_runtime, tmp_path):
     hangups: list[dict] = []
 
@@ -225,6 +229,7 @@ async def test_agent_ending_the_call_hangs_up_through_the_rest_api(local_runtime
     assert result.closed_by_server  # and the stream was closed from our side
 
 
+@pytest.mark.slow
 async def test_without_credentials_the_agent_closes_the_stream_cleanly(local_runtime, tmp_path):
     async with serving(create_app(local_settings(max_call_seconds=2.0), runtime=local_runtime)) as running:
         call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 8.0])

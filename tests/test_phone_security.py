@@ -172,6 +172,7 @@ async def test_a_signed_stream_without_the_calls_token_is_refused_before_any_pip
     assert deployment.hangups == []  # the REST hang-up never runs for a refused stream
 
 
+@pytest.mark.slow
 async def test_a_signed_call_with_its_token_is_answered(deployment, tmp_path):
     deployment.hangups.clear()
     app = deployment.server.app
@@ -258,6 +259,7 @@ async def admitted_stream(deployment: Deployment) -> websockets.ClientConnection
     return ws
 
 
+@pytest.mark.slow
 async def test_a_flooding_caller_is_dropped_then_disconnected_with_bounded_memory(deployment):
     speech = to_phone_audio(load("ten_of_clubs.wav").tobytes(), 16000)
     frames = [media_message(speech[i : i + 160].ljust(160, b"\xff")) for i in range(0, len(speech), 160)]
@@ -289,6 +291,7 @@ async def test_a_burst_after_jitter_is_accepted(deployment):
     await wait_for(lambda: deployment.server.app.state.admission.active == 0)
 
 
+@pytest.mark.slow
 async def test_malformed_storm_and_oversize_frames_keep_memory_bounded(deployment):
     messages = ["{", "[" * 60_000, json.dumps({"event": "media", "media": "x"}), "x" * 60_000]
     async with memory_growth() as growth:

@@ -5,13 +5,16 @@ every way a provider can fail becomes a short spoken apology (never silence) whi
 from __future__ import annotations
 
 import pytest
+from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartFrame, LLMTextFrame
 from pydantic import SecretStr
 
+from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from pipelines.replay import replay_call
 from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
+from tests.llm_stage import answer_frames, spoken, stats_of
 from tests.servers import wait_for
 
 
@@ -38,7 +41,7 @@ async def cerebras_runtime(sim, speech):
 @pytest.fixture(scope="module")
 def two_questions(tmp_path_factory):
     return build_call(
-        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "eight_of_spades.wav", 0.3]
+        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3]
     )
 
 
@@ -56,6 +59,7 @@ async def replay_with(sim: ProviderSim, runtime: AgentRuntime, path, scenario: s
             setattr(sim, name, value)
 
 
+@pytest.mark.slow
 async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebras_runtime, two_questions):
     assert cerebras_runtime.provider.name == "cerebras"
     result = await replay_with(sim, cerebras_runtime, two_questions, "ok")
@@ -76,6 +80,7 @@ async def test_answers_come_from_the_provider_and_the_context_grows(sim, cerebra
 
 
 @pytest.mark.parametrize("wire", ["groq", "sambanova"])
+@pytest.mark.slow
 async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_path, wire):
     sim = ProviderSim(wire=wire, first_token_s=0.05, answer=f"Hello from {wire}. More text.").start()
     settings = local_settings(
@@ -94,7 +99,10 @@ async def test_replay_answers_through_other_platforms_wire_formats(speech, tmp_p
     assert sim.requests[-1]["body"]["model"] == runtime.provider.model == sim.models[0]
 
 
-@pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
+# Every kind of failure is checked at the LLM stage below (frame level); a whole call for a refused request and for
+# a provider that never answers shows what the caller hears.
+@pytest.mark.parametrize("scenario", ["503", "stall"])
+@pytest.mark.slow
 async def test_a_failing_provider_gets_the_caller_an_apology_and_the_call_goes_on(
     sim, cerebras_runtime, two_questions, scenario
 ):
@@ -107,7 +115,13 @@ async def test_a_failing_provider_gets_the_caller_an_apology_and_the_call_goes_o
     assert len(voiced_spans(result.reply_audio, result.reply_sample_rate)) >= 2  # two apologies were spoken
 
 
-@pytest.mark.parametrize(("scenario", "error"), [("cut", "stream ended"), ("error_event", "Internal server error")])
+BROKEN_STREAMS = [("cut", "stream ended"), ("error_event", "Internal server error")]
+
+
+# Both ways a stream breaks are checked at the LLM stage below; a whole call for a cut stream shows what the caller
+# hears.
+@pytest.mark.parametrize(("scenario", "error"), BROKEN_STREAMS[:1])
+@pytest.mark.slow
 async def test_stream_broken_mid_answer_keeps_what_was_said_then_apologises(
     sim, cerebras_runtime, two_questions, scenario, error
 ):
@@ -119,6 +133,7 @@ async def test_stream_broken_mid_answer_keeps_what_was_said_then_apologises(
     assert len(spans) >= 2  # the words that came, then the apology
 
 
+@pytest.mark.slow
 async def test_reasoning_that_uses_the_whole_budget_is_asked_again_with_more(sim, cerebras_runtime, two_questions):
     # 200 reasoning tokens against the 160-token limit: the first try has nothing to say.
     result = await replay_with(sim, cerebras_runtime, two_questions, "ok", reasoning_tokens=200)
@@ -129,6 +144,7 @@ async def test_reasoning_that_uses_the_whole_budget_is_asked_again_with_more(sim
     assert 160 in limits and 640 in limits
 
 
+@pytest.mark.slow
 async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions):
     # The provider writes 2 words a second; the caller hangs up (the replay ends) a second after the answer started.
     call = build_call(two_questions.parent / "hang.wav", [0.3, "ten_of_clubs.wav", 1.0])
@@ -141,3 +157,34 @@ async def test_no_stream_outlives_the_call(sim, cerebras_runtime, two_questions)
     # The call ended mid-stream (answered or not yet heard, depending on how fast this machine got there).
     assert sim.requests and turn["bot_text"] != "Sure, here is the short answer.", turn
     await wait_for(lambda: sim.open_streams == 0, timeout_s=3)
+
+
+@pytest.mark.parametrize("scenario", ["503", "429", "401", "malformed", "stall"])
+async def test_each_provider_failure_becomes_an_apology_at_frame_level(sim, cerebras_runtime, scenario):
+    sim.scenario = scenario
+    try:
+        down = await answer_frames(cerebras_runtime, "What is ten of clubs?", "And five five?")
+    finally:
+        sim.scenario = "ok"
+    kinds = [type(f) for f in down]
+    turn = [LLMFullResponseStartFrame, LLMFullResponseEndFrame, SpeakPhraseFrame, CompletionStatsFrame]
+    assert kinds == turn * 2, kinds  # an apology each turn, no spoken text, and the second turn is asked too
+    for stats in stats_of(down):
+        assert stats.error and sim.api_key not in stats.error, stats
+    assert all(f.kind == "apology" for f in down if isinstance(f, SpeakPhraseFrame))
+
+
+@pytest.mark.parametrize(("scenario", "error"), BROKEN_STREAMS)
+async def test_a_stream_broken_mid_answer_keeps_its_words_then_apologises_at_frame_level(
+    sim, cerebras_runtime, scenario, error
+):
+    sim.scenario = scenario
+    try:
+        down = await answer_frames(cerebras_runtime, "What is ten of clubs?")
+    finally:
+        sim.scenario = "ok"
+    assert spoken(down).startswith("Sure, here is the"), down  # the words that came ...
+    apology = next(i for i, f in enumerate(down) if isinstance(f, SpeakPhraseFrame))
+    assert down[apology].kind == "apology" and not [f for f in down[apology:] if isinstance(f, LLMTextFrame)]
+    [stats] = stats_of(down)  # ... then the apology, and the error kept for the turn's report
+    assert error in stats.error, stats

@@ -11,6 +11,8 @@ import pytest
 from pipelines.replay import ReplayInputError, read_call_wav
 from tests.audio import write
 
+pytestmark = pytest.mark.process
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -8,6 +8,8 @@ from agent.speech.energy import speech_spans
 from pipelines.replay import read_call_wav, replay_call
 from tests.audio import build_call, transcripts, voiced_spans, word_error_rate
 
+pytestmark = pytest.mark.slow
+
 QUESTIONS = ["ill_disposed.wav", "ten_of_clubs.wav", "five_five.wav"]
 
 

@@ -108,6 +108,7 @@ def test_the_old_single_fallback_variables_are_refused(monkeypatch, old):
 
 # -- start-up ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("scenario", ["503", "429", "overloaded"])
+@pytest.mark.slow
 async def test_primary_failing_at_start_up_still_serves_and_each_turn_fails_over(
     healthy, speech, warnings, scenario, tmp_path
 ):
@@ -122,6 +123,7 @@ async def test_primary_failing_at_start_up_still_serves_and_each_turn_fails_over
     assert turn["bot_text"] == "Groq answers." and turn["llm"]["provider"] == "groq"
 
 
+@pytest.mark.slow
 async def test_a_cut_connection_at_start_up_still_serves_and_apologises(speech, warnings, tmp_path):
     settings = local_settings(
         llm_provider="cerebras",
@@ -173,6 +175,7 @@ async def test_an_unknown_model_stops_start_up_naming_the_variable(healthy, spee
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["replay", "tests/fixtures/ten_of_clubs.wav"]])
+@pytest.mark.process
 def test_the_command_reports_a_rejected_key_in_one_line(healthy, command):
     cerebras, _ = healthy
     env = {
@@ -195,6 +198,8 @@ def test_the_command_reports_a_rejected_key_in_one_line(healthy, command):
     assert "Traceback" not in done.stderr and "sk-wrong-123" not in done.stderr
 
 
+@pytest.mark.process
+@pytest.mark.slow
 def test_serve_starts_and_says_so_when_the_primary_is_down(tmp_path):
     port = free_port()
     env = {

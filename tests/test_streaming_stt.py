@@ -11,6 +11,8 @@ from pipelines.replay import replay_call
 from tests.audio import build_call, transcripts, word_error_rate
 from tests.conftest import local_settings
 
+pytestmark = pytest.mark.slow
+
 MONOLOGUE = ["dashwood.wav", "cold_hearted.wav", "respectable.wav", "amiable.wav", "ill_disposed.wav"]
 
 

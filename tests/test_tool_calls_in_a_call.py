@@ -20,6 +20,8 @@ from pipelines.replay import replay_call
 from tests.audio import build_call
 from tests.conftest import local_settings
 
+pytestmark = pytest.mark.slow
+
 BOOKING = ("book_table", {"party_size": 2, "time": "19:30", "name": "Smith"})
 
 

@@ -100,6 +100,7 @@ def test_the_rule_grows_more_patient_as_the_evidence_says_unfinished():
     assert not replace(rule, voice=0.0).uses_voice  # Smart Turn is not run for a weight of nothing
 
 
+@pytest.mark.slow
 async def test_through_the_whole_pipeline_a_pause_is_waited_for_and_a_question_answered_at_once(speech, tmp_path):
     """A recorded call at Cerebras speed: "and Mister John Dashwood had then leisure to consider | how much ..." with
     a 0.5 s pause after "consider", then "What time is it in Tokyo right now?". The pause gets no answer; the whole

@@ -27,6 +27,8 @@ from tests.conftest import local_settings
 from tests.servers import wait_until
 from tests.twilio_wire import start_message
 
+pytestmark = pytest.mark.process
+
 MB = 1024 * 1024
 
 
@@ -75,6 +77,7 @@ def llm_servers() -> list[int]:
     return [pid for pid in process_tree() if "llama_cpp.server" in cmdline(pid)]
 
 
+@pytest.mark.slow
 async def test_a_worker_runtime_shares_the_machine_s_local_llm_server(local_runtime, speech):
     url = local_runtime.llm.provider.base_url
     running = llm_servers()
@@ -101,6 +104,7 @@ def no_live_call(server):
     return condition
 
 
+@pytest.mark.slow
 async def test_memory_stays_flat_over_sequential_calls_in_warm_workers(server, tmp_path):
     workers = server.workers()
     assert len(workers) == 2
@@ -119,6 +123,7 @@ async def test_memory_stays_flat_over_sequential_calls_in_warm_workers(server, t
 
 
 @pytest.mark.parametrize("carrier", ["telnyx", "plivo"])
+@pytest.mark.slow
 async def test_telnyx_and_plivo_calls_are_admitted_and_answered_in_a_worker(server, carrier, tmp_path):
     """The front reserves the call at the carrier's webhook, names itself in the stream URL, claims the slot at
     the stream's start and relays the carrier's own opening (Telnyx: `connected` + `start`; Plivo: `start` alone)
@@ -134,6 +139,7 @@ async def test_telnyx_and_plivo_calls_are_admitted_and_answered_in_a_worker(serv
     assert (await server.get("/ready")).json()["active"] == 0 and server.workers() == workers
 
 
+@pytest.mark.slow
 async def test_an_outbound_call_opens_with_its_greeting_in_a_worker(server, plivo, tmp_path):
     """`POST /calls` reserves the slot through the admission and has Plivo dial; the callee's answer webhook (named
     after this instance) finds the reservation, and the greeting travels with the relayed stream to the worker,
@@ -168,6 +174,7 @@ def test_provider_readings_from_several_workers_combine():
     assert combined.failures == {"quota": 4, "network": 2}  # a worker that died keeps its failures counted
 
 
+@pytest.mark.slow
 async def test_the_front_shows_what_the_workers_see(server):
     """The provider's rate-limit headers the workers read and an input bound a caller broke in a worker reach the
     front's /metrics; the idle caller is cut with the worker's 1008 "idle", relayed by the front."""
@@ -186,6 +193,7 @@ async def test_the_front_shows_what_the_workers_see(server):
     await wait_until(no_live_call(server))
 
 
+@pytest.mark.slow
 async def test_calls_are_isolated_and_a_crashed_worker_is_replaced(server, tmp_path):
     call = build_call(tmp_path / "long.wav", [0.4, "ten_of_clubs.wav", 3.5, "amiable.wav", 2.5])
     webhook = f"{server.http}/twilio/voice"
