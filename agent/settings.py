@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         "bookings.sqlite3",
         description="SQLite database the booking tool writes to (created, with its folder, at start-up)",
     )
+    booking_days_ahead: int = Field(
+        365,
+        ge=0,
+        le=3650,
+        description="The booking tool books from today to this many days ahead; a date outside is refused",
+    )
 
     local_llm_threads: int = Field(
         2,

@@ -5,8 +5,9 @@ and the result sent back for the spoken answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
@@ -22,7 +23,8 @@ from agent.tools.catalog import build_registry
 from agent.tools.clock import clock_tool, current_time
 from agent.tools.registry import Tool, ToolRegistry
 
-BOOKING = {"party_size": 2, "time": "19:30", "date": "2031-05-17", "name": "Ada"}
+DAY = date.today() + timedelta(days=30)  # within the booking window (BOOKING_DAYS_AHEAD, a year by default)
+BOOKING = {"party_size": 2, "time": "19:30", "date": DAY.isoformat(), "name": "Ada"}
 
 
 def call(name: str, arguments: str, call_id: str = "call_1") -> ToolCall:
@@ -67,16 +69,17 @@ def test_a_booking_database_that_cannot_be_opened_names_the_setting(tmp_path):
 
 
 async def test_booking_writes_a_row_to_sqlite(registry, db_path):
-    result = await registry.run(call("book_table", '{"party_size": 2, "time": "19:30", "date": "2031-05-17"}'), "t1")
-    assert result.ok and result.content["booked"] and result.content["starts_at"] == "2031-05-17T19:30"
-    assert result.content["confirmation"] == "a table for 2 at 19:30 on Saturday 17 May"
-    assert rows(db_path) == [(2, "2031-05-17T19:30", "", "t1|2|2031-05-17T19:30:00|")]
+    arguments = json.dumps({"party_size": 2, "time": "19:30", "date": DAY.isoformat()})
+    result = await registry.run(call("book_table", arguments), "t1")
+    assert result.ok and result.content["booked"] and result.content["starts_at"] == f"{DAY}T19:30"
+    assert result.content["confirmation"] == f"a table for 2 at 19:30 on {DAY:%A %d %B}"
+    assert rows(db_path) == [(2, f"{DAY}T19:30", "", f"t1|2|{DAY}T19:30:00|")]
     message = result.as_message()
     assert message["role"] == "tool" and message["tool_call_id"] == "call_1" and '"booked": true' in message["content"]
 
 
 async def test_the_same_booking_in_the_same_turn_is_made_once_even_when_racing(registry, db_path):
-    arguments = '{"party_size": 4, "time": "20:00", "date": "2031-05-17"}'
+    arguments = json.dumps({"party_size": 4, "time": "20:00", "date": DAY.isoformat()})
     racing = await asyncio.gather(
         *(registry.run(call("book_table", arguments, f"call_{i}"), "turn-7") for i in range(5))
     )
@@ -90,7 +93,9 @@ async def test_the_idempotency_key_holds_across_registries(db_path):
     """Two processes (two registries on one file) booking the same thing for the same turn: one row."""
     first = ToolRegistry([booking_tool(BookingStore.open(db_path))])
     second = ToolRegistry([booking_tool(BookingStore.open(db_path))])
-    arguments = '{"party_size": 3, "time": "18:15", "date": "2031-05-18", "name": "Grace"}'
+    arguments = json.dumps(
+        {"party_size": 3, "time": "18:15", "date": (DAY + timedelta(days=1)).isoformat(), "name": "Grace"}
+    )
     one = await first.run(call("book_table", arguments), "turn-1")
     two = await second.run(call("book_table", arguments), "turn-1")
     assert one.content["booking_id"] == two.content["booking_id"] and len(rows(db_path)) == 1
@@ -113,6 +118,28 @@ async def test_bad_booking_requests_are_explained_and_book_nothing(registry, db_
     result = await registry.run(call("book_table", arguments), "t1")
     assert not result.ok and error in result.content["error"]
     assert rows(db_path) == []
+
+
+@pytest.mark.parametrize(
+    "day",
+    [date.today() - timedelta(days=1), date(2001, 1, 1), date(1, 1, 1), date(9999, 12, 31),
+     date.today() + timedelta(days=366)],
+)  # fmt: skip
+async def test_the_past_and_the_absurd_are_not_booked(registry, db_path, day):
+    result = await registry.run(
+        call("book_table", json.dumps({"party_size": 2, "time": "19:30", "date": str(day)})), "t1"
+    )
+    assert not result.ok and "we take bookings from today" in result.content["error"], result.content
+    assert rows(db_path) == []
+
+
+async def test_a_name_is_stored_printable_and_bounded_and_so_is_its_key(registry, db_path):
+    name = "Eve\x00\u202emalloC" + "x" * 15_000  # NUL, a right-to-left override, and 15,000 more characters
+    result = await registry.run(call("book_table", json.dumps({**BOOKING, "name": name})), "t1")
+    assert result.ok, result.content
+    [(_, _, stored, key)] = rows(db_path)
+    assert stored == ("EvemalloC" + "x" * 15_000)[:80] and len(key) < 200, (stored, len(key))
+    assert not any(c in stored + key for c in "\x00\u202e")
 
 
 async def test_unknown_tool_is_an_error_result(registry):
@@ -173,7 +200,7 @@ async def test_booking_end_to_end_from_a_streamed_tool_call(registry, db_path):
         await client.aclose()
         sim.stop()
     assert answer == "Your table for two is booked."
-    assert rows(db_path) == [(2, "2031-05-17T19:30", "Ada", "turn-1|2|2031-05-17T19:30:00|Ada")]
+    assert rows(db_path) == [(2, f"{DAY}T19:30", "Ada", f"turn-1|2|{DAY}T19:30:00|Ada")]
     sent = sim.requests[-1]["body"]["messages"]
     assert sent[-1]["role"] == "tool" and sent[-1]["tool_call_id"] == tool_call.id
 

@@ -1,5 +1,9 @@
 """Demo tool: book a table, written to a real SQLite database (stdlib `sqlite3`, path from `BOOKING_DB_PATH`).
 
+Arguments come from a model that a caller can talk into anything, so they are checked as a stranger's input: the
+date from today to `days_ahead` days ahead, the name stripped of control and format characters (NUL, direction
+overrides) and cut to `MAX_NAME` characters before it is stored or keyed on.
+
 Bookings are idempotent per turn: the registry runs a side-effecting call once per turn and arguments, and the
 table's unique idempotency key (turn id + what was booked) makes the same booking in the same turn one row even
 across processes, so two racing streams of one turn can never book twice.
@@ -8,9 +12,10 @@ across processes, so two racing streams of one turn can never book twice.
 from __future__ import annotations
 
 import sqlite3
+import unicodedata
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from agent.tools.registry import Tool, ToolContext, ToolError
 
 MAX_PARTY = 20
+MAX_NAME = 80
 SCHEMA = FunctionSchema(
     name="book_table",
     description="Book a table at the restaurant. Confirm the party size and time with the caller first.",
@@ -84,17 +90,28 @@ class BookingStore:
         return [{"booking_id": i, "party_size": s, "starts_at": a, "name": n} for i, s, a, n in rows]
 
 
-def booking_tool(store: BookingStore) -> Tool:
+def booking_tool(store: BookingStore, *, days_ahead: int = 365) -> Tool:
+    """`book_table`, for dates from today to `days_ahead` days ahead."""
+
     def book_table(party_size: int, time: str, context: ToolContext, date: str = "", name: str = "") -> dict[str, Any]:
         if not 1 <= party_size <= MAX_PARTY:
             raise ToolError(f"we can seat 1 to {MAX_PARTY} guests, not {party_size}")
-        starts_at = datetime.combine(_parse_date(date), _parse_time(time))
-        key = f"{context.turn_id}|{party_size}|{starts_at.isoformat()}|{name.strip()}"
-        booking = store.book(party_size=party_size, starts_at=starts_at, name=name.strip()[:80], idempotency_key=key)
+        day = _parse_date(date, days_ahead)
+        starts_at = datetime.combine(day, _parse_time(time))
+        who = clean_name(name)
+        key = f"{context.turn_id}|{party_size}|{starts_at.isoformat()}|{who}"
+        booking = store.book(party_size=party_size, starts_at=starts_at, name=who, idempotency_key=key)
         spoken = f"a table for {party_size} at {starts_at:%H:%M} on {starts_at:%A %d %B}"
         return {"booked": True, **booking, "confirmation": spoken}
 
     return Tool(SCHEMA, book_table, side_effects=True)
+
+
+def clean_name(value: str) -> str:
+    """Printable characters only (no NUL, no direction override or other control and format character), spaces
+    collapsed, at most MAX_NAME characters."""
+    printable = "".join(c for c in value if not unicodedata.category(c).startswith("C"))
+    return " ".join(printable.split())[:MAX_NAME]
 
 
 def _parse_time(value: str) -> time:
@@ -104,10 +121,15 @@ def _parse_time(value: str) -> time:
         raise ToolError(f"time should be HH:MM (24-hour), not {value!r}") from None
 
 
-def _parse_date(value: str) -> date:
+def _parse_date(value: str, days_ahead: int) -> date:
+    today = date.today()
     if not value.strip():
-        return date.today()
+        return today
     try:
-        return date.fromisoformat(value.strip())
+        day = date.fromisoformat(value.strip())
     except ValueError:
-        raise ToolError(f"date should be YYYY-MM-DD, not {value!r}") from None
+        raise ToolError(f"date should be YYYY-MM-DD, not {value[:40]!r}") from None
+    last = today + timedelta(days=days_ahead)
+    if not today <= day <= last:
+        raise ToolError(f"we take bookings from today ({today}) to {last}, not for {day}")
+    return day

@@ -18,7 +18,7 @@ def build_registry(settings: Settings) -> ToolRegistry:
 
     def booking() -> Tool:
         try:
-            return booking_tool(BookingStore.open(settings.booking_db_path))
+            return booking_tool(BookingStore.open(settings.booking_db_path), days_ahead=settings.booking_days_ahead)
         except OSError as e:  # BookingStore.open reports sqlite3 errors as OSError too
             raise SettingsError(f"BOOKING_DB_PATH={settings.booking_db_path!r}: {e}") from None
 
