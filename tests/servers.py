@@ -15,6 +15,7 @@ import uvicorn
 import websockets
 from fastapi import FastAPI
 
+from agent.server.access_log import log_config
 from agent.server.app import MAX_WEBSOCKET_MESSAGE_BYTES
 from bench.server_process import Loopback, free_port
 
@@ -26,11 +27,13 @@ class RunningServer(Loopback):
 
 
 @asynccontextmanager
-async def serving(app: FastAPI, port: int | None = None) -> AsyncIterator[RunningServer]:
-    """`app` under uvicorn on 127.0.0.1 (on `port`, when the app must know its own address beforehand)."""
+async def serving(app: FastAPI, port: int | None = None, *, logged: bool = False) -> AsyncIterator[RunningServer]:
+    """`app` under uvicorn on 127.0.0.1 (on `port`, when the app must know its own address beforehand); `logged`:
+    with `serve`'s request log, as an operator runs it."""
     port = port or free_port()
+    logs = {"log_level": "info", "log_config": log_config()} if logged else {"log_level": "warning"}
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets", ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES
+        app, host="127.0.0.1", port=port, ws="websockets", ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES, **logs
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -4,6 +4,8 @@ when it is set, clients on this machine otherwise; and the page socket's input b
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 
 import httpx
@@ -12,6 +14,7 @@ import websockets
 from loguru import logger
 from pydantic import SecretStr
 
+from agent.server.access_log import LOGGERS, redacted
 from agent.server.app import create_app
 from agent.settings import SettingsError
 from tests.audio import load
@@ -33,6 +36,47 @@ async def token_server(local_runtime):
 async def local_server(local_runtime):
     async with serving(create_app(local_settings(), runtime=local_runtime)) as server:
         yield server
+
+
+class Captured(logging.Handler):
+    """Every record the server logs, formatted as it would be written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+async def test_a_secret_in_a_query_string_never_reaches_the_log(local_runtime):
+    """A client (or an attacker replaying a leaked URL) puts tokens in query strings: refused, and the request log
+    keeps the path and the parameters' names, never their values."""
+    secret = "operator-token-9f3c7d1e5a"
+    captured = Captured()
+    async with serving(create_app(local_settings(), runtime=local_runtime), logged=True) as server:
+        for name in LOGGERS:
+            logging.getLogger(name).addHandler(captured)
+        try:
+            async with httpx.AsyncClient() as client:
+                refused = await client.post(f"{server.http}/calls?operator_token={secret}", json={})
+                await client.get(f"{server.http}/metrics?token={secret}&x=1")
+            with contextlib.suppress(Exception):
+                async with websockets.connect(f"{server.ws}/ws?access_token={secret}", origin=server.http) as ws:
+                    await asyncio.wait_for(ws.recv(), 5)
+        finally:
+            for name in LOGGERS:
+                logging.getLogger(name).removeHandler(captured)
+    assert refused.status_code >= 400, refused.status_code
+    assert any("/calls?operator_token=<redacted>" in line for line in captured.lines), captured.lines
+    assert any("/ws?access_token=<redacted>" in line for line in captured.lines), captured.lines
+    assert not any(secret in line for line in captured.lines), captured.lines
+
+
+def test_a_query_string_keeps_its_names_and_loses_its_values():
+    assert redacted("/calls?operator_token=abc&to=%2B1555") == "/calls?operator_token=<redacted>&to=<redacted>"
+    assert redacted("/ws") == "/ws" and redacted("/ws?") == "/ws?"
+    assert redacted("/ws?operator-token-9f3c") == "/ws??=<redacted>"  # a bare value is a value too
 
 
 async def refusal(server, **kwargs) -> tuple[int, str]:

@@ -31,6 +31,7 @@ from loguru import logger
 from agent.protocols.websocket_transport import close_if_open
 from agent.runtime import AgentRuntime, check_providers
 from agent.server.access import PAGE_SUBPROTOCOL, Access
+from agent.server.access_log import log_config
 from agent.server.admission import Admission
 from agent.server.calls import CallRunner, InProcessCalls
 from agent.server.carriers import add_carrier_routes
@@ -182,6 +183,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        log_config=log_config(),
         ws="websockets",
         ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
     )
