@@ -402,6 +402,28 @@ class Settings(BaseSettings):
         description="An outbound call takes its slot (through the admission) when it is dialled; not answered within "
         "this long (plus a 30 s margin for the answer webhook and the stream), it gives the slot back, seconds",
     )
+    dial_burst: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description="Calls one operator credential may place at once before its rate applies (POST /calls)",
+    )
+    dial_rate_per_minute: float = Field(
+        6, gt=0, le=6000, description="Calls one operator credential may place per minute after its burst"
+    )
+    dial_total_per_minute: float = Field(
+        30,
+        gt=0,
+        le=60_000,
+        description="Calls everyone together may place per minute (with a burst of a quarter of that, at least one)",
+    )
+    dial_max_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="The share of the server's call capacity that outbound calls (ringing or live) may hold, so "
+        "callers ringing in are never locked out by dialling; 0 = no outbound calls",
+    )
     machine_detection: bool = Field(
         True,
         description="Detect answering machines on outbound calls (the carrier's asynchronous AMD, so a person is "

@@ -117,6 +117,7 @@ def deployment_settings(port: int, doubles: dict[str, CarrierDouble], **override
         "stream_token_secret": SecretStr(TOKEN_SECRET),
         "operator_token": SecretStr(OPERATOR_TOKEN),
         "dial_allowlist": "+1555",
+        "dial_burst": 100,  # the tests dial often; tests/test_outbound.py checks the limits at their defaults
         "transfer_number": TRANSFER_NUMBER,
         "twilio_account_sid": TWILIO_SID,
         "twilio_auth_token": SecretStr(TWILIO_TOKEN),

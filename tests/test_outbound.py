@@ -20,6 +20,7 @@ import pytest
 from agent.llm.simulator import ProviderSim
 from agent.server.admission import Admission
 from agent.server.phone_slots import PhoneSlots
+from agent.server.rate_limit import MAX_KEYS, RateLimit
 from agent.telephony.gate import StreamOpening
 from tests.audio import build_call
 from tests.conftest import local_settings
@@ -184,6 +185,28 @@ async def test_an_outbound_call_takes_its_slot_before_it_is_dialled(deployment):
     assert not deployment.doubles["plivo"].requests  # nothing dialled that could not be served
 
 
+async def test_a_burst_of_dials_places_what_the_limits_allow_and_callers_still_get_in(speech, tmp_path):
+    """A leaked operator token fires 30 dials at once (the probe sent 100 in 1.7 s and placed 20): the burst limit
+    (DIAL_BURST=3) and the outbound share (DIAL_MAX_SHARE=0.5 of the capacity) let only a few through, the rest
+    are refused before anything reaches the carrier, and a caller ringing in afterwards still gets a line."""
+    sim = ProviderSim(first_token_s=0.05, answer=SIM_ANSWER)
+    async with simulated_runtime(speech, sim) as runtime, phone_deployment(runtime, dial_burst=3) as deployment:
+        deployment.doubles["plivo"].callee_wav = build_call(tmp_path / "callee.wav", [1.0], rate=8000)  # silent
+        responses = await asyncio.gather(*(deployment.dial({"to": CALLEE, "carrier": "plivo"}) for _ in range(30)))
+        placed = [r for r in responses if r.status_code == 201]
+        limited = [r for r in responses if r.status_code == 429]
+        over_share = [r for r in responses if r.status_code == 503]
+        assert len(placed) + len(limited) + len(over_share) == 30, [r.status_code for r in responses]
+        share = int(0.5 * deployment.app.state.admission.capacity())
+        assert 1 <= len(placed) <= min(3, share), (len(placed), share)
+        assert len(limited) >= 27 and all(int(r.headers["Retry-After"]) >= 1 for r in limited)
+        created = [r for r in deployment.doubles["plivo"].requests if r["method"] == "POST"]
+        assert len(created) == len(placed)  # nothing refused reached the carrier
+        caller = deployment.caller("twilio")
+        invite = await caller.invite(deployment.webhook("twilio"), caller.new_ids())  # answered, not busy
+        assert invite is not None
+
+
 def opening(dial_id: str) -> StreamOpening:
     return StreamOpening("plivo", f"{dial_id}-call", "stream", "account", parameters={"dialId": dial_id})
 
@@ -230,3 +253,18 @@ async def test_voice_agent_dial_asks_the_server(deployment, tmp_path):
     refused = await dial("+4420123456789")
     assert refused.returncode == 1 and "DIAL_ALLOWLIST" in refused.stdout
     await next(iter(double.calls.values())).task
+
+
+def test_the_dial_rate_refills_per_credential_within_the_total():
+    clock = [0.0]
+    rate = RateLimit(burst=2, per_minute=6, total_burst=3, total_per_minute=12, clock=lambda: clock[0])
+    assert rate.take("a") == 0 and rate.take("a") == 0
+    assert rate.take("a") == pytest.approx(10.0)  # a's burst is spent: one more every 10 s
+    assert rate.take("b") == 0  # another credential has its own burst ...
+    assert rate.take("b") == pytest.approx(5.0)  # ... within the total (3, then one every 5 s)
+    clock[0] = 10.0
+    assert rate.take("a") == 0 and rate.take("c") == 0  # a refilled; the total refilled two in 10 s ...
+    assert rate.take("d") == pytest.approx(5.0)  # ... and no more
+    for key in range(5000):  # a stranger rotating credentials does not grow the table without bound
+        rate.take(f"k{key}")
+    assert len(rate._keys) <= MAX_KEYS

@@ -32,7 +32,7 @@ def add_carrier_routes(
     app: FastAPI, settings: Settings, admission: Admission, metrics: TurnMetrics, record_turn: TurnListener
 ) -> PhoneSlots:
     tokens = StreamTokens.from_settings(settings)
-    slots = PhoneSlots(admission, settings.dial_timeout_seconds + ANSWER_MARGIN_S)
+    slots = PhoneSlots(admission, settings.dial_timeout_seconds + ANSWER_MARGIN_S, settings.dial_max_share)
     app.add_exception_handler(AdmissionRefused, refused_webhook)
     on_refused = metrics.refusal_counter("phone")
     for make_bridge in BRIDGES:

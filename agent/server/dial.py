@@ -2,7 +2,10 @@
 greeting optional), behind OPERATOR_TOKEN (`Authorization: Bearer <token>`; without one, clients on this machine
 only). `voice-agent dial` posts here.
 
-The number must be E.164 and match DIAL_ALLOWLIST (toll fraud: nothing is dialled without one). The call takes
+The number must be E.164 and match DIAL_ALLOWLIST (toll fraud: nothing is dialled without one). Each operator
+credential may place DIAL_BURST calls at once and DIAL_RATE_PER_MINUTE after that, everyone together
+DIAL_TOTAL_PER_MINUTE (429 with Retry-After beyond), and outbound calls may hold at most DIAL_MAX_SHARE of the
+capacity (503 beyond), so a leaked token can neither buy a burst of calls nor lock callers out. The call takes
 its slot from the admission before it is dialled (`phone_slots.py`), so it is refused as busy (full, or
 draining) rather than answered into silence. The carrier is asked (its REST API, its From number) to call and
 fetch our answer webhook at PUBLIC_URL (`/<carrier>/voice/<INSTANCE_NAME>?dial=<id>`: a load balancer routes it
@@ -13,7 +16,9 @@ the agent opens with the greeting (the request's, or DIAL_GREETING).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import uuid
 from typing import Any
 
@@ -24,6 +29,7 @@ from loguru import logger
 from agent.server.access import Access
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
+from agent.server.rate_limit import RateLimit
 from agent.server.request_body import bounded_body
 from agent.settings import E164, Settings, number_allowed
 from agent.telephony.carriers import CARRIERS
@@ -36,6 +42,12 @@ ANSWER_MARGIN_S = 30.0  # after the ring timeout: the answer webhook and the str
 
 def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics: TurnMetrics) -> None:
     operator = Access(settings.operator_token)
+    rate = RateLimit(
+        burst=settings.dial_burst,
+        per_minute=settings.dial_rate_per_minute,
+        total_burst=max(1, int(settings.dial_total_per_minute / 4)),
+        total_per_minute=settings.dial_total_per_minute,
+    )
 
     def refused(status: int, reason: str, message: str) -> JSONResponse:
         logger.warning(f"dial: refused ({reason}): {message}")
@@ -68,6 +80,12 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
         if api is None or not from_number or not settings.public_url:
             missing = "its credentials" if api is None else "its From number" if not from_number else "PUBLIC_URL"
             return refused(409, "not_configured", f"{name} cannot place calls: set {missing}")
+        if wait_s := rate.take(credential(request)):
+            response = refused(429, "rate", f"too many calls placed: try again in {math.ceil(wait_s)} s")
+            response.headers["Retry-After"] = str(math.ceil(wait_s))
+            return response
+        if not slots.outbound_room():
+            return refused(503, "outbound_share", "outbound calls already hold their share of the lines")
         dial_id = uuid.uuid4().hex
         if not slots.reserve_dial(dial_id, greeting):
             return refused(503, "busy", "no free line: the server is full or draining")
@@ -89,3 +107,12 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
         logger.info(f"dial: {name} is calling {to} (dial {dial_id})")
         metrics.dials.labels(name, "placed").inc()
         return JSONResponse({"dial_id": dial_id, "carrier": name, "to": to, "reference": reference}, status_code=201)
+
+
+def credential(request: Request) -> str:
+    """Who is dialling, for the rate limit: a digest of the bearer credential presented (never the credential
+    itself), or the peer's address without one."""
+    presented = request.headers.get("authorization", "")
+    if presented:
+        return "bearer:" + hashlib.sha256(presented.encode()).hexdigest()[:16]
+    return "peer:" + (request.client.host if request.client else "?")

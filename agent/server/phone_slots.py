@@ -5,7 +5,8 @@ An incoming call reserves its slot at the carrier's call webhook (under its call
 claims it when its stream arrives. An outbound call reserves its slot when it is dialled, under its dial id, for
 the ring time and then some: its answer webhook finds the reservation (it is never answered busy), the stream
 claims it, and a call nobody answers gives it back when the reservation expires. The outbound reservation also
-keeps what the agent says first on that call.
+keeps what the agent says first on that call. Outbound calls, ringing or live, may hold at most `max_share` of the
+server's capacity (`DIAL_MAX_SHARE`), so dialling never locks out callers ringing in.
 """
 
 from __future__ import annotations
@@ -33,10 +34,23 @@ class PhoneSlot:
 class PhoneSlots:
     """See the module docstring."""
 
-    def __init__(self, admission: Admission, dial_ttl_s: float) -> None:
+    def __init__(self, admission: Admission, dial_ttl_s: float, max_share: float = 1.0) -> None:
         self.admission = admission
         self._dial_ttl_s = dial_ttl_s
+        self._max_share = max_share
         self._greetings: dict[str, str] = {}  # dial id -> greeting, while its reservation is held
+        self._outbound: list[Slot] = []  # the live outbound calls' slots
+
+    @property
+    def outbound_calls(self) -> int:
+        """Outbound calls ringing (reserved) or live."""
+        self._greetings = {d: g for d, g in self._greetings.items() if self.admission.holds(d)}
+        self._outbound = [slot for slot in self._outbound if not slot.released]
+        return len(self._greetings) + len(self._outbound)
+
+    def outbound_room(self) -> bool:
+        """Whether one more outbound call stays within the share of the capacity outbound calls may hold."""
+        return self.outbound_calls < int(self._max_share * self.admission.capacity())
 
     def outbound(self, dial_id: str | None) -> bool:
         """Whether `dial_id` names an outbound call whose slot is still reserved."""
@@ -47,8 +61,8 @@ class PhoneSlots:
         return self.admission.reserve(call_id)
 
     def reserve_dial(self, dial_id: str, greeting: str) -> bool:
-        """Take a slot for an outbound call about to be dialled; False when none is free (or draining)."""
-        self._greetings = {d: g for d, g in self._greetings.items() if self.admission.holds(d)}
+        """Take a slot for an outbound call about to be dialled (after `outbound_room()`); False when none is free
+        (or draining)."""
         if not self.admission.reserve(dial_id, self._dial_ttl_s):
             return False
         self._greetings[dial_id] = greeting
@@ -62,6 +76,9 @@ class PhoneSlots:
     def claim(self, opening: StreamOpening) -> PhoneSlot | None:
         """The slot of a call whose stream arrived: its reservation (outbound, or from its webhook), or a fresh
         admission for a stream no webhook of ours announced; None: no room."""
+        dialled = bool(opening.dial_id) and self.outbound(opening.dial_id)
         slot = self.admission.claim(opening.dial_id or opening.call_id)
         greeting = self._greetings.pop(opening.dial_id, "") if opening.dial_id else ""
+        if slot and dialled:
+            self._outbound.append(slot)
         return PhoneSlot(slot, greeting) if slot else None
