@@ -96,6 +96,35 @@ def test_each_carriers_deserializer_never_raises(carrier, messages):
     assert all(f is None or isinstance(f, InputAudioRawFrame | InputDTMFFrame) for f in frames)
 
 
+@pytest.mark.parametrize("carrier", list(CARRIERS))
+def test_a_message_without_an_event_is_dropped_and_the_call_goes_on(carrier):
+    """The probe ended live Plivo calls with `{}`, `{"event": null}` or a bare media object (Plivo has no stop
+    event, so a missing one matched it). Every carrier drops them; only the carrier's own stop ends the stream."""
+    stops: list[bool] = []
+
+    async def stopped() -> None:
+        stops.append(True)
+
+    async def ignore(*_: Any) -> None:
+        return None
+
+    async def deliver(messages: list[str]) -> list[Any]:
+        opening = StreamOpening(carrier, "CA" + "0" * 32, "MZ" + "0" * 32, "AC" + "0" * 32, encoding="PCMU")
+        serializer = CARRIERS[carrier].serializer(opening, on_mark=ignore, on_stop=stopped)
+        setup = FrameProcessorSetup(
+            clock=SystemClock(), task_manager=TaskManager(), pipeline_worker=None, audio_in_sample_rate=16000
+        )
+        await serializer.setup(setup)
+        return [await serializer.deserialize(m) for m in messages]
+
+    hostile = ["{}", '{"event": null}', '{"media": {"payload": "/w=="}}', '{"event": 7}', '{"event": ["stop"]}']
+    assert asyncio.run(deliver(hostile)) == [None] * len(hostile) and not stops
+    stop_event = CARRIERS[carrier].serializer.stop_event
+    if stop_event is not None:
+        asyncio.run(deliver([json.dumps({"event": stop_event})]))
+        assert stops == [True]
+
+
 telnyx_starts = st.fixed_dictionaries(
     {"event": st.just("start") | json_values},
     optional={

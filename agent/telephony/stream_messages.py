@@ -2,9 +2,9 @@
 `dtmf` with a digit, the carrier's mark echo, `stop`), read as a stranger might send them.
 
 `CheckedStreamMessages` goes in front of one of pipecat's carrier serializers: anything malformed (not JSON, a
-binary frame, an oversized or unknown message, bad base64, a field of the wrong type, a digit that is no key of a
-keypad) is logged and dropped, never fatal; media and digits go on to pipecat's serializer; the mark echo and the
-end of the stream go to callbacks.
+binary frame, an oversized or unknown message, one without an event name, bad base64, a field of the wrong type, a
+digit that is no key of a keypad) is logged and dropped, never fatal, for every carrier alike; media and digits go
+on to pipecat's serializer; the mark echo and the end of the stream go to callbacks.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ class CheckedStreamMessages:
             )
             return None
         kind = event.get("event")
+        if not isinstance(kind, str):  # {} or {"event": null} says nothing: never the end of a stream
+            logger.warning(f"{self.carrier}: dropped a message without an event name")
+            return None
         if kind == "media":
             if payload_bytes(event.get("media")) is None:
                 logger.warning(f"{self.carrier}: dropped a media message without a base64 audio payload")
