@@ -448,6 +448,12 @@ class Settings(BaseSettings):
         description='Keypad digits pressed with no more than this between them are one entry ("the caller pressed '
         '1 2 3"); # ends an entry at once, ms',
     )
+    keypad_max_digits: int = Field(
+        32,
+        ge=1,
+        le=256,
+        description="Digits one keypad entry (or collection) keeps; the rest of a longer run is dropped and counted",
+    )
     dtmf_collect_timeout_seconds: float = Field(
         20, ge=1, le=120, description="How long the collect_digits tool waits for the caller to type, seconds"
     )

@@ -87,7 +87,12 @@ async def run_phone_call(
         message = {"role": "user", "content": keypad_message(digits)}
         await call.worker.queue_frame(KeypadEntryFrame(messages=[message], run_llm=True, digits=digits))
 
-    keypad = Keypad(settings.dtmf_interdigit_ms / 1000, on_entry=enter_digits, on_first_digit=interrupt)
+    keypad = Keypad(
+        settings.dtmf_interdigit_ms / 1000,
+        on_entry=enter_digits,
+        on_first_digit=interrupt,
+        max_digits=settings.keypad_max_digits,
+    )
     serializer = PhoneLineSerializer(
         carrier.serializer(opening, on_mark=marks.echoed_back, on_stop=on_stop),
         on_digit=keypad.press,

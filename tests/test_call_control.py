@@ -50,6 +50,23 @@ async def test_keypad_entries_end_after_a_pause_or_at_the_pound_key():
     assert seen.entries == ["12", "34#"] and seen.first_digits == 2
 
 
+async def test_a_digit_storm_keeps_an_entry_to_its_limit_and_counts_the_rest():
+    """The probe sent 1,120 digits at 140/s without # and the model got a 2,283-character message: an entry now
+    keeps its first 32 digits, the rest is dropped and counted, and # still ends the entry."""
+    seen = Entries()
+    keypad = Keypad(0.2, on_entry=seen.entry, on_first_digit=seen.first_digit, max_digits=32)
+    for i in range(1120):
+        await keypad.press(str(i % 10))
+    await keypad.press("#")
+    assert seen.entries == [("0123456789" * 4)[:32] + "#"] and keypad.dropped == 1120 - 32
+    collecting = asyncio.create_task(keypad.collect(max_digits=500, timeout_s=5))  # the tool asks for too many
+    await asyncio.sleep(0.05)
+    for _ in range(100):
+        await keypad.press("7")
+    await keypad.press("#")
+    assert (await collecting).digits == "7" * 32 and keypad.dropped == 1120 - 32 + 68
+
+
 async def collect_while_pressing(keypad: Keypad, keys: str, **collect: float) -> tuple[str, str]:
     collecting = asyncio.create_task(keypad.collect(**collect))
     await asyncio.sleep(0.05)

@@ -3,7 +3,9 @@ is waiting for.
 
 - Free entry: digits pressed with at most `interdigit_s` between them make one entry, ended at once by `#`; the
   entry goes to `on_entry` (the phone pipeline puts "the caller pressed 1" into the conversation). Its first digit
-  goes to `on_first_digit` (the agent stops talking, as an IVR does when a key is pressed).
+  goes to `on_first_digit` (the agent stops talking, as an IVR does when a key is pressed). An entry keeps at most
+  `max_digits` digits (`KEYPAD_MAX_DIGITS`): the rest of a digit storm is dropped and counted (`dropped`), so a
+  caller cannot push a message of thousands of digits into the conversation.
 - Collection: `collect()` (the collect_digits tool: "enter your booking number, then #") takes the digits until the
   terminator, `max_digits`, or its timeout, starting with any digits of a free entry still being typed. The caller
   speaking instead (`cancel_collection()`) ends it with what was typed so far, and later digits are free entries.
@@ -38,8 +40,11 @@ class Keypad:
         interdigit_s: float,
         on_entry: Callable[[str], Awaitable[None]],
         on_first_digit: Callable[[], Awaitable[None]],
+        max_digits: int = 32,
     ) -> None:
         self._interdigit_s = interdigit_s
+        self._max_entry = max_digits
+        self.dropped = 0  # digits beyond an entry's limit
         self._on_entry = on_entry
         self._on_first_digit = on_first_digit
         self._typed = ""  # the free entry being typed
@@ -50,6 +55,9 @@ class Keypad:
 
     async def press(self, digit: str) -> None:
         if self._collecting is not None and not self._collecting.done():
+            if digit != TERMINATOR and len(self._collected) >= self._max_entry:
+                self._drop(digit)
+                return
             self._collected += digit
             if digit == TERMINATOR:
                 self._collecting.set_result(KeypadEntry(self._collected[:-1], "terminator"))
@@ -57,6 +65,9 @@ class Keypad:
                 self._collecting.set_result(KeypadEntry(self._collected, "max_digits"))
             return
         first = not self._typed
+        if digit != TERMINATOR and len(self._typed) >= self._max_entry:
+            self._drop(digit)
+            return
         self._typed += digit
         self._cancel_flush()
         if digit == TERMINATOR:
@@ -92,6 +103,11 @@ class Keypad:
     def close(self) -> None:
         self._cancel_flush()
         self.cancel_collection()
+
+    def _drop(self, digit: str) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 100 == 0:
+            logger.warning(f"keypad: an entry is at its {self._max_entry} digits; dropped {self.dropped} so far")
 
     def _cancel_flush(self) -> None:
         if self._flush is not None:
