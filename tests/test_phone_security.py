@@ -56,15 +56,19 @@ class Deployment:
     def webhook_url(self) -> str:
         return f"{self.server.http}/twilio/voice"
 
-    async def invite(self, call_sid: str) -> dict[str, str]:
+    async def invite(self, call_sid: str, **extra: str) -> dict[str, str]:
         """Post the incoming-call webhook as Twilio does; the `<Stream>` parameters of the TwiML."""
-        form = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "From": "+15550100000", "To": "+15550100001"}
-        signature = twilio_signature(AUTH_TOKEN, self.webhook_url, form)
-        async with httpx.AsyncClient() as client:
-            answer = await client.post(self.webhook_url, data=form, headers={"X-Twilio-Signature": signature})
+        answer = await self.post_webhook(call_sid, **extra)
         assert answer.status_code == 200, answer.text
         stream = ElementTree.fromstring(answer.text).find("./Connect/Stream")
         return {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
+
+    async def post_webhook(self, call_sid: str, **extra: str) -> httpx.Response:
+        form = {"CallSid": call_sid, "AccountSid": ACCOUNT_SID, "From": "+15550100000", "To": "+15550100001"}
+        form |= extra
+        signature = twilio_signature(AUTH_TOKEN, self.webhook_url, form)
+        async with httpx.AsyncClient() as client:
+            return await client.post(self.webhook_url, data=form, headers={"X-Twilio-Signature": signature})
 
     def signed(self, url: str | None = None) -> dict[str, str]:
         return {"X-Twilio-Signature": twilio_signature(AUTH_TOKEN, url or self.stream_url)}
@@ -202,6 +206,39 @@ async def test_a_replayed_token_is_refused(deployment):
     closed = await closed_after_start(deployment.stream_url, deployment.signed(), start)
     assert closed.rcvd.code == 1008
     assert await deployment.refused_count("token_replayed") == before + 1
+
+
+async def test_a_captured_signed_webhook_posted_again_is_refused(deployment):
+    """The probe captured one signed webhook and posted the same bytes a second later: it got a new stream token.
+    Now the signature is good once."""
+    call_sid = new_call_sid()
+    first = await deployment.post_webhook(call_sid)
+    before = await deployment.refused_count("replay")
+    replayed = await deployment.post_webhook(call_sid)
+    assert first.status_code == 200 and replayed.status_code == 403, replayed.text
+    assert "streamToken" not in replayed.text
+    assert await deployment.refused_count("replay") == before + 1
+
+
+async def test_a_second_stream_for_a_live_call_is_refused_whatever_its_token(deployment):
+    """A second stream for call C while C's own stream is live (here with a token from a second, differently signed
+    webhook for C) is closed with 1008 and counted; the live stream goes on."""
+    call_sid = new_call_sid()
+    app = deployment.server.app
+    first = start_message(call_sid=call_sid, parameters=await deployment.invite(call_sid))
+    await asyncio.sleep(1.1)  # tokens carry their expiry in seconds: a second later, a different (valid) token
+    second = start_message(call_sid=call_sid, parameters=await deployment.invite(call_sid, CallStatus="ringing"))
+    assert first != second
+    before = await deployment.refused_count("second_stream")
+    async with websockets.connect(deployment.stream_url, additional_headers=deployment.signed()) as ws:
+        await ws.send(first)
+        await wait_for(lambda: app.state.admission.active == 1)
+        closed = await closed_after_start(deployment.stream_url, deployment.signed(), second)
+        assert closed.rcvd.code == 1008
+        assert await deployment.refused_count("second_stream") == before + 1
+        assert app.state.admission.active == 1  # the call's own stream is still live
+        await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+    await wait_for(lambda: app.state.admission.active == 0)
 
 
 async def test_the_webhook_refuses_large_or_foreign_bodies(deployment):

@@ -29,7 +29,7 @@ from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
 from agent.telephony.carriers import CARRIERS
-from agent.telephony.gate import CarrierGate
+from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.rest import CarrierError
 
 XML = "application/xml"
@@ -113,10 +113,29 @@ def add_phone_routes(
 async def run_admitted_stream(
     websocket: WebSocket, gate: CarrierGate, slots: PhoneSlots, metrics: TurnMetrics, record_turn: TurnListener
 ) -> None:
-    """Admit a carrier's stream, claim its slot, and run the call to its end (in a worker process)."""
+    """Admit a carrier's stream (one live stream per call), claim its slot, and run the call to its end."""
     opening = await gate.admit_stream(websocket)
     if opening is None:
         return
+    if not slots.begin_stream(opening):
+        gate.refuse("second_stream", f"a second stream for call {opening.call_id}, whose stream is live")
+        await websocket.close(code=1008)
+        return
+    try:
+        await run_call(websocket, opening, gate, slots, metrics, record_turn)
+    finally:
+        slots.end_stream(opening)
+
+
+async def run_call(
+    websocket: WebSocket,
+    opening: StreamOpening,
+    gate: CarrierGate,
+    slots: PhoneSlots,
+    metrics: TurnMetrics,
+    record_turn: TurnListener,
+) -> None:
+    """Claim the admitted stream's slot and run its call to the end (in a worker process)."""
     slot = slots.claim(opening)
     if slot is None:  # only a stream that no webhook of ours reserved
         logger.warning(f"{gate.carrier}: no room for unannounced call {opening.call_id}; closing the stream")

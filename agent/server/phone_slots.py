@@ -5,8 +5,9 @@ An incoming call reserves its slot at the carrier's call webhook (under its call
 claims it when its stream arrives. An outbound call reserves its slot when it is dialled, under its dial id, for
 the ring time and then some: its answer webhook finds the reservation (it is never answered busy), the stream
 claims it, and a call nobody answers gives it back when the reservation expires. The outbound reservation also
-keeps what the agent says first on that call. Outbound calls, ringing or live, may hold at most `max_share` of the
-server's capacity (`DIAL_MAX_SHARE`), so dialling never locks out callers ringing in.
+keeps what the agent says first on that call. A call has one live stream at a time: a second stream for a call
+whose stream is live is refused, whatever token it brings. Outbound calls, ringing or live, may hold at most
+`max_share` of the server's capacity (`DIAL_MAX_SHARE`), so dialling never locks out callers ringing in.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class PhoneSlots:
         self._max_share = max_share
         self._greetings: dict[str, str] = {}  # dial id -> greeting, while its reservation is held
         self._outbound: list[Slot] = []  # the live outbound calls' slots
+        self._streams: set[tuple[str, str]] = set()  # (carrier, call id) of every live stream
 
     @property
     def outbound_calls(self) -> int:
@@ -72,6 +74,18 @@ class PhoneSlots:
         """The dial failed: give its slot back."""
         self.admission.cancel(dial_id)
         self._greetings.pop(dial_id, None)
+
+    def begin_stream(self, opening: StreamOpening) -> bool:
+        """The call's stream starts; False when the call already has a live one (one stream per call, whatever
+        token the second brought)."""
+        key = (opening.carrier, opening.call_id)
+        if key in self._streams:
+            return False
+        self._streams.add(key)
+        return True
+
+    def end_stream(self, opening: StreamOpening) -> None:
+        self._streams.discard((opening.carrier, opening.call_id))
 
     def claim(self, opening: StreamOpening) -> PhoneSlot | None:
         """The slot of a call whose stream arrived: its reservation (outbound, or from its webhook), or a fresh

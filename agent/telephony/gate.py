@@ -6,6 +6,7 @@ way for every carrier:
 
 - a webhook body is read only if it is form-encoded and small (64 KiB), then its signature is checked (signed
   mode) or its sender must be on this machine (unsigned mode), unless the operator opened the bridge explicitly;
+  a signed webhook is accepted once (`replay.py`): the same signed bytes again are a replay;
 - a stream is accepted, its opening read within 10 s and checked: the account, when one is configured, and in
   signed mode the one-time token (`admission.StreamTokens`) the webhook gave that very call;
 - every refusal is logged without secrets, counted through `on_refused(reason)` and raised as `AdmissionRefused`
@@ -31,6 +32,7 @@ from agent.protocols.websocket_transport import close_if_open
 from agent.server.access import is_local_client
 from agent.server.request_body import bounded_body
 from agent.telephony.admission import AdmissionRefused, StreamTokens
+from agent.telephony.replay import ReplayGuard
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # the carriers' call webhooks are ~1-2 KB
 MAX_WEBHOOK_FIELDS = 200
@@ -60,6 +62,7 @@ class StreamOpening:
 
 
 TOKEN_PARAMETER = "streamToken"
+SIGNED_HEADER_KEYS = ("signature", "nonce", "timestamp")
 DIAL_PARAMETER = "dialId"
 
 
@@ -87,6 +90,7 @@ class CarrierGate(ABC):
         self.public_url = public_url.rstrip("/")
         self._tokens = tokens
         self._on_refused = on_refused
+        self._replays = ReplayGuard()
 
     @property
     def description(self) -> str:
@@ -122,6 +126,8 @@ class CarrierGate(ABC):
         if self.signed:
             if not self.verify_webhook(request, body, form):
                 raise self.refuse("signature", "a webhook without a valid signature")
+            if not self._replays.first_time(_signed_parts(request, body)):
+                raise self.refuse("replay", "a signed webhook it had already accepted (a replay)")
         else:
             self._check_unsigned(request)
         value = form.get(self.call_field)
@@ -213,3 +219,12 @@ class CarrierGate(ABC):
         logger.warning(f"{self.carrier}: refused {detail} ({reason})")
         self._on_refused(reason)
         return AdmissionRefused(reason, detail, status)
+
+
+def _signed_parts(request: Request, body: bytes) -> list[bytes]:
+    """What makes a signed request this request: its path and query, its signature, nonce and timestamp headers
+    (whatever the carrier calls them), and its body."""
+    headers = sorted(
+        f"{name}:{value}" for name, value in request.headers.items() if any(k in name for k in SIGNED_HEADER_KEYS)
+    )
+    return [request.url.path.encode(), request.url.query.encode(), *(h.encode() for h in headers), body]
