@@ -32,7 +32,14 @@ from agent.telephony.admission import StreamTokens
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN
 from tests.conftest import local_settings
-from tests.phone_deployment import SIM_ANSWER, TELNYX_SIGNING_KEY, TOKEN_SECRET, phone_deployment, simulated_runtime
+from tests.phone_deployment import (
+    SIM_ANSWER,
+    TELNYX_ACCOUNT,
+    TELNYX_SIGNING_KEY,
+    TOKEN_SECRET,
+    phone_deployment,
+    simulated_runtime,
+)
 from tests.servers import serving, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
@@ -93,6 +100,17 @@ async def test_telnyx_speaks_pcma_both_ways(runtime, tmp_path):
         # What came back was A-law: decoded as such it is speech, not the noise mu-law bytes would make of it.
         heard = result.heard_audio
         assert max(abs(int.from_bytes(heard[i : i + 2], "little", signed=True)) for i in range(0, len(heard), 2)) > 2000
+
+
+async def test_a_telnyx_call_in_the_older_documented_forms_is_answered(deployment, tmp_path):
+    """A bare-UUID CallSid (Telnyx's "TeXML instruction fetching" example) and a stream whose media_format says
+    "audio/x-mulaw" (the older streaming example): the probe got 400 and 1008; the call is answered."""
+    call = build_call(tmp_path / "older.wav", [0.4, "ten_of_clubs.wav", 4.0])
+    caller = caller_for("telnyx", signing_key=TELNYX_SIGNING_KEY, account_id=TELNYX_ACCOUNT, older_forms=True)
+    ids = caller.new_ids()
+    assert telnyx.UUID.fullmatch(ids.call_id)
+    result = await place_call(call, deployment.webhook("telnyx"), dialect=caller, ids=ids)
+    assert result.turns[0]["first_sound_ms"] is not None, result.turns
 
 
 @pytest.mark.parametrize("carrier", CARRIERS)

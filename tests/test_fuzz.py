@@ -135,7 +135,7 @@ telnyx_starts = st.fixed_dictionaries(
                 "call_control_id": sids(telnyx.CALL_CONTROL_ID),
                 "user_id": sids(telnyx.UUID),
                 "media_format": st.fixed_dictionaries(
-                    {"encoding": st.sampled_from(["PCMU", "PCMA", "G722"]) | json_values,
+                    {"encoding": st.sampled_from(["PCMU", "PCMA", "audio/x-mulaw", "G722"]) | json_values,
                      "sample_rate": st.sampled_from([8000, 16000]) | json_values}
                 ) | json_values,
                 "custom_parameters": st.dictionaries(st.text(max_size=8), st.text(max_size=8)) | json_values,
@@ -165,7 +165,7 @@ plivo_starts = st.fixed_dictionaries(
 @FUZZ
 @given(telnyx_starts | plivo_starts | st.dictionaries(st.text(max_size=8), json_values))
 def test_telnyx_and_plivo_starts_are_parsed_or_refused(event):
-    for parse, ids in ((telnyx.parse_start, telnyx.CALL_CONTROL_ID), (plivo.parse_start, plivo.CALL_UUID)):
+    for parse, ids in ((telnyx.parse_start, telnyx.CALL_ID), (plivo.parse_start, plivo.CALL_UUID)):
         try:
             opening = parse(event)
         except AdmissionRefused:

@@ -22,14 +22,19 @@ TEST_ACCOUNT_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
 class TelnyxCaller(Dialect):
     carrier = "telnyx"
 
-    def __init__(self, signing_key: Ed25519PrivateKey | None = None, account_id: str = "") -> None:
+    def __init__(
+        self, signing_key: Ed25519PrivateKey | None = None, account_id: str = "", older_forms: bool = False
+    ) -> None:
         self._signing_key = signing_key
         self._account_id = account_id or TEST_ACCOUNT_ID
+        self._older_forms = older_forms  # the older documented forms: a bare UUID call id, "audio/x-mulaw"
         self.encoding = "PCMU"
 
     def new_ids(self) -> CallIds:
-        call_control_id = "v3:" + base64.urlsafe_b64encode(uuid.uuid4().bytes * 2).decode().rstrip("=")
-        return CallIds(call_control_id, str(uuid.uuid4()).upper(), self._account_id)
+        call_id = "v3:" + base64.urlsafe_b64encode(uuid.uuid4().bytes * 2).decode().rstrip("=")
+        if self._older_forms:
+            call_id = str(uuid.uuid4())
+        return CallIds(call_id, str(uuid.uuid4()).upper(), self._account_id)
 
     def webhook_form(self, ids: CallIds, direction: str) -> dict[str, str]:
         return {
@@ -54,6 +59,10 @@ class TelnyxCaller(Dialect):
         self.encoding = stream.get("bidirectionalCodec", "PCMU")
         return StreamInvite(url, parameters)
 
+    @property
+    def _wire_encoding(self) -> str:
+        return "audio/x-mulaw" if self._older_forms and self.encoding == "PCMU" else self.encoding
+
     def opening(self, ids: CallIds, invite: StreamInvite) -> list[str]:
         start = {
             "user_id": ids.account_id,
@@ -63,7 +72,7 @@ class TelnyxCaller(Dialect):
             "to": "+15550100001",
             "client_state": None,
             "custom_parameters": invite.parameters,
-            "media_format": {"encoding": self.encoding, "sample_rate": 8000, "channels": 1},
+            "media_format": {"encoding": self._wire_encoding, "sample_rate": 8000, "channels": 1},
         }
         return [
             json.dumps({"event": "connected", "version": "1.0.0"}),

@@ -27,10 +27,14 @@ from agent.telephony.markup import connect_stream
 from agent.telephony.stream_messages import CheckedStreamMessages
 
 TELNYX_RATE = 8000
-ENCODINGS = ("PCMU", "PCMA")
-# Telnyx's ids: a call control id ("v3:" and URL-safe base64), UUIDs for streams and accounts.
+# The stream's media_format.encoding as Telnyx documents it, newer and older ("audio/x-mulaw" in the older streaming
+# example), and the codec it names.
+ENCODINGS = {"PCMU": "PCMU", "PCMA": "PCMA", "audio/x-mulaw": "PCMU"}
+# Telnyx's ids: a call control id ("v3:" and URL-safe base64; the bare UUID of the older TeXML examples is a call
+# id too), UUIDs for streams and accounts.
 CALL_CONTROL_ID = re.compile(r"v[0-9]:[A-Za-z0-9_-]{16,200}")
 UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+CALL_ID = re.compile(f"{CALL_CONTROL_ID.pattern}|{UUID.pattern}")
 SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 
@@ -53,11 +57,13 @@ def parse_start(event: dict[str, Any]) -> StreamOpening:
     if event.get("event") != "start" or not isinstance(start, dict):
         raise TelnyxProtocolError(f"expected 'start', got {str(event.get('event'))[:30]!r}")
     media = start.get("media_format")
-    if not isinstance(media, dict) or media.get("encoding") not in ENCODINGS or media.get("sample_rate") != TELNYX_RATE:
+    named = media.get("encoding") if isinstance(media, dict) else None
+    encoding = ENCODINGS.get(named) if isinstance(named, str) else None  # a list or an object names nothing
+    if encoding is None or not isinstance(media, dict) or media.get("sample_rate") != TELNYX_RATE:
         raise TelnyxProtocolError(f"unsupported media format {str(media)[:80]}; expected PCMU or PCMA at 8000 Hz")
     ids = {"stream_id": event.get("stream_id"), "call_control_id": start.get("call_control_id")}
     ids["user_id"] = start.get("user_id")
-    for (name, value), pattern in zip(ids.items(), (UUID, CALL_CONTROL_ID, UUID), strict=True):
+    for (name, value), pattern in zip(ids.items(), (UUID, CALL_ID, UUID), strict=True):
         if not isinstance(value, str) or not pattern.fullmatch(value):
             raise TelnyxProtocolError(f"'start' with a malformed {name}: {str(value)[:40]!r}", reason="sid_format")
     parameters = start.get("custom_parameters") or {}
@@ -65,7 +71,7 @@ def parse_start(event: dict[str, Any]) -> StreamOpening:
         raise TelnyxProtocolError("'start' with custom_parameters that are not strings")
     return StreamOpening(
         carrier="telnyx", call_id=ids["call_control_id"], stream_id=ids["stream_id"], account_id=ids["user_id"],
-        encoding=media["encoding"], parameters=parameters,
+        encoding=encoding, parameters=parameters,
     )  # fmt: skip
 
 

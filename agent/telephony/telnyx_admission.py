@@ -31,7 +31,7 @@ class TelnyxAdmission(CarrierGate):
     carrier = "telnyx"
     credential = "TELNYX_PUBLIC_KEY"
     call_field = "CallSid"
-    call_id_pattern = telnyx.CALL_CONTROL_ID
+    call_id_pattern = telnyx.CALL_ID
 
     def __init__(
         self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None],
