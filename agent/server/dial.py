@@ -21,10 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent.protocols.http import bounded_body
 from agent.server.access import Access
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
-from agent.server.request_body import bounded_body
 from agent.settings import E164, Settings, number_allowed
 from agent.telephony.carriers import CARRIERS
 from agent.telephony.rest import CarrierError, Outbound

@@ -27,9 +27,8 @@ from loguru import logger
 from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
 
+from agent.protocols.http import bounded_body, is_local_client
 from agent.protocols.websocket_transport import close_if_open
-from agent.server.access import is_local_client
-from agent.server.request_body import bounded_body
 from agent.telephony.admission import AdmissionRefused, StreamTokens
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # the carriers' call webhooks are ~1-2 KB

@@ -19,7 +19,7 @@ from fastapi import Request, WebSocket
 from loguru import logger
 from starlette.datastructures import FormData
 
-from agent.server.access import is_loopback_host
+from agent.protocols.http import is_loopback_host
 from agent.settings import Settings, SettingsError
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
