@@ -1,5 +1,5 @@
 """`voice-agent call`: call a server the way a carrier does (Twilio, Telnyx or Plivo), with a WAV file as the
-caller. The carrier's own protocol is its dialect (`agent/callers/`).
+caller. The carrier's own protocol is its dialect (`agent/telephony/<carrier>/caller.py`).
 
 Given the server's call webhook (an http(s) URL), it first posts the webhook as that carrier does (signed, when it
 holds the carrier's credential), reads the stream URL and its parameters (the call's stream token among them) from
@@ -35,12 +35,11 @@ import numpy as np
 import soxr
 import websockets
 
-from agent.callers.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
-from agent.callers.plivo import PlivoCaller
-from agent.callers.telnyx import TelnyxCaller
-from agent.callers.twilio import TwilioCaller
 from agent.latency.turns import summarize
 from agent.speech.energy import speech_spans
+from agent.telephony.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
+from agent.telephony.registry import CARRIERS
+from agent.telephony.twilio.caller import TwilioCaller
 from pipelines.replay import read_call_wav, write_wav
 
 FRAME_BYTES = int(RATE * FRAME_S)  # one byte a sample in G.711
@@ -116,8 +115,7 @@ class PhoneCallResult:
 def caller_for(carrier: str, **credentials: Any) -> Dialect:
     """A fresh dialect for one call (`credentials`: `auth_token`/`account_sid` for Twilio, `signing_key`/
     `account_id` for Telnyx, `auth_token`/`auth_id` for Plivo)."""
-    dialects = {"twilio": TwilioCaller, "telnyx": TelnyxCaller, "plivo": PlivoCaller}
-    return dialects[carrier](**credentials)
+    return CARRIERS[carrier].caller(**credentials)
 
 
 async def place_call(

@@ -29,9 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.callers.dialect import CallIds, Dialect
 from agent.phone_client import PhoneCallResult, place_call
 from agent.settings import E164
+from agent.telephony.dialect import CallIds, Dialect
 from tests.servers import RunningServer, serving
 
 TWILIO_SID = "AC" + "a" * 32

@@ -20,12 +20,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
 
-from agent.callers.dialect import Dialect
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import caller_for
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
+from agent.telephony.dialect import Dialect
 from tests.carrier_doubles import (
     PLIVO_ID,
     PLIVO_TOKEN,

@@ -20,11 +20,19 @@ from pipecat.utils.asyncio.task_manager import TaskManager
 
 from agent.llm.sse import iter_sse_data
 from agent.protocols.browser import BrowserSerializer
-from agent.telephony import plivo, telnyx
 from agent.telephony.admission import AdmissionRefused
-from agent.telephony.carriers import CARRIERS
 from agent.telephony.gate import StreamOpening
-from agent.telephony.twilio import ACCOUNT_SID, CALL_SID, MEDIA_FORMAT, STREAM_SID, TwilioProtocolError, parse_start
+from agent.telephony.plivo import stream as plivo
+from agent.telephony.registry import CARRIERS
+from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.twilio.stream import (
+    ACCOUNT_SID,
+    CALL_SID,
+    MEDIA_FORMAT,
+    STREAM_SID,
+    TwilioProtocolError,
+    parse_start,
+)
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
-from agent.telephony.twilio import twilio_signature
+from agent.telephony.twilio.stream import twilio_signature
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.conftest import local_settings
 from tests.servers import serving, wait_for

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
-from agent.telephony.twilio import MEDIA_FORMAT
+from agent.telephony.twilio.stream import MEDIA_FORMAT
 
 STREAM_SID = "MZ" + "5" * 32
 CALL_SID = "CA" + "c" * 32

@@ -26,7 +26,7 @@ from agent.server.access import Access
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import E164, Settings, number_allowed
-from agent.telephony.carriers import CARRIERS
+from agent.telephony.registry import CARRIERS
 from agent.telephony.rest import CarrierError, Outbound
 
 MAX_BODY_BYTES = 4096

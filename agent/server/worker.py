@@ -43,8 +43,8 @@ from agent.runtime import AgentRuntime
 from agent.server.calls import InProcessCalls, PhoneCall, ViolationListener
 from agent.settings import Settings
 from agent.telephony.admission import AdmissionRefused
-from agent.telephony.carriers import CARRIERS
 from agent.telephony.gate import OPENING_TIMEOUT_S
+from agent.telephony.registry import CARRIERS
 from pipelines.replay import replay_call, write_wav
 
 REHEARSAL = "Hello, can you hear me?"

@@ -18,9 +18,9 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony import telnyx
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.telnyx import stream as telnyx
 
 STREAM_PATH = "/telnyx/stream"
 

@@ -13,8 +13,8 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite
-from agent.telephony import plivo
+from agent.telephony.dialect import CallIds, Dialect, Incoming, StreamInvite
+from agent.telephony.plivo import stream as plivo
 
 TEST_AUTH_ID = "MA" + "A1B2C3D4E5F6G7H8J9"
 

@@ -23,7 +23,7 @@ from agent.protocols.http import is_loopback_host
 from agent.settings import Settings, SettingsError
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
-from agent.telephony.twilio import CALL_SID, TwilioMediaStreamSerializer, signature_valid
+from agent.telephony.twilio.stream import CALL_SID, TwilioMediaStreamSerializer, signature_valid
 
 STREAM_PATH = "/twilio/stream"
 

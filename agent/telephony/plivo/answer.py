@@ -1,5 +1,5 @@
 """The Plivo bridge (`POST /plivo/voice`, `WS /plivo/stream`, `POST /plivo/amd`): the shared phone routes
-(`phone_routes.py`) with Plivo's gate (`agent/telephony/plivo_admission.py`) and answer XML, and the two documents
+(`agent/server/phone_routes.py`) with Plivo's gate (`gate.py`) and answer XML, and the two documents
 Plivo fetches when the call is redirected through its transfer API (signed like every Plivo request):
 
 - `POST /plivo/transfer?to=<number>`: `<Dial>` to the number, which must pass DIAL_ALLOWLIST;
@@ -14,12 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from agent.server.phone_routes import XML, Bridge, MachineAction
 from agent.settings import Settings, number_allowed
-from agent.telephony import plivo
 from agent.telephony.admission import StreamTokens
-from agent.telephony.plivo_admission import PlivoAdmission
-from agent.telephony.plivo_rest import TRANSFER_PATH, VOICEMAIL_PATH
+from agent.telephony.bridge import XML, Bridge, MachineAction
+from agent.telephony.plivo import stream as plivo
+from agent.telephony.plivo.gate import PlivoAdmission
+from agent.telephony.plivo.rest import TRANSFER_PATH, VOICEMAIL_PATH
 
 BEEP_WAIT_S = 30  # the longest a voicemail greeting is waited for
 

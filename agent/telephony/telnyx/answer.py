@@ -1,5 +1,5 @@
 """The Telnyx bridge (`POST /telnyx/voice`, `WS /telnyx/stream`, `POST /telnyx/amd`): the shared phone routes
-(`phone_routes.py`) with Telnyx's gate (`agent/telephony/telnyx_admission.py`) and TeXML, in TELNYX_CODEC both
+(`agent/server/phone_routes.py`) with Telnyx's gate (`gate.py`) and TeXML, in TELNYX_CODEC both
 ways."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 from starlette.datastructures import FormData
 
-from agent.server.phone_routes import Bridge, answered_by_action
 from agent.settings import Settings
 from agent.telephony.admission import StreamTokens
+from agent.telephony.bridge import Bridge, answered_by_action
 from agent.telephony.markup import reject
-from agent.telephony.telnyx import answer_texml
-from agent.telephony.telnyx_admission import TelnyxAdmission
+from agent.telephony.telnyx.gate import TelnyxAdmission
+from agent.telephony.telnyx.stream import answer_texml
 
 
 def telnyx_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:

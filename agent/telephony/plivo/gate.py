@@ -17,9 +17,9 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony import plivo
 from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.plivo import stream as plivo
 
 STREAM_PATH = "/plivo/stream"
 
