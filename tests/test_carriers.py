@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import call_unless_rejected, caller_for, place_call, run_call, to_phone_rate
 from agent.server.app import create_app
-from agent.telephony.admission import StreamTokens
 from agent.telephony.dialect import CallIds, StreamInvite
 from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.tokens import StreamTokens
 from tests.audio import build_call, load, transcripts, word_error_rate
 from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN
 from tests.conftest import local_settings

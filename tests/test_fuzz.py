@@ -20,11 +20,11 @@ from pipecat.utils.asyncio.task_manager import TaskManager
 
 from agent.llm.sse import iter_sse_data
 from agent.protocols.browser import BrowserSerializer
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
 from agent.telephony.plivo import stream as plivo
 from agent.telephony.registry import CARRIERS
 from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.tokens import GateRefused
 from agent.telephony.twilio.stream import (
     ACCOUNT_SID,
     CALL_SID,
@@ -147,7 +147,7 @@ def test_telnyx_and_plivo_starts_are_parsed_or_refused(event):
     for parse, ids in ((telnyx.parse_start, telnyx.CALL_CONTROL_ID), (plivo.parse_start, plivo.CALL_UUID)):
         try:
             opening = parse(event)
-        except AdmissionRefused:
+        except GateRefused:
             continue
         assert ids.fullmatch(opening.call_id) and all(isinstance(v, str) for v in opening.parameters.values())
 

@@ -29,7 +29,7 @@ from starlette.routing import Route
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
 from agent.settings import SettingsError
-from agent.telephony.admission import StreamTokens
+from agent.telephony.tokens import StreamTokens
 from agent.telephony.twilio.stream import twilio_signature
 from tests.audio import build_call, load
 from tests.conftest import local_settings

@@ -1,6 +1,6 @@
 """The phone side of the server: every carrier's bridge (one per entry of `agent/telephony/registry.py`) and
 outbound dialling, sharing one set of per-call stream tokens and one place where phone calls take their slots from
-the admission (`phone_slots.py`). A webhook a carrier's gate refuses (`AdmissionRefused`) is answered with its
+the admission (`phone_slots.py`). A webhook a carrier's gate refuses (`GateRefused`) is answered with its
 status and a message that holds no secret."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from agent.server.metrics import TurnMetrics
 from agent.server.phone_routes import add_phone_routes
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
-from agent.telephony.admission import AdmissionRefused, StreamTokens
 from agent.telephony.registry import CARRIERS
+from agent.telephony.tokens import GateRefused, StreamTokens
 
 
 async def refused_webhook(request: Request, refused: Exception) -> Response:
-    assert isinstance(refused, AdmissionRefused)
+    assert isinstance(refused, GateRefused)
     return Response(str(refused), status_code=refused.status)
 
 
@@ -29,7 +29,7 @@ def add_carrier_routes(
 ) -> PhoneSlots:
     tokens = StreamTokens.from_settings(settings)
     slots = PhoneSlots(admission, settings.dial_timeout_seconds + ANSWER_MARGIN_S)
-    app.add_exception_handler(AdmissionRefused, refused_webhook)
+    app.add_exception_handler(GateRefused, refused_webhook)
     on_refused = metrics.refusal_counter("phone")
     for carrier in CARRIERS.values():
         add_phone_routes(app, carrier.bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)

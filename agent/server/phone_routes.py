@@ -43,7 +43,7 @@ def add_phone_routes(
     @app.post(f"/{name}/voice")
     @app.post(f"/{name}/voice/{{instance}}")
     async def call_webhook(request: Request) -> Response:
-        form = await gate.webhook(request)  # AdmissionRefused: answered with its status (carriers.py)
+        form = await gate.webhook(request)  # GateRefused: answered with its status (carriers.py)
         call_id, dial_id = gate.call_id(form), request.query_params.get("dial")
         outbound = slots.outbound(dial_id)
         if not outbound and not slots.reserve_incoming(call_id):

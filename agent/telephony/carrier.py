@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
 from agent.telephony.bridge import Bridge
 from agent.telephony.dialect import Dialect
 from agent.telephony.gate import StreamOpening
 from agent.telephony.rest import CallControl, CarrierApi
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import StreamTokens
 
 CARRIER_RATE = 8000  # every carrier streams 8 kHz narrowband audio
 

@@ -15,11 +15,11 @@ from fastapi.responses import Response
 from starlette.datastructures import FormData
 
 from agent.settings import Settings, number_allowed
-from agent.telephony.admission import StreamTokens
 from agent.telephony.bridge import XML, Bridge, MachineAction
 from agent.telephony.plivo import stream as plivo
-from agent.telephony.plivo.gate import PlivoAdmission
+from agent.telephony.plivo.gate import PlivoGate
 from agent.telephony.plivo.rest import TRANSFER_PATH, VOICEMAIL_PATH
+from agent.telephony.tokens import StreamTokens
 
 BEEP_WAIT_S = 30  # the longest a voicemail greeting is waited for
 
@@ -35,20 +35,20 @@ def answer(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
 
 
 def plivo_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
-    admission = PlivoAdmission(settings, tokens, on_refused)
+    gate = PlivoGate(settings, tokens, on_refused)
 
     def add_documents(app: FastAPI) -> None:
         @app.post(TRANSFER_PATH)
         async def transfer_xml(request: Request) -> Response:
             number = request.query_params.get("to", "")
-            await admission.webhook(request)
+            await gate.webhook(request)
             if not number_allowed(number, settings.dial_prefixes):
-                raise admission.refuse("dial_allowlist", f"a transfer to {number[:20]!r}, not in DIAL_ALLOWLIST")
+                raise gate.refuse("dial_allowlist", f"a transfer to {number[:20]!r}, not in DIAL_ALLOWLIST")
             return Response(plivo.dial_xml(number), media_type=XML)
 
         @app.post(VOICEMAIL_PATH)
         async def voicemail_xml(request: Request) -> Response:
-            await admission.webhook(request)
+            await gate.webhook(request)
             return Response(plivo.voicemail_xml(settings.voicemail_message, BEEP_WAIT_S), media_type=XML)
 
-    return Bridge(admission, answer, plivo.hangup_xml("busy"), machine_action, add_routes=add_documents)
+    return Bridge(gate, answer, plivo.hangup_xml("busy"), machine_action, add_routes=add_documents)

@@ -17,14 +17,14 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.plivo import stream as plivo
+from agent.telephony.tokens import StreamTokens
 
 STREAM_PATH = "/plivo/stream"
 
 
-class PlivoAdmission(CarrierGate):
+class PlivoGate(CarrierGate):
     """Checks Plivo's webhooks and streams (see the module docstring)."""
 
     carrier = "plivo"

@@ -22,9 +22,9 @@ from xml.sax.saxutils import escape, quoteattr
 
 from pipecat.serializers.plivo import PlivoFrameSerializer
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import TOKEN_PARAMETER, StreamOpening
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import GateRefused
 
 PLIVO_RATE = 8000
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
@@ -37,7 +37,7 @@ NONCE_HEADER = "x-plivo-signature-v3-nonce"
 XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
-class PlivoProtocolError(AdmissionRefused):
+class PlivoProtocolError(GateRefused):
     """The peer did not open the stream the way Plivo does."""
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
 from agent.telephony.bridge import Bridge, answered_by_action
 from agent.telephony.markup import reject
-from agent.telephony.telnyx.gate import TelnyxAdmission
+from agent.telephony.telnyx.gate import TelnyxGate
 from agent.telephony.telnyx.stream import answer_texml
+from agent.telephony.tokens import StreamTokens
 
 
 def telnyx_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
     def answer(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
         return answer_texml(stream_url, parameters, settings.telnyx_codec)
 
-    admission = TelnyxAdmission(settings, tokens, on_refused)
-    return Bridge(admission, answer=answer, busy=reject("busy"), machine_action=answered_by_action)
+    gate = TelnyxGate(settings, tokens, on_refused)
+    return Bridge(gate, answer=answer, busy=reject("busy"), machine_action=answered_by_action)

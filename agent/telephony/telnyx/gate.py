@@ -18,14 +18,14 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.tokens import StreamTokens
 
 STREAM_PATH = "/telnyx/stream"
 
 
-class TelnyxAdmission(CarrierGate):
+class TelnyxGate(CarrierGate):
     """Checks Telnyx's webhooks and streams (see the module docstring)."""
 
     carrier = "telnyx"

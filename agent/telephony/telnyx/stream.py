@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from loguru import logger
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
 from agent.telephony.markup import connect_stream
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import GateRefused
 
 TELNYX_RATE = 8000
 ENCODINGS = ("PCMU", "PCMA")
@@ -35,7 +35,7 @@ SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 
 
-class TelnyxProtocolError(AdmissionRefused):
+class TelnyxProtocolError(GateRefused):
     """The peer did not open the stream the way Telnyx does."""
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:

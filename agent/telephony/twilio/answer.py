@@ -9,10 +9,10 @@ from collections.abc import Callable
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
 from agent.telephony.bridge import Bridge, answered_by_action
 from agent.telephony.markup import connect_stream, reject
-from agent.telephony.twilio.gate import TwilioAdmission
+from agent.telephony.tokens import StreamTokens
+from agent.telephony.twilio.gate import TwilioGate
 
 
 def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
@@ -21,5 +21,5 @@ def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) ->
 
 
 def twilio_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
-    admission = TwilioAdmission.from_settings(settings, on_refused, tokens)
-    return Bridge(admission, answer=answer_twiml, busy=reject("busy"), machine_action=answered_by_action)
+    gate = TwilioGate.from_settings(settings, on_refused, tokens)
+    return Bridge(gate, answer=answer_twiml, busy=reject("busy"), machine_action=answered_by_action)
