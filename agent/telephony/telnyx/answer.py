@@ -10,10 +10,14 @@ from starlette.datastructures import FormData
 
 from agent.settings import Settings
 from agent.telephony.bridge import Bridge, answered_by_action
-from agent.telephony.markup import reject
+from agent.telephony.markup import connect_stream, reject
 from agent.telephony.telnyx.gate import TelnyxGate
-from agent.telephony.telnyx.stream import answer_texml
 from agent.telephony.tokens import StreamTokens
+
+
+def answer_texml(stream_url: str, parameters: dict[str, str], codec: str) -> str:
+    """The TeXML that connects a call to our stream, both ways, in `codec`."""
+    return connect_stream(stream_url, parameters, bidirectionalMode="rtp", bidirectionalCodec=codec, codec=codec)
 
 
 def telnyx_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:

@@ -22,7 +22,6 @@ from loguru import logger
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
 
 from agent.telephony.gate import StreamOpening
-from agent.telephony.markup import connect_stream
 from agent.telephony.stream_messages import CheckedStreamMessages
 from agent.telephony.tokens import GateRefused
 
@@ -40,11 +39,6 @@ class TelnyxProtocolError(GateRefused):
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:
         super().__init__(reason, detail)
-
-
-def answer_texml(stream_url: str, parameters: dict[str, str], codec: str) -> str:
-    """The TeXML that connects a call to our stream, both ways, in `codec`."""
-    return connect_stream(stream_url, parameters, bidirectionalMode="rtp", bidirectionalCodec=codec, codec=codec)
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:
