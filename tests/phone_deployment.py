@@ -26,6 +26,7 @@ from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
 from agent.telephony.dialect import Dialect
+from agent.telephony.registry import CARRIERS as REGISTRY
 from tests.carrier_doubles import (
     PLIVO_ID,
     PLIVO_TOKEN,
@@ -42,7 +43,7 @@ from tests.carrier_doubles import (
 from tests.conftest import local_settings
 from tests.servers import RunningServer, free_port, serving
 
-CARRIERS = ("twilio", "telnyx", "plivo")
+CARRIERS = tuple(REGISTRY)
 OPERATOR_TOKEN = "operator-token-of-the-test-deployment"
 TOKEN_SECRET = "stream-token-secret-0123456789abcdef"
 TRANSFER_NUMBER = "+15550009999"
