@@ -43,13 +43,13 @@ from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
 from agent.telephony.registry import CARRIERS
+from bench.audio import word_error_rate
 from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers, read_fixture
 from bench.provider_sim import ProviderSim
+from bench.serving import serving
 from bench.vanilla import build_vanilla_call
 from pipelines.replay import replay_call
 from pipelines.voice import build_voice_call
-from tests.audio import word_error_rate
-from tests.servers import serving
 
 ANSWER = "Sure, that is an easy one. Here is a short answer for you."
 GAP_S = 4.5

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from agent.phone_client import PhoneCallResult, place_call
 from agent.settings import E164
 from agent.telephony.dialect import CallIds, Dialect
-from tests.servers import RunningServer, serving
+from bench.serving import RunningServer, serving
 
 TWILIO_SID = "AC" + "a" * 32
 TWILIO_TOKEN = "twilio-auth-token-of-the-test-account"

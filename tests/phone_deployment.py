@@ -27,6 +27,8 @@ from agent.server.app import create_app
 from agent.settings import Settings
 from agent.telephony.dialect import Dialect
 from agent.telephony.registry import CARRIERS as REGISTRY
+from bench.server_process import free_port
+from bench.serving import RunningServer, serving
 from tests.carrier_doubles import (
     PLIVO_ID,
     PLIVO_TOKEN,
@@ -41,7 +43,6 @@ from tests.carrier_doubles import (
     TwilioDouble,
 )
 from tests.conftest import local_settings
-from tests.servers import RunningServer, free_port, serving
 
 CARRIERS = tuple(REGISTRY)
 OPERATOR_TOKEN = "operator-token-of-the-test-deployment"

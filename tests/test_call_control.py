@@ -21,7 +21,7 @@ from agent.llm.simulator import ProviderSim
 from agent.phone_client import place_call
 from agent.telephony.keypad import Keypad
 from agent.telephony.registry import CARRIERS as REGISTRY
-from tests.audio import build_call, word_error_rate
+from bench.audio import build_call, word_error_rate
 from tests.phone_deployment import SIM_ANSWER, TRANSFER_NUMBER, phone_deployment, simulated_runtime
 from tests.servers import wait_for
 

@@ -18,7 +18,7 @@ from agent.telephony.plivo import stream as plivo
 from agent.telephony.rest import CarrierError, RestClient
 from agent.telephony.telnyx import stream as telnyx
 from agent.telephony.telnyx.rest import TelnyxApi
-from tests.servers import serving
+from bench.serving import serving
 
 PLIVO_CASES = [
     ("https://agent.example.com/plivo/voice", {"CallUUID": "c1", "From": "15550100000", "Event": "StartApp"}),

@@ -30,11 +30,12 @@ from agent.telephony.dialect import CallIds, StreamInvite
 from agent.telephony.registry import CARRIERS as REGISTRY
 from agent.telephony.telnyx import stream as telnyx
 from agent.telephony.tokens import StreamTokens
-from tests.audio import build_call, load, transcripts, word_error_rate
+from bench.audio import build_call, load, transcripts, word_error_rate
+from bench.serving import serving
 from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN
 from tests.conftest import local_settings
 from tests.phone_deployment import SIM_ANSWER, TELNYX_SIGNING_KEY, TOKEN_SECRET, phone_deployment, simulated_runtime
-from tests.servers import serving, wait_for
+from tests.servers import wait_for
 
 CARRIERS = list(REGISTRY)
 GATED = ["telnyx", "plivo"]  # the gate tests below; Twilio's gate has its own in test_phone_security.py

@@ -6,7 +6,7 @@ import json
 import subprocess
 import wave
 
-from tests.audio import build_call
+from bench.audio import build_call
 
 
 def test_replay_command_prints_each_turn_and_writes_report_and_audio(tmp_path):

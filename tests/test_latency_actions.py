@@ -12,9 +12,9 @@ from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.speech.energy import speech_spans
 from agent.turns.end_of_turn import voice_wait, word_wait
+from bench.audio import RATE, build_call, load
 from bench.calls import build_call as build_paused_call
 from pipelines.replay import replay_call
-from tests.audio import RATE, build_call, load
 from tests.conftest import local_settings
 
 

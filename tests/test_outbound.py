@@ -22,7 +22,7 @@ from agent.server.admission import Admission
 from agent.server.phone_slots import PhoneSlots
 from agent.telephony.gate import StreamOpening
 from agent.telephony.registry import CARRIERS as REGISTRY
-from tests.audio import build_call
+from bench.audio import build_call
 from tests.conftest import local_settings
 from tests.phone_deployment import (
     FROM_NUMBER,

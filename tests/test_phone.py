@@ -19,10 +19,11 @@ from starlette.routing import Route
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
 from agent.telephony.twilio.stream import twilio_signature
-from tests.audio import build_call, load
+from bench.audio import build_call, load
+from bench.serving import serving
+from bench.twilio_wire import ACCOUNT_SID, CALL_SID, media_message, start_message
 from tests.conftest import local_settings
-from tests.servers import serving, wait_for
-from tests.twilio_wire import ACCOUNT_SID, CALL_SID, media_message, start_message
+from tests.servers import wait_for
 
 
 async def http_get(url: str) -> httpx.Response:

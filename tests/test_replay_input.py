@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from bench.audio import write
 from pipelines.replay import ReplayInputError, read_call_wav
-from tests.audio import write
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

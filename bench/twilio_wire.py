@@ -1,4 +1,5 @@
-"""Twilio Media Streams messages as Twilio sends them, for tests that drive the stream by hand."""
+"""Twilio Media Streams messages as Twilio sends them, for the tests and benchmarks that drive the stream
+by hand."""
 
 from __future__ import annotations
 
