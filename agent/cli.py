@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.llm import bench as bench_llm
+from agent import llm_bench as bench_llm
 from agent.settings import Settings, SettingsError
 from agent.telephony.registry import CARRIERS  # the carriers whose protocol `call` speaks and `dial` calls through
 
