@@ -134,8 +134,9 @@ async def open_admitted(deployment, carrier: str) -> tuple[websockets.ClientConn
     ids and the opening messages (as a listener on the wire would capture them)."""
     caller = deployment.caller(carrier)
     ids = caller.new_ids()
-    opening = caller.opening(ids, await caller.invite(deployment.webhook(carrier), ids))
-    ws = await websockets.connect(deployment.stream(carrier))
+    invite = await caller.invite(deployment.webhook(carrier), ids)
+    opening = caller.opening(ids, invite)
+    ws = await websockets.connect(invite.url, additional_headers=caller.upgrade_headers(invite.url))  # Twilio signs it
     for message in opening:
         await ws.send(message)
     return ws, ids, opening
