@@ -145,7 +145,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             except Exception:
                 logger.exception("browser: call failed")
 
-    app.state.phone_slots = add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
+    add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
     return app
 
 

@@ -26,7 +26,7 @@ async def refused_webhook(request: Request, refused: Exception) -> Response:
 
 def add_carrier_routes(
     app: FastAPI, settings: Settings, admission: Admission, metrics: TurnMetrics, record_turn: TurnListener
-) -> PhoneSlots:
+) -> None:
     tokens = StreamTokens.from_settings(settings)
     slots = PhoneSlots(admission, settings.dial_timeout_seconds + ANSWER_MARGIN_S)
     app.add_exception_handler(GateRefused, refused_webhook)
@@ -34,4 +34,3 @@ def add_carrier_routes(
     for carrier in CARRIERS.values():
         add_phone_routes(app, carrier.bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)
     add_dial_route(app, settings, slots, metrics)
-    return slots

@@ -56,7 +56,6 @@ class Dialect(ABC):
 
     carrier: str
     encoding: str = "PCMU"
-    sends_stop: bool = True  # False: the carrier ends a stream by closing its socket
     rejection: str = "Reject"  # the verb of an answer that declines the call (`reason="busy"`)
 
     @abstractmethod

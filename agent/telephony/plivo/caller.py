@@ -21,7 +21,6 @@ TEST_AUTH_ID = "MA" + "A1B2C3D4E5F6G7H8J9"
 
 class PlivoCaller(Dialect):
     carrier = "plivo"
-    sends_stop = False
     rejection = "Hangup"
 
     def __init__(self, auth_token: str = "", auth_id: str = "") -> None:

@@ -21,8 +21,6 @@ from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.plivo import stream as plivo
 from agent.telephony.tokens import StreamTokens
 
-STREAM_PATH = "/plivo/stream"
-
 
 class PlivoGate(CarrierGate):
     """Checks Plivo's webhooks and streams (see the module docstring)."""

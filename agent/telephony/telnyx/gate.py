@@ -22,8 +22,6 @@ from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.telnyx import stream as telnyx
 from agent.telephony.tokens import StreamTokens
 
-STREAM_PATH = "/telnyx/stream"
-
 
 class TelnyxGate(CarrierGate):
     """Checks Telnyx's webhooks and streams (see the module docstring)."""

@@ -25,8 +25,6 @@ from agent.telephony.gate import CarrierGate, StreamOpening
 from agent.telephony.tokens import StreamTokens
 from agent.telephony.twilio.stream import CALL_SID, TwilioMediaStreamSerializer, signature_valid
 
-STREAM_PATH = "/twilio/stream"
-
 
 class TwilioGate(CarrierGate):
     """Checks Twilio's webhooks and streams against the mode the settings put the bridge in."""

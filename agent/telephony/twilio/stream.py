@@ -20,7 +20,6 @@ from agent.telephony.gate import StreamOpening
 from agent.telephony.stream_messages import CheckedStreamMessages
 from agent.telephony.tokens import GateRefused
 
-TWILIO_RATE = 8000
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 # Twilio's SIDs: two letters naming the resource, then 32 lowercase hex digits.
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
