@@ -21,7 +21,6 @@ the way the carrier would after a transfer or a voicemail redirect (`hang_up`).
 from __future__ import annotations
 
 import asyncio
-import audioop
 import json
 import time
 import xml.etree.ElementTree as ElementTree
@@ -37,6 +36,7 @@ import websockets
 
 from agent.latency.turns import summarize
 from agent.speech.energy import speech_spans
+from agent.telephony import g711
 from agent.telephony.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
 from agent.telephony.registry import CARRIERS
 from agent.telephony.twilio.caller import TwilioCaller
@@ -48,7 +48,7 @@ NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks start
 
 def to_phone_audio(pcm: bytes, rate: int) -> bytes:
     """16-bit PCM at 16/8 kHz -> 8 kHz mu-law."""
-    return audioop.lin2ulaw(to_phone_rate(pcm, rate), 2)
+    return g711.encode(to_phone_rate(pcm, rate), "PCMU")
 
 
 def to_phone_rate(pcm: bytes, rate: int) -> bytes:
