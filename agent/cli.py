@@ -13,7 +13,10 @@ from loguru import logger
 
 from agent import llm_bench as bench_llm
 from agent.settings import Settings, SettingsError
-from agent.telephony.registry import CARRIERS  # the carriers whose protocol `call` speaks and `dial` calls through
+from agent.telephony.registry import (  # the carriers whose protocol `call` speaks and `dial` calls through
+    CARRIERS,
+    DEFAULT_CARRIER,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     call.add_argument("wav", type=Path)
     call.add_argument(
-        "--carrier", choices=list(CARRIERS), default="twilio", help="the carrier's protocol (default twilio)"
+        "--carrier",
+        choices=list(CARRIERS),
+        default=DEFAULT_CARRIER,
+        help="the carrier's protocol",
     )
     call.add_argument(
         "--url",
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dial = commands.add_parser("dial", help="have a running server call a number (POST /calls with OPERATOR_TOKEN)")
     dial.add_argument("number", help="the number to call, E.164 (e.g. +15551234567); it must match DIAL_ALLOWLIST")
-    dial.add_argument("--carrier", choices=list(CARRIERS), default="twilio", help="the carrier to call through")
+    dial.add_argument("--carrier", choices=list(CARRIERS), default=DEFAULT_CARRIER, help="the carrier to call through")
     dial.add_argument("--greeting", help="what the agent says first (default: DIAL_GREETING)")
     dial.add_argument("--server", default="http://127.0.0.1:7860", help="the server's base URL")
 

@@ -1,7 +1,7 @@
 """The FastAPI app behind `voice-agent serve`.
 
-Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/twilio/...`,
-`/telnyx/...`, `/plivo/...`: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
+Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/<carrier>/...`
+for each carrier of the registry: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
 latencies, each LLM provider's rate limits and failures, refusals, outbound calls, capacity), `/health`
 (liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who may call
 (`server/access.py` for `/ws` and `/metrics`, each carrier's gate, `telephony/gate.py`, for the phone), admits each

@@ -10,6 +10,7 @@ from agent.telephony.plivo.carrier import PLIVO
 from agent.telephony.telnyx.carrier import TELNYX
 from agent.telephony.twilio.carrier import TWILIO
 
-__all__ = ["CARRIERS", "CARRIER_RATE", "Carrier"]
+__all__ = ["CARRIERS", "CARRIER_RATE", "DEFAULT_CARRIER", "Carrier"]
 
 CARRIERS: dict[str, Carrier] = {carrier.name: carrier for carrier in (TWILIO, TELNYX, PLIVO)}
+DEFAULT_CARRIER = TWILIO.name  # where `POST /calls` and `voice-agent call`/`dial` go when no carrier is named
