@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection
 
 from agent.protocols.http import bounded_body, is_local_client
 from agent.protocols.websocket_transport import close_if_open
+from agent.settings import Settings
 from agent.telephony.tokens import GateRefused, StreamTokens
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # the carriers' call webhooks are ~1-2 KB
@@ -67,23 +68,16 @@ class CarrierGate(ABC):
 
     carrier: ClassVar[str]
     credential: ClassVar[str]  # the setting whose absence puts the bridge in unsigned mode
+    account_setting: ClassVar[str]  # the account a stream must belong to, when set
     call_field: ClassVar[str]  # the webhooks' call id field ...
     call_id_pattern: ClassVar[re.Pattern[str]]  # ... and its format (the id ends up in REST URLs)
 
-    def __init__(
-        self,
-        *,
-        signed: bool,
-        allow_unsigned: bool,
-        account_id: str,
-        public_url: str,
-        tokens: StreamTokens,
-        on_refused: Callable[[str], None],
-    ) -> None:
-        self.signed = signed
-        self._open = allow_unsigned
-        self._account_id = account_id
-        self.public_url = public_url.rstrip("/")
+    def __init__(self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> None:
+        """Its settings section: signed when `credential` is set, `<CARRIER>_ALLOW_UNSIGNED`, `account_setting`."""
+        self.signed = bool(getattr(settings, self.credential.lower()))
+        self._open = bool(getattr(settings, f"{self.carrier}_allow_unsigned"))
+        self._account_id = str(getattr(settings, self.account_setting.lower()))
+        self.public_url = settings.public_url.rstrip("/")
         self._tokens = tokens
         self._on_refused = on_refused
 

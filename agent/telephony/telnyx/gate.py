@@ -28,6 +28,7 @@ class TelnyxGate(CarrierGate):
 
     carrier = "telnyx"
     credential = "TELNYX_PUBLIC_KEY"
+    account_setting = "TELNYX_ACCOUNT_SID"
     call_field = "CallSid"
     call_id_pattern = telnyx.CALL_CONTROL_ID
 
@@ -35,14 +36,7 @@ class TelnyxGate(CarrierGate):
         self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
-        super().__init__(
-            signed=bool(settings.telnyx_public_key),
-            allow_unsigned=settings.telnyx_allow_unsigned,
-            account_id=settings.telnyx_account_sid,
-            public_url=settings.public_url,
-            tokens=tokens,
-            on_refused=on_refused,
-        )
+        super().__init__(settings, tokens, on_refused)
         self._public_key = settings.telnyx_public_key
         self._tolerance_s = settings.telnyx_webhook_tolerance_seconds
         self._clock = clock

@@ -31,18 +31,12 @@ class TwilioGate(CarrierGate):
 
     carrier = "twilio"
     credential = "TWILIO_AUTH_TOKEN"
+    account_setting = "TWILIO_ACCOUNT_SID"
     call_field = "CallSid"
     call_id_pattern = CALL_SID
 
     def __init__(self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> None:
-        super().__init__(
-            signed=bool(settings.twilio_auth_token),
-            allow_unsigned=settings.twilio_allow_unsigned,
-            account_id=settings.twilio_account_sid,
-            public_url=settings.public_url,
-            tokens=tokens,
-            on_refused=on_refused,
-        )
+        super().__init__(settings, tokens, on_refused)
         self._auth_token = settings.twilio_auth_token.get_secret_value()
 
     @classmethod
