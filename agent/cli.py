@@ -11,10 +11,12 @@ from pathlib import Path
 
 from loguru import logger
 
-from agent.llm import bench as bench_llm
+from agent import llm_bench as bench_llm
 from agent.settings import Settings, SettingsError
-
-CARRIERS = ("twilio", "telnyx", "plivo")  # the carriers whose protocol `call` speaks and `dial` calls through
+from agent.telephony.registry import (  # the carriers whose protocol `call` speaks and `dial` calls through
+    CARRIERS,
+    DEFAULT_CARRIER,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         help="call a server as a carrier does with a WAV as the caller (signed with the carrier's credential, if set)",
     )
     call.add_argument("wav", type=Path)
-    call.add_argument("--carrier", choices=CARRIERS, default="twilio", help="the carrier's protocol (default twilio)")
+    call.add_argument(
+        "--carrier",
+        choices=list(CARRIERS),
+        default=DEFAULT_CARRIER,
+        help="the carrier's protocol",
+    )
     call.add_argument(
         "--url",
         help="the server's call webhook (http/https: posted first, like the carrier; default "
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dial = commands.add_parser("dial", help="have a running server call a number (POST /calls with OPERATOR_TOKEN)")
     dial.add_argument("number", help="the number to call, E.164 (e.g. +15551234567); it must match DIAL_ALLOWLIST")
-    dial.add_argument("--carrier", choices=CARRIERS, default="twilio", help="the carrier to call through")
+    dial.add_argument("--carrier", choices=list(CARRIERS), default=DEFAULT_CARRIER, help="the carrier to call through")
     dial.add_argument("--greeting", help="what the agent says first (default: DIAL_GREETING)")
     dial.add_argument("--server", default="http://127.0.0.1:7860", help="the server's base URL")
 
@@ -86,14 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 def _call(settings: Settings, args: argparse.Namespace) -> int:
     from agent.phone_client import caller_for, run_call
 
-    credentials = {
-        "twilio": {
-            "auth_token": settings.twilio_auth_token.get_secret_value(),
-            "account_sid": settings.twilio_account_sid,
-        },
-        "telnyx": {"account_id": settings.telnyx_account_sid},  # Telnyx's signing key is Telnyx's own: unsigned
-        "plivo": {"auth_token": settings.plivo_auth_token.get_secret_value(), "auth_id": settings.plivo_auth_id},
-    }[args.carrier]
+    credentials = CARRIERS[args.carrier].caller_credentials(settings)
     url = args.url or f"http://127.0.0.1:7860/{args.carrier}/voice"
     dialect = caller_for(args.carrier, **credentials)
     return asyncio.run(run_call(args.wav, url, dialect, digits=_digits(args.digits), out=args.out, report=args.report))

@@ -1,5 +1,5 @@
 """`voice-agent call`: call a server the way a carrier does (Twilio, Telnyx or Plivo), with a WAV file as the
-caller. The carrier's own protocol is its dialect (`agent/callers/`).
+caller. The carrier's own protocol is its dialect (`agent/telephony/<carrier>/caller.py`).
 
 Given the server's call webhook (an http(s) URL), it first posts the webhook as that carrier does (signed, when it
 holds the carrier's credential), reads the stream URL and its parameters (the call's stream token among them) from
@@ -21,7 +21,6 @@ the way the carrier would after a transfer or a voicemail redirect (`hang_up`).
 from __future__ import annotations
 
 import asyncio
-import audioop
 import json
 import time
 import xml.etree.ElementTree as ElementTree
@@ -35,12 +34,12 @@ import numpy as np
 import soxr
 import websockets
 
-from agent.callers.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
-from agent.callers.plivo import PlivoCaller
-from agent.callers.telnyx import TelnyxCaller
-from agent.callers.twilio import TwilioCaller
 from agent.latency.turns import summarize
 from agent.speech.energy import speech_spans
+from agent.telephony import g711
+from agent.telephony.dialect import FRAME_S, RATE, CallIds, CallRejected, Dialect, StreamInvite
+from agent.telephony.registry import CARRIERS
+from agent.telephony.twilio.caller import TwilioCaller
 from pipelines.replay import read_call_wav, write_wav
 
 FRAME_BYTES = int(RATE * FRAME_S)  # one byte a sample in G.711
@@ -49,7 +48,7 @@ NEW_REPLY_GAP_S = 0.25  # a pause longer than this between received chunks start
 
 def to_phone_audio(pcm: bytes, rate: int) -> bytes:
     """16-bit PCM at 16/8 kHz -> 8 kHz mu-law."""
-    return audioop.lin2ulaw(to_phone_rate(pcm, rate), 2)
+    return g711.encode(to_phone_rate(pcm, rate), "PCMU")
 
 
 def to_phone_rate(pcm: bytes, rate: int) -> bytes:
@@ -116,8 +115,7 @@ class PhoneCallResult:
 def caller_for(carrier: str, **credentials: Any) -> Dialect:
     """A fresh dialect for one call (`credentials`: `auth_token`/`account_sid` for Twilio, `signing_key`/
     `account_id` for Telnyx, `auth_token`/`auth_id` for Plivo)."""
-    dialects = {"twilio": TwilioCaller, "telnyx": TelnyxCaller, "plivo": PlivoCaller}
-    return dialects[carrier](**credentials)
+    return CARRIERS[carrier].caller(**credentials)
 
 
 async def place_call(

@@ -40,9 +40,9 @@ import httpx
 import websockets
 
 from agent.phone_client import place_call, to_phone_audio
-from tests.audio import build_call, load
-from tests.servers import Loopback, free_port
-from tests.twilio_wire import media_message, start_message
+from bench.audio import build_call, load
+from bench.server_process import Loopback, free_port
+from bench.twilio_wire import media_message, start_message
 
 CALL = [0.5, "ill_disposed.wav", 4.0, "ten_of_clubs.wav", 4.0]
 ABUSE_SPEED = 10

@@ -42,13 +42,14 @@ from agent.phone_client import caller_for, place_call
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
+from agent.telephony.registry import CARRIERS
+from bench.audio import word_error_rate
 from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers, read_fixture
 from bench.provider_sim import ProviderSim
+from bench.serving import serving
 from bench.vanilla import build_vanilla_call
 from pipelines.replay import replay_call
 from pipelines.voice import build_voice_call
-from tests.audio import word_error_rate
-from tests.servers import serving
 
 ANSWER = "Sure, that is an easy one. Here is a short answer for you."
 GAP_S = 4.5
@@ -230,7 +231,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the vanilla pipecat comparison")
     parser.add_argument("--tts", default="hibari", choices=["hibari", "piper"])
     parser.add_argument("--json", type=Path, help="write the full report here")
-    parser.add_argument("--carrier", default="twilio", choices=["twilio", "telnyx", "plivo"], help="stream protocol")
+    parser.add_argument("--carrier", default="twilio", choices=list(CARRIERS), help="stream protocol")
     parser.add_argument("--debug-log", type=Path, help="write the agent's DEBUG log here (each turn's STT, waits)")
     args = parser.parse_args(argv)
     logger.remove()

@@ -31,11 +31,11 @@ from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
-from agent.telephony.carriers import CARRIER_RATE, CARRIERS
 from agent.telephony.gate import StreamOpening
 from agent.telephony.keypad import Keypad, KeypadObserver
 from agent.telephony.line import PhoneLineSerializer
 from agent.telephony.marks import UtteranceMarks
+from agent.telephony.registry import CARRIER_RATE, CARRIERS
 from agent.telephony.transfer import Transfer
 from agent.tools.phone import phone_tools
 from pipelines.live import LiveCalls

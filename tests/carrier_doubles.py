@@ -29,10 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from agent.callers.dialect import CallIds, Dialect
 from agent.phone_client import PhoneCallResult, place_call
 from agent.settings import E164
-from tests.servers import RunningServer, serving
+from agent.telephony.dialect import CallIds, Dialect
+from bench.serving import RunningServer, serving
 
 TWILIO_SID = "AC" + "a" * 32
 TWILIO_TOKEN = "twilio-auth-token-of-the-test-account"

@@ -20,12 +20,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import SecretStr
 
-from agent.callers.dialect import Dialect
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import caller_for
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
+from agent.telephony.dialect import Dialect
+from agent.telephony.registry import CARRIERS as REGISTRY
+from bench.server_process import free_port
+from bench.serving import RunningServer, serving
 from tests.carrier_doubles import (
     PLIVO_ID,
     PLIVO_TOKEN,
@@ -40,9 +43,8 @@ from tests.carrier_doubles import (
     TwilioDouble,
 )
 from tests.conftest import local_settings
-from tests.servers import RunningServer, free_port, serving
 
-CARRIERS = ("twilio", "telnyx", "plivo")
+CARRIERS = tuple(REGISTRY)
 OPERATOR_TOKEN = "operator-token-of-the-test-deployment"
 TOKEN_SECRET = "stream-token-secret-0123456789abcdef"
 TRANSFER_NUMBER = "+15550009999"

@@ -17,10 +17,11 @@ from pydantic import SecretStr
 from agent.server.access_log import LOGGERS, redacted
 from agent.server.app import create_app
 from agent.settings import SettingsError
-from tests.audio import load
+from bench.audio import load
+from bench.serving import serving
 from tests.conftest import local_settings
 from tests.memory import memory_growth
-from tests.servers import send_in_real_time, send_until_cut, serving, wait_for
+from tests.servers import send_in_real_time, send_until_cut, wait_for
 
 TOKEN = "page-access-token-4d1f9a0c2b7e"
 FORWARDED = {"X-Forwarded-For": "203.0.113.9"}  # what a tunnel or proxy on this machine adds

@@ -21,9 +21,10 @@ from agent.server.app import create_app
 from agent.server.lifecycle import drain
 from agent.server.machine import CpuMeter
 from agent.speech.phrases import DRAIN_GOODBYE
-from tests.audio import build_call, voiced_spans, word_error_rate
+from bench.audio import build_call, voiced_spans, word_error_rate
+from bench.serving import serving
 from tests.conftest import local_settings
-from tests.servers import serving, wait_for
+from tests.servers import wait_for
 
 
 class Clock:

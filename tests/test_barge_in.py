@@ -10,8 +10,8 @@ from pydantic import SecretStr
 
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
+from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
-from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ from playwright.async_api import async_playwright
 from pydantic import SecretStr
 
 from agent.server.app import create_app
-from tests.audio import build_call, transcripts, word_error_rate
+from bench.audio import build_call, transcripts, word_error_rate
+from bench.serving import serving
 from tests.conftest import local_settings
-from tests.servers import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

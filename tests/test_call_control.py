@@ -20,11 +20,12 @@ import pytest
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import place_call
 from agent.telephony.keypad import Keypad
-from tests.audio import build_call, word_error_rate
+from agent.telephony.registry import CARRIERS as REGISTRY
+from bench.audio import build_call, word_error_rate
 from tests.phone_deployment import SIM_ANSWER, TRANSFER_NUMBER, phone_deployment, simulated_runtime
 from tests.servers import wait_for
 
-CARRIERS = ["twilio", "telnyx", "plivo"]
+CARRIERS = list(REGISTRY)
 
 
 class Entries:

@@ -14,10 +14,11 @@ from plivo.utils.signature_v3 import validate_v3_signature
 from pydantic import SecretStr
 
 from agent.settings import Settings, SettingsError, number_allowed
-from agent.telephony import plivo, telnyx
+from agent.telephony.plivo import stream as plivo
 from agent.telephony.rest import CarrierError, RestClient
-from agent.telephony.telnyx_rest import TelnyxApi
-from tests.servers import serving
+from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.telnyx.rest import TelnyxApi
+from bench.serving import serving
 
 PLIVO_CASES = [
     ("https://agent.example.com/plivo/voice", {"CallUUID": "c1", "From": "15550100000", "Event": "StartApp"}),

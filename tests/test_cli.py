@@ -8,7 +8,7 @@ import wave
 
 import pytest
 
-from tests.audio import build_call
+from bench.audio import build_call
 
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 

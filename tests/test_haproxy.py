@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from agent.phone_client import place_call
+from bench.audio import build_call
 from bench.provider_sim import ProviderSim
 from bench.server_process import ROOT, agent_process, free_port, on_simulator
-from tests.audio import build_call
 from tests.servers import wait_until
 
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"

@@ -11,9 +11,9 @@ from pydantic import SecretStr
 
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
+from bench.audio import build_call
 from bench.calls import build_call as build_paused_call
 from pipelines.replay import replay_call
-from tests.audio import build_call
 from tests.conftest import local_settings
 from tests.llm_stage import answer_frames, spoken, stats_of
 

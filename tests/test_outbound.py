@@ -22,7 +22,8 @@ from agent.server.admission import Admission
 from agent.server.phone_slots import PhoneSlots
 from agent.server.rate_limit import MAX_KEYS, RateLimit
 from agent.telephony.gate import StreamOpening
-from tests.audio import build_call
+from agent.telephony.registry import CARRIERS as REGISTRY
+from bench.audio import build_call
 from tests.conftest import local_settings
 from tests.phone_deployment import (
     FROM_NUMBER,
@@ -34,7 +35,7 @@ from tests.phone_deployment import (
 )
 from tests.servers import wait_for
 
-CARRIERS = ["twilio", "telnyx", "plivo"]
+CARRIERS = list(REGISTRY)
 GREETING = "Hello, this is the booking assistant calling about your table."
 CALLEE = "+15551234567"
 ROOT = Path(__file__).resolve().parents[1]

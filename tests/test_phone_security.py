@@ -29,13 +29,14 @@ from starlette.routing import Route
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
 from agent.settings import SettingsError
-from agent.telephony.admission import StreamTokens
-from agent.telephony.twilio import twilio_signature
-from tests.audio import build_call, load
+from agent.telephony.tokens import StreamTokens
+from agent.telephony.twilio.stream import twilio_signature
+from bench.audio import build_call, load
+from bench.serving import serving
+from bench.twilio_wire import ACCOUNT_SID, STREAM_SID, media_message, start_message
 from tests.conftest import local_settings
 from tests.memory import memory_growth
-from tests.servers import send_in_real_time, send_until_cut, serving, wait_for
-from tests.twilio_wire import ACCOUNT_SID, STREAM_SID, media_message, start_message
+from tests.servers import send_in_real_time, send_until_cut, wait_for
 
 AUTH_TOKEN = "twilio-auth-token-of-the-test-account"
 TOKEN_SECRET = "stream-token-secret-0123456789abcdef"

@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
+from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
-from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
 from tests.llm_stage import answer_frames, spoken, stats_of
 from tests.servers import wait_for

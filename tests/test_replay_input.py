@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from bench.audio import write
 from pipelines.replay import ReplayInputError, read_call_wav
-from tests.audio import write
 
 pytestmark = pytest.mark.process
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agent.speech.energy import speech_spans
+from bench.audio import build_call, transcripts, voiced_spans, word_error_rate
 from pipelines.replay import read_call_wav, replay_call
-from tests.audio import build_call, transcripts, voiced_spans, word_error_rate
 
 pytestmark = pytest.mark.slow
 

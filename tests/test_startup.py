@@ -18,10 +18,10 @@ from agent.llm.providers import chain_names, primary_name, provider_for
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.settings import Settings, SettingsError
+from bench.audio import build_call, voiced_spans
+from bench.server_process import free_port
 from pipelines.replay import replay_call
-from tests.audio import build_call, voiced_spans
 from tests.conftest import local_settings
-from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_PORT_URL = "http://127.0.0.1:9/v1"  # nothing listens on the discard port

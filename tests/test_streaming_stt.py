@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from agent.runtime import AgentRuntime
+from bench.audio import build_call, transcripts, word_error_rate
 from pipelines.replay import replay_call
-from tests.audio import build_call, transcripts, word_error_rate
 from tests.conftest import local_settings
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from agent.llm.client import NO_TOOLS_NOTE
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.tools.registry import Tool, ToolRegistry
+from bench.audio import build_call
 from pipelines.replay import replay_call
-from tests.audio import build_call
 from tests.conftest import local_settings
 
 pytestmark = pytest.mark.slow

@@ -16,9 +16,9 @@ from pydantic import SecretStr
 from agent.llm.client import ChatCompletionClient, StreamStats
 from agent.llm.providers import provider_for
 from agent.llm.simulator import ProviderSim
-from agent.llm.tool_calls import MAX_ARGUMENT_CHARS, ToolCall, ToolCallAssembler
 from agent.settings import Settings, SettingsError
 from agent.tools.booking import BookingStore, booking_tool
+from agent.tools.calls import MAX_ARGUMENT_CHARS, ToolCall, ToolCallAssembler
 from agent.tools.catalog import build_registry
 from agent.tools.clock import clock_tool, current_time
 from agent.tools.registry import Tool, ToolRegistry

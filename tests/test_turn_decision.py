@@ -14,10 +14,10 @@ from agent.runtime import AgentRuntime
 from agent.speech.energy import speech_spans
 from agent.turns.decision import RULE, TurnEvidence, TurnRule, log_odds
 from agent.turns.words import normalize
+from bench.audio import FIXTURES, RATE, load
 from bench.calls import build_call as build_paused_call
 from bench.turn_corpus import PHONE_RATE, phone_line
 from pipelines.replay import replay_call
-from tests.audio import FIXTURES, RATE, load
 from tests.conftest import local_settings
 
 DEFAULT = replace(RULE, threshold=local_settings().end_of_turn_threshold)

@@ -8,7 +8,7 @@ import soxr
 
 from agent.speech.energy import speech_spans
 from agent.speech.voices import load_voice
-from tests.audio import word_error_rate
+from bench.audio import word_error_rate
 
 TEXT = "The weather is lovely today, so let us go for a walk."
 

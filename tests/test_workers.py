@@ -19,13 +19,13 @@ from agent.phone_client import caller_for, place_call
 from agent.runtime import AgentRuntime
 from agent.server.machine import process_tree, tree_pss_bytes
 from agent.server.metrics import ProviderReading, combine_readings
+from bench.audio import build_call
 from bench.provider_sim import ProviderSim
 from bench.server_process import agent_process, cmdline, free_port, on_simulator
-from tests.audio import build_call
+from bench.twilio_wire import start_message
 from tests.carrier_doubles import PLIVO_ID, PLIVO_TOKEN, PlivoDouble
 from tests.conftest import local_settings
 from tests.servers import wait_until
-from tests.twilio_wire import start_message
 
 pytestmark = pytest.mark.process
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.llm.errors import ProviderError, classify, error_details
 from agent.llm.providers import KeyPath, Platform
-from agent.llm.tool_calls import ToolCall, ToolCallAssembler
+from agent.tools.calls import ToolCall, ToolCallAssembler
 
 
 @dataclass

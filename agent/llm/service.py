@@ -43,8 +43,8 @@ from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
 from agent.llm.client import ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.race import AnswerRace
-from agent.llm.tool_calls import ToolCall
 from agent.text import count_sentences
+from agent.tools.calls import ToolCall
 from agent.tools.registry import ToolRegistry, ToolResult
 
 REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it

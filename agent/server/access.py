@@ -11,32 +11,14 @@ The Origin check in front of `/ws` stays, but it only stops other web pages: any
 from __future__ import annotations
 
 import hmac
-import ipaddress
 
 from pydantic import SecretStr
 from starlette.requests import HTTPConnection
 
+from agent.protocols.http import is_local_client
+
 PAGE_SUBPROTOCOL = "voice-agent"
 TOKEN_SUBPROTOCOL_PREFIX = "access-token."
-FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip", "cf-connecting-ip", "true-client-ip")
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a listen address or host name is this machine only (0.0.0.0 and :: are every interface)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_local_client(connection: HTTPConnection) -> bool:
-    """Whether the peer is on this machine and no proxy forwarded the request for someone else."""
-    client = connection.client
-    if client is None or not is_loopback_host(client.host):
-        return False
-    return not any(name in connection.headers for name in FORWARDING_HEADERS)
 
 
 class Access:

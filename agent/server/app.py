@@ -1,7 +1,7 @@
 """The FastAPI app behind `voice-agent serve`.
 
-Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/twilio/...`,
-`/telnyx/...`, `/plivo/...`: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
+Routes: `/` the demo page (from `web/`), `/ws` the page's call socket, the phone bridges (`/<carrier>/...`
+for each carrier of the registry: `server/carriers.py`) and `POST /calls` (outbound calls), `/metrics` Prometheus (turn
 latencies, each LLM provider's rate limits and failures, refusals, outbound calls, capacity), `/health`
 (liveness), `/ready` (503 when full or draining). This process terminates every websocket, checks who may call
 (`server/access.py` for `/ws` and `/metrics`, each carrier's gate, `telephony/gate.py`, for the phone), admits each
@@ -146,7 +146,7 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
             except Exception:
                 logger.exception("browser: call failed")
 
-    app.state.phone_slots = add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
+    add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
     return app
 
 

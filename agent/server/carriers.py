@@ -1,7 +1,7 @@
-"""The phone side of the server: every carrier's bridge (Twilio, Telnyx, Plivo) and outbound dialling, sharing one
-set of per-call stream tokens and one place where phone calls take their slots from the admission
-(`phone_slots.py`). A webhook a carrier's gate refuses
-(`AdmissionRefused`) is answered with its status and a message that holds no secret."""
+"""The phone side of the server: every carrier's bridge (one per entry of `agent/telephony/registry.py`) and
+outbound dialling, sharing one set of per-call stream tokens and one place where phone calls take their slots from
+the admission (`phone_slots.py`). A webhook a carrier's gate refuses (`GateRefused`) is answered with its
+status and a message that holds no secret."""
 
 from __future__ import annotations
 
@@ -14,28 +14,23 @@ from agent.server.dial import ANSWER_MARGIN_S, add_dial_route
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_routes import add_phone_routes
 from agent.server.phone_slots import PhoneSlots
-from agent.server.plivo import plivo_bridge
-from agent.server.telnyx import telnyx_bridge
-from agent.server.twilio import twilio_bridge
 from agent.settings import Settings
-from agent.telephony.admission import AdmissionRefused, StreamTokens
-
-BRIDGES = (twilio_bridge, telnyx_bridge, plivo_bridge)
+from agent.telephony.registry import CARRIERS
+from agent.telephony.tokens import GateRefused, StreamTokens
 
 
 async def refused_webhook(request: Request, refused: Exception) -> Response:
-    assert isinstance(refused, AdmissionRefused)
+    assert isinstance(refused, GateRefused)
     return Response(str(refused), status_code=refused.status)
 
 
 def add_carrier_routes(
     app: FastAPI, settings: Settings, admission: Admission, metrics: TurnMetrics, record_turn: TurnListener
-) -> PhoneSlots:
+) -> None:
     tokens = StreamTokens.from_settings(settings)
     slots = PhoneSlots(admission, settings.dial_timeout_seconds + ANSWER_MARGIN_S, settings.dial_max_share)
-    app.add_exception_handler(AdmissionRefused, refused_webhook)
+    app.add_exception_handler(GateRefused, refused_webhook)
     on_refused = metrics.refusal_counter("phone")
-    for make_bridge in BRIDGES:
-        add_phone_routes(app, make_bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)
+    for carrier in CARRIERS.values():
+        add_phone_routes(app, carrier.bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)
     add_dial_route(app, settings, slots, metrics)
-    return slots

@@ -1,6 +1,6 @@
-"""Outbound calls: `POST /calls` with `{"to": "+15551234567", "carrier": "twilio", "greeting": "..."}` (carrier and
-greeting optional), behind OPERATOR_TOKEN (`Authorization: Bearer <token>`; without one, clients on this machine
-only). `voice-agent dial` posts here.
+"""Outbound calls: `POST /calls` with `{"to": "+15551234567", "carrier": "<name>", "greeting": "..."}` (carrier: a
+name of the registry, DEFAULT_CARRIER when left out; greeting optional), behind OPERATOR_TOKEN (`Authorization:
+Bearer <token>`; without one, clients on this machine only). `voice-agent dial` posts here.
 
 The number must be E.164 and match DIAL_ALLOWLIST (toll fraud: nothing is dialled without one). Each operator
 credential may place DIAL_BURST calls at once and DIAL_RATE_PER_MINUTE after that, everyone together
@@ -26,13 +26,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent.protocols.http import bounded_body
 from agent.server.access import Access
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.server.rate_limit import RateLimit
-from agent.server.request_body import bounded_body
 from agent.settings import E164, Settings, number_allowed
-from agent.telephony.carriers import CARRIERS
+from agent.telephony.registry import CARRIERS, DEFAULT_CARRIER
 from agent.telephony.rest import CarrierError, Outbound
 
 MAX_BODY_BYTES = 4096
@@ -65,7 +65,7 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
             order = None
         if not isinstance(order, dict):
             return refused(400, "request", f'expected a JSON object (at most {MAX_BODY_BYTES} bytes) with "to"')
-        to, name, greeting = order.get("to"), order.get("carrier", "twilio"), order.get("greeting")
+        to, name, greeting = order.get("to"), order.get("carrier", DEFAULT_CARRIER), order.get("greeting")
         greeting = settings.dial_greeting if greeting is None else greeting
         if not isinstance(to, str) or not E164.fullmatch(to):
             return refused(400, "number", '"to" must be a phone number in E.164 form, e.g. +15551234567')

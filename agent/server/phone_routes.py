@@ -14,52 +14,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
-
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from loguru import logger
-from starlette.datastructures import FormData
 
 from agent.latency.observer import TurnListener
 from agent.server.calls import PhoneCall
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
-from agent.telephony.carriers import CARRIERS
+from agent.telephony.bridge import XML, Bridge
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.registry import CARRIERS
 from agent.telephony.rest import CarrierError
-
-XML = "application/xml"
-MachineAction = Literal["voicemail", "hang_up"] | None
-
-
-@dataclass(frozen=True)
-class Bridge:
-    """One carrier's routes: its gate, the document that connects a call to our stream (given the stream URL, its
-    parameters and the webhook's form), the one that rejects a call as busy, and how its machine-detection
-    callback reads (and any routes of its own)."""
-
-    gate: CarrierGate
-    answer: Callable[[str, dict[str, str], FormData], str]
-    busy: str
-    machine_action: Callable[[FormData], MachineAction]
-    add_routes: Callable[[FastAPI], None] | None = None  # the carrier's own routes, beside the shared ones
-
-    @property
-    def name(self) -> str:
-        return self.gate.carrier
-
-
-def answered_by_action(form: FormData) -> MachineAction:
-    """Twilio's and Telnyx's `AnsweredBy` (asynchronous AMD with DetectMessageEnd): leave the message once a
-    machine's greeting is over, hang up on a fax; a person (or an unknown) talks with the agent."""
-    answered_by = form.get("AnsweredBy")
-    if answered_by in ("machine_end_beep", "machine_end_silence", "machine_end_other"):
-        return "voicemail"
-    return "hang_up" if answered_by == "fax" else None
 
 
 def add_phone_routes(
@@ -76,7 +43,7 @@ def add_phone_routes(
     @app.post(f"/{name}/voice")
     @app.post(f"/{name}/voice/{{instance}}")
     async def call_webhook(request: Request) -> Response:
-        form = await gate.webhook(request)  # AdmissionRefused: answered with its status (carriers.py)
+        form = await gate.webhook(request)  # GateRefused: answered with its status (carriers.py)
         call_id, dial_id = gate.call_id(form), request.query_params.get("dial")
         outbound = slots.outbound(dial_id)
         if not outbound and not slots.reserve_incoming(call_id):

@@ -42,9 +42,9 @@ from agent.latency.observer import TurnListener
 from agent.runtime import AgentRuntime
 from agent.server.calls import InProcessCalls, PhoneCall, ViolationListener
 from agent.settings import Settings
-from agent.telephony.admission import AdmissionRefused
-from agent.telephony.carriers import CARRIERS
 from agent.telephony.gate import OPENING_TIMEOUT_S
+from agent.telephony.registry import CARRIERS
+from agent.telephony.tokens import GateRefused
 from pipelines.replay import replay_call, write_wav
 
 REHEARSAL = "Hello, can you hear me?"
@@ -152,11 +152,11 @@ def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned
         greeting = websocket.query_params.get("greeting", "")
         try:
             if carrier not in CARRIERS:
-                raise AdmissionRefused("carrier", f"no carrier {carrier[:20]!r}")
+                raise GateRefused("carrier", f"no carrier {carrier[:20]!r}")
             async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
                 opening = await CARRIERS[carrier].serializer.read_opening(websocket)
             await calls.run_phone(websocket, PhoneCall(opening, greeting), *report_to_front("phone", calls))
-        except (AdmissionRefused, TimeoutError) as e:
+        except (GateRefused, TimeoutError) as e:
             logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
             await websocket.close(code=1008)
         except Exception:

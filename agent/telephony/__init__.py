@@ -1,2 +1,4 @@
-"""Telephony carriers: one module per carrier (wire format, webhook and stream admission, call control) and, in
-`admission.py`, what they share: the per-call stream token."""
+"""The phone side: one folder per carrier (`twilio/`, `telnyx/`, `plivo/`: its media stream, webhook and stream
+gate, answer documents, call control and caller side) on shared pieces (`tokens.py` the per-call stream token,
+`gate.py` the gate every carrier's bridge runs, `marks.py`, `keypad.py`, `transfer.py`, `line.py`), and one list of
+carriers, `registry.CARRIERS`, which everything else reads."""

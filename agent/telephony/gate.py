@@ -1,6 +1,6 @@
 """The gate every carrier's bridge shares: who may post its webhooks and open its media streams.
 
-A carrier's admission subclasses `CarrierGate` and says how its webhooks are signed (`verify_webhook`), how its
+A carrier's gate subclasses `CarrierGate` and says how its webhooks are signed (`verify_webhook`), how its
 stream opens (`read_opening`) and, for a stream, which call and account it is for. The gate does the rest the same
 way for every carrier:
 
@@ -8,8 +8,8 @@ way for every carrier:
   mode) or its sender must be on this machine (unsigned mode), unless the operator opened the bridge explicitly;
   a signed webhook is accepted once (`replay.py`): the same signed bytes again are a replay;
 - a stream is accepted, its opening read within 10 s and checked: the account, when one is configured, and in
-  signed mode the one-time token (`admission.StreamTokens`) the webhook gave that very call;
-- every refusal is logged without secrets, counted through `on_refused(reason)` and raised as `AdmissionRefused`
+  signed mode the one-time token (`tokens.StreamTokens`) the webhook gave that very call;
+- every refusal is logged without secrets, counted through `on_refused(reason)` and raised as `GateRefused`
   (a refused stream is closed with 1008 before any pipeline exists).
 """
 
@@ -28,11 +28,11 @@ from loguru import logger
 from starlette.datastructures import FormData
 from starlette.requests import HTTPConnection
 
+from agent.protocols.http import bounded_body, is_local_client
 from agent.protocols.websocket_transport import close_if_open
-from agent.server.access import is_local_client
-from agent.server.request_body import bounded_body
-from agent.telephony.admission import AdmissionRefused, StreamTokens
+from agent.settings import Settings
 from agent.telephony.replay import ReplayGuard
+from agent.telephony.tokens import GateRefused, StreamTokens
 
 MAX_WEBHOOK_BYTES = 64 * 1024  # the carriers' call webhooks are ~1-2 KB
 MAX_WEBHOOK_FIELDS = 200
@@ -67,27 +67,20 @@ DIAL_PARAMETER = "dialId"
 
 
 class CarrierGate(ABC):
-    """One carrier's webhook and stream admission (see the module docstring)."""
+    """One carrier's webhook and stream gate (see the module docstring)."""
 
     carrier: ClassVar[str]
     credential: ClassVar[str]  # the setting whose absence puts the bridge in unsigned mode
+    account_setting: ClassVar[str]  # the account a stream must belong to, when set
     call_field: ClassVar[str]  # the webhooks' call id field ...
     call_id_pattern: ClassVar[re.Pattern[str]]  # ... and its format (the id ends up in REST URLs)
 
-    def __init__(
-        self,
-        *,
-        signed: bool,
-        allow_unsigned: bool,
-        account_id: str,
-        public_url: str,
-        tokens: StreamTokens,
-        on_refused: Callable[[str], None],
-    ) -> None:
-        self.signed = signed
-        self._open = allow_unsigned
-        self._account_id = account_id
-        self.public_url = public_url.rstrip("/")
+    def __init__(self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> None:
+        """Its settings section: signed when `credential` is set, `<CARRIER>_ALLOW_UNSIGNED`, `account_setting`."""
+        self.signed = bool(getattr(settings, self.credential.lower()))
+        self._open = bool(getattr(settings, f"{self.carrier}_allow_unsigned"))
+        self._account_id = str(getattr(settings, self.account_setting.lower()))
+        self.public_url = settings.public_url.rstrip("/")
         self._tokens = tokens
         self._on_refused = on_refused
         self._replays = ReplayGuard()
@@ -107,7 +100,7 @@ class CarrierGate(ABC):
 
     @abstractmethod
     async def read_opening(self, websocket: WebSocket) -> StreamOpening:
-        """Read the stream's opening messages; AdmissionRefused (with a reason) for anything the carrier never sends."""
+        """Read the stream's opening messages; GateRefused (with a reason) for anything the carrier never sends."""
 
     def verify_upgrade(self, websocket: WebSocket) -> bool:
         """Whether the stream's upgrade request is signed by the carrier (for carriers that sign it)."""
@@ -168,14 +161,14 @@ class CarrierGate(ABC):
                 raise self.refuse("signature", "a stream upgrade without a valid signature")
             if not self.signed:
                 self._check_unsigned(websocket)
-        except AdmissionRefused:
+        except GateRefused:
             await close_if_open(websocket, 1008)
             return None
         await websocket.accept()
         try:
             opening = await self._opening(websocket)
             self._check_opening(opening)
-        except AdmissionRefused:
+        except GateRefused:
             await close_if_open(websocket, 1008)
             return None
         return opening
@@ -186,7 +179,7 @@ class CarrierGate(ABC):
                 return await self.read_opening(websocket)
         except TimeoutError:
             raise self.refuse("handshake", "a stream that did not start in time") from None
-        except AdmissionRefused as e:
+        except GateRefused as e:
             raise self.refuse(e.reason, f"a stream that did not start as the carrier's do: {e}") from None
 
     def _check_opening(self, opening: StreamOpening) -> None:
@@ -195,7 +188,7 @@ class CarrierGate(ABC):
         if self.signed:
             try:
                 self._tokens.redeem(opening.parameters.get(TOKEN_PARAMETER), opening.call_id)
-            except AdmissionRefused as refused:
+            except GateRefused as refused:
                 raise self.refuse(refused.reason, f"call {opening.call_id}: {refused}") from None
 
     # -- shared ----------------------------------------------------------------------------------
@@ -215,10 +208,10 @@ class CarrierGate(ABC):
         base = self.public_url if url.scheme in ("http", "https") else re.sub(r"^http", "ws", self.public_url)
         return base + url.path + (f"?{url.query}" if url.query else "")
 
-    def refuse(self, reason: str, detail: str, *, status: int = 403) -> AdmissionRefused:
+    def refuse(self, reason: str, detail: str, *, status: int = 403) -> GateRefused:
         logger.warning(f"{self.carrier}: refused {detail} ({reason})")
         self._on_refused(reason)
-        return AdmissionRefused(reason, detail, status)
+        return GateRefused(reason, detail, status)
 
 
 def _signed_parts(request: Request, body: bytes) -> list[bytes]:

@@ -21,8 +21,8 @@ from loguru import logger
 from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.frames.frames import Frame
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
+from agent.telephony.tokens import GateRefused
 
 MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset(entry.value for entry in KeypadEntry)
@@ -43,22 +43,22 @@ async def read_opening(
     websocket: WebSocket, parse_start: Callable[[dict[str, Any]], StreamOpening], *, after_connected: bool
 ) -> StreamOpening:
     """The stream's opening: its first message after at most one `connected` (for carriers that send one; Plivo
-    does not), read by the carrier's `parse_start`, with the messages kept as sent. AdmissionRefused
+    does not), read by the carrier's `parse_start`, with the messages kept as sent. GateRefused
     ("handshake") for a socket that closed, a binary frame or a malformed message before it."""
     messages: list[str] = []
     for _ in range(2 if after_connected else 1):
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
-            raise AdmissionRefused("handshake", "the socket closed before the stream started")
+            raise GateRefused("handshake", "the socket closed before the stream started")
         text = message.get("text")
         event = parse_message(text) if text is not None else None
         if event is None:
             detail = f"a binary or malformed message before the stream started: {str(text)[:60]!r}"
-            raise AdmissionRefused("handshake", detail)
+            raise GateRefused("handshake", detail)
         messages.append(text)
         if event.get("event") != "connected":
             return replace(parse_start(event), messages=tuple(messages))
-    raise AdmissionRefused("handshake", "no 'start' after 'connected'")
+    raise GateRefused("handshake", "no 'start' after 'connected'")
 
 
 def payload_bytes(body: Any) -> bytes | None:

@@ -23,7 +23,7 @@ from typing import Any
 from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 
-from agent.llm.tool_calls import ToolCall
+from agent.tools.calls import ToolCall
 
 REMEMBERED_CALLS = 512  # side-effecting calls remembered for per-turn idempotency
 

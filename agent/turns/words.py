@@ -24,7 +24,7 @@ import numpy as np
 from llama_cpp import Llama
 from loguru import logger
 
-from agent.llm.local_server import smollm2_path
+from agent.models import smollm2_path
 
 SYSTEM = "You are a helpful voice assistant on a phone call. The user's messages are transcribed speech."
 GREETING = "Hello! How can I help you today?"  # the context before the agent has said anything

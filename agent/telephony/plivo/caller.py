@@ -13,15 +13,14 @@ import uuid
 import xml.etree.ElementTree as ElementTree
 from typing import Any
 
-from agent.callers.dialect import CallIds, Dialect, Incoming, StreamInvite
-from agent.telephony import plivo
+from agent.telephony.dialect import CallIds, Dialect, Incoming, StreamInvite
+from agent.telephony.plivo import stream as plivo
 
 TEST_AUTH_ID = "MA" + "A1B2C3D4E5F6G7H8J9"
 
 
 class PlivoCaller(Dialect):
     carrier = "plivo"
-    sends_stop = False
     rejection = "Hangup"
 
     def __init__(self, auth_token: str = "", auth_id: str = "") -> None:

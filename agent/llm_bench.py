@@ -37,6 +37,7 @@ from agent.llm.client import ChatCompletionClient, ProviderError, StreamStats
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for
 from agent.llm.simulator import ProviderSim
+from agent.runtime import SpeechModels
 from agent.settings import Settings
 from agent.speech.clauses import ClauseSplitter
 
@@ -191,8 +192,6 @@ async def configured_providers(settings: Settings, names: list[str]) -> AsyncIte
 def measure_speech_stages(settings: Settings) -> tuple[float, float]:
     """(STT ms, TTS ms) on this machine: Whisper on a synthesised question, the voice's first audio for a clause
     (medians of three, after a warm-up)."""
-    from agent.runtime import SpeechModels
-
     speech = SpeechModels.load(settings.model_copy(update={"acknowledgement": ""}))
     voice = speech.voice
     question = b"".join(voice.synthesize("Can I book a table for two tonight?"))

@@ -1,4 +1,5 @@
-"""Test audio: builds caller recordings from the real speech fixtures and measures what the agent played."""
+"""Call audio for the tests and the benchmarks: builds caller recordings from the real speech fixtures and
+measures what the agent played."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from num2words import num2words
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"  # the recorded speech, shared with the tests
 RATE = 16000
 
 

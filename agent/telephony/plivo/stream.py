@@ -18,13 +18,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from xml.sax.saxutils import escape, quoteattr
 
 from pipecat.serializers.plivo import PlivoFrameSerializer
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import TOKEN_PARAMETER, StreamOpening
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import GateRefused
 
 PLIVO_RATE = 8000
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
@@ -34,38 +33,13 @@ AUTH_ID = re.compile(r"(MA|SA)[A-Z0-9]{18}")
 EXTRA_HEADER_VALUE = re.compile(r"[A-Za-z0-9]{1,256}")
 SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
-XML_HEADER = '<?xml version="1.0" encoding="UTF-8"?>'
 
 
-class PlivoProtocolError(AdmissionRefused):
+class PlivoProtocolError(GateRefused):
     """The peer did not open the stream the way Plivo does."""
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:
         super().__init__(reason, detail)
-
-
-def answer_xml(stream_url: str, parameters: Mapping[str, str]) -> str:
-    """The answer XML that connects a call to our stream, both ways, mu-law 8 kHz; `parameters` as extraHeaders."""
-    extra = extra_headers(parameters)
-    attributes = f" extraHeaders={quoteattr(extra)}" if extra else ""
-    return (
-        f'{XML_HEADER}<Response><Stream bidirectional="true" keepCallAlive="true" '
-        f"contentType={quoteattr(CONTENT_TYPE)}{attributes}>{escape(stream_url)}</Stream></Response>"
-    )
-
-
-def dial_xml(number: str) -> str:
-    return f"{XML_HEADER}<Response><Dial><Number>{escape(number.removeprefix('+'))}</Number></Dial></Response>"
-
-
-def voicemail_xml(message: str, wait_s: int) -> str:
-    """Wait for the answering machine's beep (at most `wait_s`), then say `message`; the call ends after it."""
-    return f'{XML_HEADER}<Response><Wait length="{wait_s}" beep="true"/><Speak>{escape(message)}</Speak></Response>'
-
-
-def hangup_xml(reason: str = "busy") -> str:
-    """Decline the call before it is answered (the first element): the caller hears a busy tone (or "rejected")."""
-    return f"{XML_HEADER}<Response><Hangup reason={quoteattr(reason)}/></Response>"
 
 
 def extra_headers(parameters: Mapping[str, str]) -> str:

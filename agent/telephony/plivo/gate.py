@@ -17,30 +17,22 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony import plivo
-from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.plivo import stream as plivo
+from agent.telephony.tokens import StreamTokens
 
-STREAM_PATH = "/plivo/stream"
 
-
-class PlivoAdmission(CarrierGate):
+class PlivoGate(CarrierGate):
     """Checks Plivo's webhooks and streams (see the module docstring)."""
 
     carrier = "plivo"
     credential = "PLIVO_AUTH_TOKEN"
+    account_setting = "PLIVO_AUTH_ID"
     call_field = "CallUUID"
     call_id_pattern = plivo.CALL_UUID
 
     def __init__(self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> None:
-        super().__init__(
-            signed=bool(settings.plivo_auth_token),
-            allow_unsigned=settings.plivo_allow_unsigned,
-            account_id=settings.plivo_auth_id,
-            public_url=settings.public_url,
-            tokens=tokens,
-            on_refused=on_refused,
-        )
+        super().__init__(settings, tokens, on_refused)
         self._auth_token = settings.plivo_auth_token.get_secret_value()
         logger.info(f"plivo: {self.description}")
 

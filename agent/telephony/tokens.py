@@ -24,7 +24,7 @@ from agent.settings import Settings
 MAX_REMEMBERED = 100_000  # redeemed tokens kept until expiry: far above any call rate one process can serve
 
 
-class AdmissionRefused(Exception):
+class GateRefused(Exception):
     """A stream or webhook is refused. `reason` is a short metric label, `status` the HTTP status for a refused
     request; the message never holds a secret."""
 
@@ -69,24 +69,24 @@ class StreamTokens:
         return f"{expiry}.{_b64(self._mac(call_id, expiry))}"
 
     def redeem(self, token: str | None, call_id: str) -> None:
-        """Accept `token` for `call_id` once, or raise AdmissionRefused saying why."""
+        """Accept `token` for `call_id` once, or raise GateRefused saying why."""
         if not token:
-            raise AdmissionRefused("token_missing", "no stream token")
+            raise GateRefused("token_missing", "no stream token")
         expiry_text, _, mac_text = token.partition(".")
         if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 12 or len(mac_text) != 43:
-            raise AdmissionRefused("token_invalid", "a malformed stream token")
+            raise GateRefused("token_invalid", "a malformed stream token")
         expiry = int(expiry_text)
         mac = self._mac(call_id, expiry)
         if not hmac.compare_digest(_b64(mac), mac_text):
-            raise AdmissionRefused("token_invalid", "a stream token not issued for this call")
+            raise GateRefused("token_invalid", "a stream token not issued for this call")
         now = self._clock()
         if now > expiry:
-            raise AdmissionRefused("token_expired", f"a stream token that expired {now - expiry:.0f} s ago")
+            raise GateRefused("token_expired", f"a stream token that expired {now - expiry:.0f} s ago")
         self._forget_expired(now)
         if mac in self._redeemed:
-            raise AdmissionRefused("token_replayed", "a stream token that was already used")
+            raise GateRefused("token_replayed", "a stream token that was already used")
         if len(self._redeemed) >= MAX_REMEMBERED:
-            raise AdmissionRefused("token_memory_full", "too many stream tokens in use")
+            raise GateRefused("token_memory_full", "too many stream tokens in use")
         self._redeemed.add(mac)
         self._expiries.append((expiry, mac))
 

@@ -21,10 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from loguru import logger
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
-from agent.telephony.markup import connect_stream
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import GateRefused
 
 TELNYX_RATE = 8000
 # The stream's media_format.encoding as Telnyx documents it, newer and older ("audio/x-mulaw" in the older streaming
@@ -39,16 +38,11 @@ SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 
 
-class TelnyxProtocolError(AdmissionRefused):
+class TelnyxProtocolError(GateRefused):
     """The peer did not open the stream the way Telnyx does."""
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:
         super().__init__(reason, detail)
-
-
-def answer_texml(stream_url: str, parameters: dict[str, str], codec: str) -> str:
-    """The TeXML that connects a call to our stream, both ways, in `codec`."""
-    return connect_stream(stream_url, parameters, bidirectionalMode="rtp", bidirectionalCodec=codec, codec=codec)
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:

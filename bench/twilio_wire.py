@@ -1,11 +1,12 @@
-"""Twilio Media Streams messages as Twilio sends them, for tests that drive the stream by hand."""
+"""Twilio Media Streams messages as Twilio sends them, for the tests and benchmarks that drive the stream
+by hand."""
 
 from __future__ import annotations
 
 import base64
 import json
 
-from agent.telephony.twilio import MEDIA_FORMAT
+from agent.telephony.twilio.stream import MEDIA_FORMAT
 
 STREAM_SID = "MZ" + "5" * 32
 CALL_SID = "CA" + "c" * 32

@@ -13,8 +13,8 @@ import xml.etree.ElementTree as ElementTree
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.callers.dialect import CallIds, Dialect, StreamInvite, connected_stream
-from agent.telephony import telnyx
+from agent.telephony.dialect import CallIds, Dialect, StreamInvite, connected_stream
+from agent.telephony.telnyx import stream as telnyx
 
 TEST_ACCOUNT_ID = "3e6f995f-85f7-4705-9741-53b116d28237"
 

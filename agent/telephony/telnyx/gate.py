@@ -18,18 +18,17 @@ from loguru import logger
 from starlette.datastructures import FormData
 
 from agent.settings import Settings
-from agent.telephony import telnyx
-from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
+from agent.telephony.telnyx import stream as telnyx
+from agent.telephony.tokens import StreamTokens
 
-STREAM_PATH = "/telnyx/stream"
 
-
-class TelnyxAdmission(CarrierGate):
+class TelnyxGate(CarrierGate):
     """Checks Telnyx's webhooks and streams (see the module docstring)."""
 
     carrier = "telnyx"
     credential = "TELNYX_PUBLIC_KEY"
+    account_setting = "TELNYX_ACCOUNT_SID"
     call_field = "CallSid"
     call_id_pattern = telnyx.CALL_ID
 
@@ -37,14 +36,7 @@ class TelnyxAdmission(CarrierGate):
         self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:  # fmt: skip
-        super().__init__(
-            signed=bool(settings.telnyx_public_key),
-            allow_unsigned=settings.telnyx_allow_unsigned,
-            account_id=settings.telnyx_account_sid,
-            public_url=settings.public_url,
-            tokens=tokens,
-            on_refused=on_refused,
-        )
+        super().__init__(settings, tokens, on_refused)
         self._public_key = settings.telnyx_public_key
         self._tolerance_s = settings.telnyx_webhook_tolerance_seconds
         self._clock = clock

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import audioop
 import base64
 import xml.etree.ElementTree as ElementTree
 from abc import ABC, abstractmethod
@@ -11,6 +10,8 @@ from typing import Any, Literal
 from urllib.parse import urlencode
 
 import httpx
+
+from agent.telephony import g711
 
 MAX_ANSWER_BYTES = 64 * 1024
 FRAME_S = 0.02
@@ -56,7 +57,6 @@ class Dialect(ABC):
 
     carrier: str
     encoding: str = "PCMU"
-    sends_stop: bool = True  # False: the carrier ends a stream by closing its socket
     rejection: str = "Reject"  # the verb of an answer that declines the call (`reason="busy"`)
 
     @abstractmethod
@@ -116,10 +116,10 @@ class Dialect(ABC):
 
     # -- shared ----------------------------------------------------------------------------------
     def encode(self, pcm: bytes) -> bytes:
-        return audioop.lin2alaw(pcm, 2) if self.encoding == "PCMA" else audioop.lin2ulaw(pcm, 2)
+        return g711.encode(pcm, self.encoding)
 
     def decode(self, audio: bytes) -> bytes:
-        return audioop.alaw2lin(audio, 2) if self.encoding == "PCMA" else audioop.ulaw2lin(audio, 2)
+        return g711.decode(audio, self.encoding)
 
     @property
     def silence(self) -> bytes:

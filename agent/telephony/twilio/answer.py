@@ -1,5 +1,5 @@
 """The Twilio bridge (`POST /twilio/voice`, `WS /twilio/stream`, `POST /twilio/amd`): the shared phone routes
-(`phone_routes.py`) with Twilio's gate (`agent/telephony/twilio_admission.py`) and TwiML. The stream's
+(`agent/server/phone_routes.py`) with Twilio's gate (`gate.py`) and TwiML. The stream's
 `<Parameter>`s also carry who calls whom."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 from starlette.datastructures import FormData
 
-from agent.server.phone_routes import Bridge, answered_by_action
 from agent.settings import Settings
-from agent.telephony.admission import StreamTokens
+from agent.telephony.bridge import Bridge, answered_by_action
 from agent.telephony.markup import connect_stream, reject
-from agent.telephony.twilio_admission import TwilioAdmission
+from agent.telephony.tokens import StreamTokens
+from agent.telephony.twilio.gate import TwilioGate
 
 
 def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) -> str:
@@ -21,5 +21,5 @@ def answer_twiml(stream_url: str, parameters: dict[str, str], form: FormData) ->
 
 
 def twilio_bridge(settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> Bridge:
-    admission = TwilioAdmission.from_settings(settings, on_refused, tokens)
-    return Bridge(admission, answer=answer_twiml, busy=reject("busy"), machine_action=answered_by_action)
+    gate = TwilioGate.from_settings(settings, on_refused, tokens)
+    return Bridge(gate, answer=answer_twiml, busy=reject("busy"), machine_action=answered_by_action)

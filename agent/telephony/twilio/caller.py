@@ -9,8 +9,8 @@ import json
 import uuid
 import xml.etree.ElementTree as ElementTree
 
-from agent.callers.dialect import CallIds, Dialect, StreamInvite, connected_stream
-from agent.telephony.twilio import MEDIA_FORMAT, mark_message, twilio_signature
+from agent.telephony.dialect import CallIds, Dialect, StreamInvite, connected_stream
+from agent.telephony.twilio.stream import MEDIA_FORMAT, mark_message, twilio_signature
 
 TEST_ACCOUNT_SID = "AC" + "0" * 32
 

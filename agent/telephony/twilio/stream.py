@@ -16,11 +16,10 @@ from typing import Any
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from twilio.request_validator import RequestValidator
 
-from agent.telephony.admission import AdmissionRefused
 from agent.telephony.gate import StreamOpening
 from agent.telephony.stream_messages import CheckedStreamMessages
+from agent.telephony.tokens import GateRefused
 
-TWILIO_RATE = 8000
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 # Twilio's SIDs: two letters naming the resource, then 32 lowercase hex digits.
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
@@ -28,7 +27,7 @@ STREAM_SID = re.compile(r"MZ[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 
-class TwilioProtocolError(AdmissionRefused):
+class TwilioProtocolError(GateRefused):
     """The peer did not open the stream the way Twilio does."""
 
     def __init__(self, detail: str, reason: str = "handshake") -> None:

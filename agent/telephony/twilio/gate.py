@@ -19,39 +19,31 @@ from fastapi import Request, WebSocket
 from loguru import logger
 from starlette.datastructures import FormData
 
-from agent.server.access import is_loopback_host
+from agent.protocols.http import is_loopback_host
 from agent.settings import Settings, SettingsError
-from agent.telephony.admission import StreamTokens
 from agent.telephony.gate import CarrierGate, StreamOpening
-from agent.telephony.twilio import CALL_SID, TwilioMediaStreamSerializer, signature_valid
+from agent.telephony.tokens import StreamTokens
+from agent.telephony.twilio.stream import CALL_SID, TwilioMediaStreamSerializer, signature_valid
 
-STREAM_PATH = "/twilio/stream"
 
-
-class TwilioAdmission(CarrierGate):
+class TwilioGate(CarrierGate):
     """Checks Twilio's webhooks and streams against the mode the settings put the bridge in."""
 
     carrier = "twilio"
     credential = "TWILIO_AUTH_TOKEN"
+    account_setting = "TWILIO_ACCOUNT_SID"
     call_field = "CallSid"
     call_id_pattern = CALL_SID
 
     def __init__(self, settings: Settings, tokens: StreamTokens, on_refused: Callable[[str], None]) -> None:
-        super().__init__(
-            signed=bool(settings.twilio_auth_token),
-            allow_unsigned=settings.twilio_allow_unsigned,
-            account_id=settings.twilio_account_sid,
-            public_url=settings.public_url,
-            tokens=tokens,
-            on_refused=on_refused,
-        )
+        super().__init__(settings, tokens, on_refused)
         self._auth_token = settings.twilio_auth_token.get_secret_value()
 
     @classmethod
     def from_settings(
         cls, settings: Settings, on_refused: Callable[[str], None], tokens: StreamTokens | None = None
-    ) -> TwilioAdmission:
-        """The admission for these settings; SettingsError when the bridge would be open to the internet."""
+    ) -> TwilioGate:
+        """The gate for these settings; SettingsError when the bridge would be open to the internet."""
         public = not is_loopback_host(settings.host) or bool(settings.public_url)
         if not settings.twilio_auth_token and public and not settings.twilio_allow_unsigned:
             where = f"PUBLIC_URL={settings.public_url}" if settings.public_url else f"HOST={settings.host}"
@@ -60,9 +52,9 @@ class TwilioAdmission(CarrierGate):
                 "set TWILIO_AUTH_TOKEN so Twilio's signatures are checked, or TWILIO_ALLOW_UNSIGNED=true to let "
                 "anyone who finds the URL place calls"
             )
-        admission = cls(settings, tokens or StreamTokens.from_settings(settings), on_refused)
-        logger.info(f"twilio: {admission.description}")
-        return admission
+        gate = cls(settings, tokens or StreamTokens.from_settings(settings), on_refused)
+        logger.info(f"twilio: {gate.description}")
+        return gate
 
     def verify_webhook(self, request: Request, body: bytes, form: FormData) -> bool:
         return signature_valid(self._auth_token, self.signed_url(request), form, _signature(request))
