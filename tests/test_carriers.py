@@ -217,9 +217,10 @@ async def test_bad_messages_are_dropped_and_the_call_goes_on(deployment, carrier
     await wait_for(lambda: deployment.app.state.admission.active == 0)
 
 
-def minted(call_id: str, *, age_s: float = 0.0) -> str:
+def minted(call_id: str, carrier: str, *, age_s: float = 0.0) -> str:
     """A token minted with the server's secret (as another process would), `age_s` in the past."""
-    return StreamTokens(TOKEN_SECRET.encode(), 30, clock=lambda: time.time() - age_s).issue(call_id)
+    tokens = StreamTokens(TOKEN_SECRET.encode(), 30, clock=lambda: time.time() - age_s)
+    return tokens.issue(call_id, carrier=carrier, instance=local_settings().instance)
 
 
 def forged_openings(carrier: str, deployment) -> dict[str, tuple[list[str], str]]:
@@ -232,13 +233,19 @@ def forged_openings(carrier: str, deployment) -> dict[str, tuple[list[str], str]
         forged = CallIds(**{**ids.__dict__, **changes})
         return caller.opening(forged, StreamInvite(deployment.stream(carrier), parameters))
 
+    def token(call_id: str, **age: float) -> dict[str, str]:
+        return {"streamToken": minted(call_id, carrier, **age)}
+
     return {
         "no token": (opening({}), "token_missing"),
         "garbage token": (opening({"streamToken": "123.abc"}), "token_invalid"),
-        "token of another call": (opening({"streamToken": minted(caller.new_ids().call_id)}), "token_invalid"),
-        "expired token": (opening({"streamToken": minted(ids.call_id, age_s=60)}), "token_expired"),
-        "another account": (opening({"streamToken": minted(ids.call_id)}, account_id=other_account), "account"),
-        "call id with a path": (opening({"streamToken": minted("x")}, call_id="../../calls/x"), "sid_format"),
+        "token of another call": (opening({"streamToken": minted(caller.new_ids().call_id, carrier)}), "token_invalid"),
+        "expired token": (opening({"streamToken": minted(ids.call_id, carrier, age_s=60)}), "token_expired"),
+        "another account": (
+            opening({"streamToken": minted(ids.call_id, carrier)}, account_id=other_account),
+            "account",
+        ),
+        "call id with a path": (opening({"streamToken": minted("x", carrier)}, call_id="../../calls/x"), "sid_format"),
         "no start": (['{"event": "media", "media": {"payload": "AAAA"}}'], "handshake"),
     }
 

@@ -51,7 +51,8 @@ class Deployment:
 
     @property
     def stream_url(self) -> str:
-        return f"{self.server.ws}/twilio/stream"
+        """The stream path the answers name: this instance's (a token is bound to it)."""
+        return f"{self.server.ws}/twilio/stream/{INSTANCE}"
 
     @property
     def webhook_url(self) -> str:
@@ -106,9 +107,13 @@ def new_call_sid() -> str:
     return f"CA{uuid.uuid4().hex}"
 
 
+INSTANCE = local_settings().instance
+
+
 def minted(call_sid: str, *, age_s: float = 0.0) -> str:
     """A token minted with the server's secret (as another worker would), `age_s` in the past."""
-    return StreamTokens(TOKEN_SECRET.encode(), 20, clock=lambda: time.time() - age_s).issue(call_sid)
+    tokens = StreamTokens(TOKEN_SECRET.encode(), 20, clock=lambda: time.time() - age_s)
+    return tokens.issue(call_sid, carrier="twilio", instance=INSTANCE)
 
 
 async def closed_after_start(url: str, headers: dict[str, str], start: str) -> websockets.ConnectionClosed:
@@ -207,6 +212,24 @@ async def test_a_replayed_token_is_refused(deployment):
     closed = await closed_after_start(deployment.stream_url, deployment.signed(), start)
     assert closed.rcvd.code == 1008
     assert await deployment.refused_count("token_replayed") == before + 1
+
+
+@pytest.mark.parametrize("path", ["/twilio/stream", "/twilio/stream/another-instance"])
+async def test_a_token_only_opens_the_stream_path_it_was_issued_for(deployment, path):
+    """The probe used a token at another instance's path and at the bare path: both are refused now, and the
+    token still opens its own path afterwards (a refused attempt does not use it up)."""
+    call_sid = new_call_sid()
+    start = start_message(call_sid=call_sid, parameters=await deployment.invite(call_sid))
+    url = f"{deployment.server.ws}{path}"
+    before = await deployment.refused_count("token_invalid")
+    closed = await closed_after_start(url, deployment.signed(url), start)
+    assert closed.rcvd.code == 1008 and await deployment.refused_count("token_invalid") == before + 1
+    app = deployment.server.app
+    async with websockets.connect(deployment.stream_url, additional_headers=deployment.signed()) as ws:
+        await ws.send(start)
+        await wait_for(lambda: app.state.admission.active == 1)
+        await ws.send(json.dumps({"event": "stop", "streamSid": STREAM_SID}))
+    await wait_for(lambda: app.state.admission.active == 0)
 
 
 async def test_a_captured_signed_webhook_posted_again_is_refused(deployment):
@@ -403,18 +426,23 @@ def test_a_public_server_needs_the_auth_token_or_an_explicit_opt_out(local_runti
 def test_tokens_are_single_use_short_lived_and_bound_to_the_call():
     now = [1000.0]
     tokens = StreamTokens(b"k" * 32, 30, clock=lambda: now[0])
-    token = tokens.issue("CA" + "1" * 32)
-    tokens.redeem(token, "CA" + "1" * 32)
+    here = {"carrier": "twilio", "instance": "pod-a"}
+    token = tokens.issue("CA" + "1" * 32, **here)
+    tokens.redeem(token, "CA" + "1" * 32, **here)
     with pytest.raises(Exception, match="already used"):
-        tokens.redeem(token, "CA" + "1" * 32)
-    other = tokens.issue("CA" + "2" * 32)
+        tokens.redeem(token, "CA" + "1" * 32, **here)
+    other = tokens.issue("CA" + "2" * 32, **here)
     with pytest.raises(Exception, match="not issued for this call"):
-        tokens.redeem(other, "CA" + "3" * 32)
+        tokens.redeem(other, "CA" + "3" * 32, **here)
+    with pytest.raises(Exception, match="not issued for this call, carrier and instance"):
+        tokens.redeem(other, "CA" + "2" * 32, carrier="telnyx", instance="pod-a")  # another carrier's stream
+    with pytest.raises(Exception, match="not issued for this call, carrier and instance"):
+        tokens.redeem(other, "CA" + "2" * 32, carrier="twilio", instance="pod-b")  # another instance's path
     now[0] += 31
     with pytest.raises(Exception, match="expired"):
-        tokens.redeem(other, "CA" + "2" * 32)
-    tokens.issue("CA" + "4" * 32)
-    fresh = tokens.issue("CA" + "4" * 32)
-    tokens.redeem(fresh, "CA" + "4" * 32)
+        tokens.redeem(other, "CA" + "2" * 32, **here)
+    tokens.issue("CA" + "4" * 32, **here)
+    fresh = tokens.issue("CA" + "4" * 32, **here)
+    tokens.redeem(fresh, "CA" + "4" * 32, **here)
     assert tokens.remembered == 1  # the expired first token was forgotten: memory is bounded by the lifetime
     assert base64.urlsafe_b64decode(token.split(".")[1] + "=")  # URL-safe: fits a TwiML attribute as is

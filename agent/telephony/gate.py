@@ -81,6 +81,7 @@ class CarrierGate(ABC):
         self._open = bool(getattr(settings, f"{self.carrier}_allow_unsigned"))
         self._account_id = str(getattr(settings, self.account_setting.lower()))
         self.public_url = settings.public_url.rstrip("/")
+        self.instance = settings.instance  # the stream path a token is issued for: /<carrier>/stream/<instance>
         self._tokens = tokens
         self._on_refused = on_refused
         self._replays = ReplayGuard()
@@ -147,7 +148,9 @@ class CarrierGate(ABC):
     def stream_parameters(self, call_id: str, dial_id: str | None = None) -> dict[str, str]:
         """The parameters the answer document gives the call's stream: its one-time token (signed mode) and the
         outbound call it answers."""
-        parameters = {TOKEN_PARAMETER: self._tokens.issue(call_id)} if self.signed else {}
+        parameters = {}
+        if self.signed:
+            parameters[TOKEN_PARAMETER] = self._tokens.issue(call_id, carrier=self.carrier, instance=self.instance)
         if dial_id:
             parameters[DIAL_PARAMETER] = dial_id
         return parameters
@@ -167,7 +170,7 @@ class CarrierGate(ABC):
         await websocket.accept()
         try:
             opening = await self._opening(websocket)
-            self._check_opening(opening)
+            self._check_opening(opening, websocket.path_params.get("instance", ""))
         except GateRefused:
             await close_if_open(websocket, 1008)
             return None
@@ -182,12 +185,16 @@ class CarrierGate(ABC):
         except GateRefused as e:
             raise self.refuse(e.reason, f"a stream that did not start as the carrier's do: {e}") from None
 
-    def _check_opening(self, opening: StreamOpening) -> None:
+    def _check_opening(self, opening: StreamOpening, instance: str) -> None:
+        """The account, and in signed mode the token: issued for this call and carrier, brought to the instance's
+        stream path it names (a bare `/<carrier>/stream` path names none)."""
         if self._account_id and opening.account_id != self._account_id:
             raise self.refuse("account", f"call {opening.call_id} of another account")
         if self.signed:
             try:
-                self._tokens.redeem(opening.parameters.get(TOKEN_PARAMETER), opening.call_id)
+                self._tokens.redeem(
+                    opening.parameters.get(TOKEN_PARAMETER), opening.call_id, carrier=self.carrier, instance=instance
+                )
             except GateRefused as refused:
                 raise self.refuse(refused.reason, f"call {opening.call_id}: {refused}") from None
 

@@ -64,21 +64,22 @@ class StreamTokens:
         """Redeemed tokens kept (until they expire) to refuse replays."""
         return len(self._redeemed)
 
-    def issue(self, call_id: str) -> str:
+    def issue(self, call_id: str, *, carrier: str, instance: str) -> str:
+        """A token for `call_id` of `carrier`, to be brought back on `instance`'s stream path."""
         expiry = int(self._clock() + self._ttl_s)
-        return f"{expiry}.{_b64(self._mac(call_id, expiry))}"
+        return f"{expiry}.{_b64(self._mac(call_id, expiry, carrier, instance))}"
 
-    def redeem(self, token: str | None, call_id: str) -> None:
-        """Accept `token` for `call_id` once, or raise GateRefused saying why."""
+    def redeem(self, token: str | None, call_id: str, *, carrier: str, instance: str) -> None:
+        """Accept `token` for `call_id` of `carrier`, on `instance`, once, or raise GateRefused saying why."""
         if not token:
             raise GateRefused("token_missing", "no stream token")
         expiry_text, _, mac_text = token.partition(".")
         if not (expiry_text.isascii() and expiry_text.isdigit()) or len(expiry_text) > 12 or len(mac_text) != 43:
             raise GateRefused("token_invalid", "a malformed stream token")
         expiry = int(expiry_text)
-        mac = self._mac(call_id, expiry)
+        mac = self._mac(call_id, expiry, carrier, instance)
         if not hmac.compare_digest(_b64(mac), mac_text):
-            raise GateRefused("token_invalid", "a stream token not issued for this call")
+            raise GateRefused("token_invalid", "a stream token not issued for this call, carrier and instance")
         now = self._clock()
         if now > expiry:
             raise GateRefused("token_expired", f"a stream token that expired {now - expiry:.0f} s ago")
@@ -90,8 +91,8 @@ class StreamTokens:
         self._redeemed.add(mac)
         self._expiries.append((expiry, mac))
 
-    def _mac(self, call_id: str, expiry: int) -> bytes:
-        message = f"stream-token\n{call_id}\n{expiry}".encode()
+    def _mac(self, call_id: str, expiry: int, carrier: str, instance: str) -> bytes:
+        message = f"stream-token\n{carrier}\n{instance}\n{call_id}\n{expiry}".encode()
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
     def _forget_expired(self, now: float) -> None:
