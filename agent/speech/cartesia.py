@@ -1,0 +1,23 @@
+"""Cartesia streaming TTS: its settings and the `/tts/websocket` pipecat's `CartesiaTTSService` opens."""
+
+from __future__ import annotations
+
+from agent.settings import Settings
+from agent.speech.hosted import Handshake, HostedSpeech
+
+API_VERSION = "2026-03-01"  # the Cartesia-Version pipecat 1.14's service speaks
+
+
+def tts_handshake(settings: Settings) -> Handshake:
+    return Handshake(
+        url=f"{settings.cartesia_base_url}/tts/websocket",
+        headers={"X-API-Key": settings.cartesia_api_key.get_secret_value(), "Cartesia-Version": API_VERSION},
+    )
+
+
+CARTESIA = HostedSpeech(
+    name="cartesia",
+    kind="tts",
+    required=("cartesia_api_key", "cartesia_voice", "cartesia_model"),
+    handshake=tts_handshake,
+)

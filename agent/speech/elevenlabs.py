@@ -1,0 +1,26 @@
+"""ElevenLabs streaming TTS: its settings and the multi-context websocket pipecat's `ElevenLabsTTSService` opens."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from agent.settings import Settings
+from agent.speech.hosted import Handshake, HostedSpeech
+
+OUTPUT_FORMAT = "pcm_16000"
+
+
+def stream_handshake(settings: Settings) -> Handshake:
+    query = urlencode({"model_id": settings.elevenlabs_model, "output_format": OUTPUT_FORMAT})
+    return Handshake(
+        url=f"{settings.elevenlabs_base_url}/v1/text-to-speech/{settings.elevenlabs_voice}/multi-stream-input?{query}",
+        headers={"xi-api-key": settings.elevenlabs_api_key.get_secret_value()},
+    )
+
+
+ELEVENLABS = HostedSpeech(
+    name="elevenlabs",
+    kind="tts",
+    required=("elevenlabs_api_key", "elevenlabs_voice", "elevenlabs_model"),
+    handshake=stream_handshake,
+)
