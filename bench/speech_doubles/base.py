@@ -30,7 +30,7 @@ class Faults:
     stall_after: int | None = None  # from this reply on, say nothing more (the socket stays open)
     close_after: int | None = None  # after this many replies, close the socket (code 1011)
     malformed_after: int | None = None  # after this many replies, send one message that is not JSON
-    latency_s: float = 0.0  # added before every reply (a provider's published latency)
+    latency_s: float = 0.0  # added before answering each request (a provider's published time to first result)
 
 
 class Refused(Exception):
@@ -97,13 +97,16 @@ class WebsocketDouble:
         self.violations.append(what)
         await connection.socket.close(1008, what[:120])
 
+    async def delay(self) -> None:
+        """The provider's time to first result, before answering a request."""
+        if self.faults.latency_s:
+            await asyncio.sleep(self.faults.latency_s)
+
     async def reply(self, connection: Connection, message: dict[str, Any]) -> bool:
         """Send one JSON reply unless a fault says otherwise; False once the connection is stalled or closed."""
         faults, n = self.faults, connection.replies
         if faults.stall_after is not None and n >= faults.stall_after:
             return False
-        if faults.latency_s:
-            await asyncio.sleep(faults.latency_s)
         if faults.close_after is not None and n >= faults.close_after:
             await connection.socket.close(1011, "internal error")
             return False

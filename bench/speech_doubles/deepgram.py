@@ -215,6 +215,7 @@ class _Stream:
     async def _send_results(
         self, audio: bytes, start: float, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
     ) -> None:
+        await self._double.delay()
         spans = speech_spans(audio, self.rate, min_speech_s=0.0)
         text = ""
         if spans:
