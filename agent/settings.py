@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model")
     elevenlabs_voice: str = Field("", description="ElevenLabs voice id (required with TTS_PROVIDER=elevenlabs)")
     elevenlabs_language: str = Field("en", description="ElevenLabs synthesis language")
+    hosted_speech_timeout_ms: PositiveMs = Field(
+        1500, description="No hosted transcript or audio this long when due: the call goes on with the local model"
+    )
 
     # --- Turn taking ---
     vad_stop_ms: float = Field(64, ge=32, le=2000)
@@ -230,6 +233,13 @@ class Settings(BaseSettings):
     def _websocket_origin(cls, value: str) -> str:
         if not value.startswith(("ws://", "wss://")) or value.count("/") > 2:
             raise ValueError("must be a ws:// or wss:// origin without a path, e.g. wss://api.example.com")
+        return value
+
+    @field_validator("deepgram_language", "cartesia_language", "elevenlabs_language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2,3}(-[A-Z][A-Za-z]{1,3})?", value):
+            raise ValueError("must be a language code such as en, en-US, de or fr")
         return value
 
     @field_validator("cartesia_voice", "elevenlabs_voice")

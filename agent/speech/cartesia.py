@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.cartesia.tts import CartesiaTTSService
+
 from agent.settings import Settings
 from agent.speech.hosted import Handshake, HostedSpeech
 
@@ -15,9 +18,21 @@ def tts_handshake(settings: Settings) -> Handshake:
     )
 
 
+def build_tts(settings: Settings) -> FrameProcessor:
+    voice = CartesiaTTSService.Settings(
+        voice=settings.cartesia_voice, model=settings.cartesia_model, language=settings.cartesia_language
+    )
+    return CartesiaTTSService(
+        api_key=settings.cartesia_api_key.get_secret_value(),
+        url=f"{settings.cartesia_base_url}/tts/websocket",
+        settings=voice,
+    )
+
+
 CARTESIA = HostedSpeech(
     name="cartesia",
     kind="tts",
     required=("cartesia_api_key", "cartesia_voice", "cartesia_model"),
     handshake=tts_handshake,
+    build=build_tts,
 )

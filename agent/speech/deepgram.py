@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from pipecat.processors.frame_processor import FrameProcessor
+
 from agent.settings import Settings
 from agent.speech.hosted import Handshake, HostedSpeech
 
@@ -27,9 +29,16 @@ def listen_handshake(settings: Settings) -> Handshake:
     )
 
 
+def build_stt(settings: Settings) -> FrameProcessor:
+    from agent.speech.deepgram_stt import DeepgramTurnSTTService  # Deepgram's SDK: the optional `hosted` extra
+
+    return DeepgramTurnSTTService(settings)
+
+
 DEEPGRAM = HostedSpeech(
     name="deepgram",
     kind="stt",
     required=("deepgram_api_key", "deepgram_model", "deepgram_language"),
     handshake=listen_handshake,
+    build=build_stt,
 )

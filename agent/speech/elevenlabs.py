@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from pipecat.processors.frame_processor import FrameProcessor
+from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+
 from agent.settings import Settings
 from agent.speech.hosted import Handshake, HostedSpeech
 
@@ -18,9 +21,21 @@ def stream_handshake(settings: Settings) -> Handshake:
     )
 
 
+def build_tts(settings: Settings) -> FrameProcessor:
+    voice = ElevenLabsTTSService.Settings(
+        voice=settings.elevenlabs_voice,
+        model=settings.elevenlabs_model,
+        language=settings.elevenlabs_language,
+    )
+    return ElevenLabsTTSService(
+        api_key=settings.elevenlabs_api_key.get_secret_value(), url=settings.elevenlabs_base_url, settings=voice
+    )
+
+
 ELEVENLABS = HostedSpeech(
     name="elevenlabs",
     kind="tts",
     required=("elevenlabs_api_key", "elevenlabs_voice", "elevenlabs_model"),
     handshake=stream_handshake,
+    build=build_tts,
 )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from loguru import logger
+from pipecat.processors.frame_processor import FrameProcessor
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -32,12 +33,13 @@ class Handshake:
 
 @dataclass(frozen=True)
 class HostedSpeech:
-    """A hosted STT or TTS provider: its name, the settings it needs and its handshake."""
+    """A hosted STT or TTS provider: its name, the settings it needs, its handshake and its pipecat service."""
 
     name: str
     kind: Literal["stt", "tts"]
     required: tuple[str, ...]  # settings fields that must be set, e.g. ("deepgram_api_key",)
     handshake: Callable[[Settings], Handshake]
+    build: Callable[[Settings], FrameProcessor]  # the call's service, configured from the settings
 
     @property
     def switch(self) -> str:
