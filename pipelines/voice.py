@@ -103,7 +103,7 @@ def build_voice_call(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            *speech_to_text(settings, speech.transcriber, interim=live_transcript),
+            *speech_to_text(settings, speech.transcriber, speech.voice, interim=live_transcript),
             aggregators.user(),
             StreamingChatLLMService(
                 runtime.chain,

@@ -8,6 +8,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 
 from agent.settings import Settings
 from agent.speech.hosted import Handshake, HostedSpeech
+from agent.speech.voices import Voice
 
 SAMPLE_RATE = 16_000
 
@@ -29,7 +30,7 @@ def listen_handshake(settings: Settings) -> Handshake:
     )
 
 
-def build_stt(settings: Settings) -> FrameProcessor:
+def build_stt(settings: Settings, _voice: Voice) -> FrameProcessor:
     from agent.speech.deepgram_stt import DeepgramTurnSTTService  # Deepgram's SDK: the optional `hosted` extra
 
     return DeepgramTurnSTTService(settings)

@@ -9,6 +9,8 @@ from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 
 from agent.settings import Settings
 from agent.speech.hosted import Handshake, HostedSpeech
+from agent.speech.standby_voice import StandbyVoice
+from agent.speech.voices import Voice
 
 OUTPUT_FORMAT = "pcm_16000"
 
@@ -21,15 +23,20 @@ def stream_handshake(settings: Settings) -> Handshake:
     )
 
 
-def build_tts(settings: Settings) -> FrameProcessor:
-    voice = ElevenLabsTTSService.Settings(
-        voice=settings.elevenlabs_voice,
-        model=settings.elevenlabs_model,
-        language=settings.elevenlabs_language,
+class ElevenLabsWithStandby(StandbyVoice, ElevenLabsTTSService):
+    """pipecat's ElevenLabs service with the local voice standing by for the call (see `standby_voice`)."""
+
+
+def build_tts(settings: Settings, voice: Voice) -> FrameProcessor:
+    service = ElevenLabsWithStandby(
+        api_key=settings.elevenlabs_api_key.get_secret_value(),
+        url=settings.elevenlabs_base_url,
+        settings=ElevenLabsTTSService.Settings(
+            voice=settings.elevenlabs_voice, model=settings.elevenlabs_model, language=settings.elevenlabs_language
+        ),
     )
-    return ElevenLabsTTSService(
-        api_key=settings.elevenlabs_api_key.get_secret_value(), url=settings.elevenlabs_base_url, settings=voice
-    )
+    service.stand_by(voice, provider="elevenlabs", timeout_s=settings.hosted_speech_timeout_ms / 1000)
+    return service
 
 
 ELEVENLABS = HostedSpeech(

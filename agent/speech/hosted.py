@@ -18,6 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from agent.settings import Settings, SettingsError
+from agent.speech.voices import Voice
 
 HANDSHAKE_TIMEOUT_S = 5.0
 
@@ -39,7 +40,7 @@ class HostedSpeech:
     kind: Literal["stt", "tts"]
     required: tuple[str, ...]  # settings fields that must be set, e.g. ("deepgram_api_key",)
     handshake: Callable[[Settings], Handshake]
-    build: Callable[[Settings], FrameProcessor]  # the call's service, configured from the settings
+    build: Callable[[Settings, Voice], FrameProcessor]  # the call's service (a TTS keeps the local voice by it)
 
     @property
     def switch(self) -> str:

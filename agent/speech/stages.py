@@ -14,7 +14,9 @@ from agent.speech.voices import Voice
 from agent.speech.whisper import WhisperTranscriber
 
 
-def speech_to_text(settings: Settings, transcriber: WhisperTranscriber, *, interim: bool) -> list[FrameProcessor]:
+def speech_to_text(
+    settings: Settings, transcriber: WhisperTranscriber, voice: Voice, *, interim: bool
+) -> list[FrameProcessor]:
     """The STT processors, in pipeline order."""
     piece_s = settings.stt_piece_ms / 1000
     if settings.stt_provider == "local":
@@ -26,11 +28,11 @@ def speech_to_text(settings: Settings, transcriber: WhisperTranscriber, *, inter
         piece_s=piece_s,
         interim_results=interim,
     )
-    return [HOSTED_SPEECH[settings.stt_provider].build(settings), standby]
+    return [HOSTED_SPEECH[settings.stt_provider].build(settings, voice), standby]
 
 
 def text_to_speech(settings: Settings, voice: Voice) -> FrameProcessor:
     """The TTS processor."""
     if settings.tts_provider == "local":
         return LocalTTSService(voice)
-    return HOSTED_SPEECH[settings.tts_provider].build(settings)
+    return HOSTED_SPEECH[settings.tts_provider].build(settings, voice)
