@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 
@@ -59,11 +60,39 @@ class Connection:
     replies: int = 0
 
 
-class WebsocketDouble:
-    """A provider's websocket API on 127.0.0.1; `async with double.running():` serves it."""
+class Jobs:
+    """A connection's replies, made in order by one worker (a slow one holds the later ones back, as on a socket)."""
 
-    def __init__(self, key: str, faults: Faults | None = None) -> None:
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+
+    def put(self, job: Callable[[], Awaitable[None]]) -> None:
+        self._queue.put_nowait(job)
+
+    async def join(self) -> None:
+        await self._queue.join()
+
+    async def work(self) -> None:
+        while True:
+            job = await self._queue.get()
+            try:
+                await job()
+            except ConnectionClosed:
+                return
+            finally:
+                self._queue.task_done()
+
+
+Backend = TypeVar("Backend")
+
+
+class WebsocketDouble(Generic[Backend]):
+    """A provider's websocket API on 127.0.0.1, answering with a local model (`backend`); `async with
+    double.running():` serves it."""
+
+    def __init__(self, key: str, backend: Backend, faults: Faults | None = None) -> None:
         self.key = key
+        self.backend = backend
         self.faults = faults or Faults()
         self.handshakes: list[Handshake] = []
         self.connections: list[Connection] = []

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -22,7 +21,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from agent.speech.voices import Voice
-from bench.speech_doubles.base import Connection, Faults, Refused, WebsocketDouble
+from bench.speech_doubles.base import Connection, Jobs, Refused, WebsocketDouble
 from bench.speech_doubles.voice import speak
 
 VERSIONS = {"2024-06-10", "2024-11-13", "2025-04-16", "2026-03-01"}
@@ -35,12 +34,8 @@ OPTIONAL = {
 }  # fmt: skip
 
 
-class CartesiaDouble(WebsocketDouble):
+class CartesiaDouble(WebsocketDouble[Voice]):
     """Cartesia's streaming TTS websocket, synthesising with the local voice."""
-
-    def __init__(self, key: str, voice: Voice, faults: Faults | None = None) -> None:
-        super().__init__(key, faults)
-        self._voice = voice
 
     def check(self, path: str, query: dict[str, str], headers: Headers) -> None:
         if path != "/tts/websocket":
@@ -53,7 +48,7 @@ class CartesiaDouble(WebsocketDouble):
 
     async def session(self, connection: Connection) -> None:
         contexts = _Contexts(self, connection)
-        worker = asyncio.create_task(contexts.work())
+        worker = asyncio.create_task(contexts.jobs.work())
         try:
             async for message in connection.socket:
                 if isinstance(message, bytes):
@@ -83,7 +78,7 @@ class _Contexts:
         self.offset_s: dict[str, float] = {}  # audio spoken so far per context
         self.cancelled: set[str] = set()
         self.done: set[str] = set()
-        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self.jobs = Jobs()
 
     async def take(self, request: dict[str, Any]) -> None:
         context_id = request.get("context_id")
@@ -101,15 +96,7 @@ class _Contexts:
             return
         if not request.get("continue", False):
             self.done.add(context_id)
-        self.jobs.put_nowait(lambda: self._speak(request))
-
-    async def work(self) -> None:
-        while True:
-            job = await self.jobs.get()
-            try:
-                await job()
-            except ConnectionClosed:
-                return
+        self.jobs.put(lambda: self._speak(request))
 
     async def _speak(self, request: dict[str, Any]) -> None:
         context_id, text = request["context_id"], request["transcript"]
@@ -119,7 +106,7 @@ class _Contexts:
         if first:
             await self._double.delay()
         if text.strip():
-            async for spoken in speak(self._double._voice, text, rate, offset):
+            async for spoken in speak(self._double.backend, text, rate, offset):
                 if context_id in self.cancelled:
                     return
                 data = base64.b64encode(spoken.pcm).decode()

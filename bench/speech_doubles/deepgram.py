@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -30,7 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from agent.speech.energy import speech_spans
 from agent.speech.whisper import WhisperTranscriber
-from bench.speech_doubles.base import Connection, Faults, Refused, WebsocketDouble
+from bench.speech_doubles.base import Connection, Jobs, Refused, WebsocketDouble
 
 BOOLEAN = {"true", "false"}
 PARAMETERS: dict[str, Callable[[str], bool]] = {  # the live API's query parameters and their valid values
@@ -70,12 +70,8 @@ INTERIM_EVERY_S = 1.0
 IDLE_CLOSE_S = 10.0
 
 
-class DeepgramDouble(WebsocketDouble):
+class DeepgramDouble(WebsocketDouble[WhisperTranscriber]):
     """Deepgram's `/v1/listen` websocket, transcribing with the local Whisper."""
-
-    def __init__(self, key: str, transcriber: WhisperTranscriber, faults: Faults | None = None) -> None:
-        super().__init__(key, faults)
-        self._whisper = transcriber
 
     def check(self, path: str, query: dict[str, str], headers: Headers) -> None:
         if path != "/v1/listen":
@@ -95,7 +91,7 @@ class DeepgramDouble(WebsocketDouble):
     async def session(self, connection: Connection) -> None:
         query = self.handshakes[-1].query
         stream = _Stream(self, connection, query)
-        worker = asyncio.create_task(stream.work())
+        worker = asyncio.create_task(stream.jobs.work())
         try:
             while True:
                 try:
@@ -148,7 +144,7 @@ class _Stream:
         self.since_interim = 0
         self.last_word_end: float | None = None  # for UtteranceEnd, once a final had speech
         self.request_id = str(uuid.uuid4())
-        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self.jobs = Jobs()
 
     @property
     def now_s(self) -> float:
@@ -165,11 +161,11 @@ class _Stream:
         elif spoken and self.interim and self.since_interim >= INTERIM_EVERY_S * 2 * self.rate:
             self.since_interim = 0
             audio, start = bytes(self.pending), self.start_s
-            self.jobs.put_nowait(lambda: self._send_results(audio, start, is_final=False))
+            self.jobs.put(lambda: self._send_results(audio, start, is_final=False))
         elif not spoken and self._utterance_over():
             last, self.last_word_end = self.last_word_end, None
             message = {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": last}
-            self.jobs.put_nowait(lambda: self._send(message))
+            self.jobs.put(lambda: self._send(message))
 
     def _utterance_over(self) -> bool:
         """`utterance_end_ms` of silence has followed the last word of a final result (UtteranceEnd is due)."""
@@ -191,22 +187,12 @@ class _Stream:
         await self._send(metadata)
         await self._connection.socket.close(1000)
 
-    async def work(self) -> None:
-        while True:
-            job = await self.jobs.get()
-            try:
-                await job()
-            except ConnectionClosed:
-                return
-            finally:
-                self.jobs.task_done()
-
     def _final(self, *, speech_final: bool, from_finalize: bool) -> None:
         audio, start = bytes(self.pending), self.start_s
         self.start_s, self.pending, self.since_interim = self.now_s, bytearray(), 0
         if spans := speech_spans(audio, self.rate, min_speech_s=0.0):
             self.last_word_end = round(start + spans[-1][1], 3)
-        self.jobs.put_nowait(
+        self.jobs.put(
             lambda: self._send_results(
                 audio, start, is_final=True, speech_final=speech_final, from_finalize=from_finalize
             )
@@ -219,7 +205,7 @@ class _Stream:
         spans = speech_spans(audio, self.rate, min_speech_s=0.0)
         text = ""
         if spans:
-            transcribe = self._double._whisper.transcribe if is_final else self._double._whisper.transcribe_if_idle
+            transcribe = self._double.backend.transcribe if is_final else self._double.backend.transcribe_if_idle
             result = await asyncio.to_thread(transcribe, audio, self.rate)
             if result is None:  # Whisper busy: an interim is skipped, as Deepgram skips them under load
                 return

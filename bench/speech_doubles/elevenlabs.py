@@ -21,7 +21,7 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -30,7 +30,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from agent.speech.voices import Voice
-from bench.speech_doubles.base import Connection, Faults, Refused, WebsocketDouble
+from bench.speech_doubles.base import Connection, Jobs, Refused, WebsocketDouble
 from bench.speech_doubles.voice import speak
 
 PATH = re.compile(r"^/v1/text-to-speech/([A-Za-z0-9_-]{1,64})/multi-stream-input$")
@@ -54,12 +54,8 @@ TEXT_FIELDS = {"text": str, "context_id": str, "voice_settings": dict, "generati
 SENTENCE_END = re.compile(r"[.!?]\s*$")
 
 
-class ElevenLabsDouble(WebsocketDouble):
+class ElevenLabsDouble(WebsocketDouble[Voice]):
     """ElevenLabs' multi-context streaming TTS websocket, synthesising with the local voice."""
-
-    def __init__(self, key: str, voice: Voice, faults: Faults | None = None) -> None:
-        super().__init__(key, faults)
-        self._voice = voice
 
     def check(self, path: str, query: dict[str, str], headers: Headers) -> None:
         if not PATH.match(path):
@@ -76,7 +72,7 @@ class ElevenLabsDouble(WebsocketDouble):
     async def session(self, connection: Connection) -> None:
         query = self.handshakes[-1].query
         contexts = _Contexts(self, connection, query)
-        worker = asyncio.create_task(contexts.work())
+        worker = asyncio.create_task(contexts.jobs.work())
         try:
             async for message in connection.socket:
                 try:
@@ -115,7 +111,7 @@ class _Contexts:
         self.rate = int(query.get("output_format", "pcm_16000").removeprefix("pcm_"))
         self.auto_mode = query.get("auto_mode") == "true"
         self.contexts: dict[str, _Context] = {}
-        self.jobs: asyncio.Queue[Callable[[], Awaitable[None]]] = asyncio.Queue()
+        self.jobs = Jobs()
 
     def take(self, request: dict[str, Any]) -> str | None:
         """Queue what `request` asks for; what is wrong with it in this context (None: nothing)."""
@@ -136,24 +132,14 @@ class _Contexts:
             self.auto_mode or request.get("flush") or context.closed or SENTENCE_END.search(context.buffered)
         ):
             text, context.buffered = context.buffered.strip(), ""
-            self.jobs.put_nowait(lambda: self._speak(context_id, text))
+            self.jobs.put(lambda: self._speak(context_id, text))
         if context.closed:
-            self.jobs.put_nowait(lambda: self._reply({"isFinal": True, "contextId": context_id}))
+            self.jobs.put(lambda: self._reply({"isFinal": True, "contextId": context_id}))
         return None
-
-    async def work(self) -> None:
-        while True:
-            job = await self.jobs.get()
-            try:
-                await job()
-            except ConnectionClosed:
-                return
-            finally:
-                self.jobs.task_done()
 
     async def _speak(self, context_id: str, text: str) -> None:
         await self._double.delay()
-        pieces = [spoken.pcm async for spoken in speak(self._double._voice, text, self.rate)]
+        pieces = [spoken.pcm async for spoken in speak(self._double.backend, text, self.rate)]
         audio = b"".join(pieces)
         duration_ms = len(audio) / 2 / self.rate * 1000
         chars = list(text)
