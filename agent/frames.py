@@ -48,6 +48,15 @@ class AnswerHeldFrame(SystemFrame):
 
 
 @dataclass
+class HostedSpeechFailedFrame(SystemFrame):
+    """Sent downstream by a hosted recogniser or voice that failed (an error, its socket closed, a rejected key):
+    the local model standing by behind it takes over for the rest of the call."""
+
+    provider: str = ""
+    reason: str = ""
+
+
+@dataclass
 class SpeakPhraseFrame(DataFrame):
     """Asks the phrase player to say one of the pre-synthesised phrases (an apology, the goodbye): words that are
     not an answer, so they never count as one."""

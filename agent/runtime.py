@@ -8,7 +8,8 @@ registry. Every call's pipeline then shares these objects.
 Start-up is resilient: a provider that is down, overloaded or out of quota at start-up (a 429, a 503, a cut
 connection) is logged and the server starts anyway; each turn then fails over along the chain or apologises. Only
 a configuration error stops start-up: a rejected key (401/403) or a model the provider does not have, reported as
-a `SettingsError` that names the variable.
+a `SettingsError` that names the variable; the hosted speech providers (`STT_PROVIDER`, `TTS_PROVIDER`) are checked
+the same way, by one websocket handshake each.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import PLATFORMS, Provider, chain_names, provider_for, wants_local_llm
 from agent.settings import Settings, SettingsError
 from agent.speech.phrases import Phrase, synthesize_phrases
+from agent.speech.providers import check_hosted_speech
 from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
 from agent.tools.catalog import build_registry
@@ -98,6 +100,7 @@ class AgentRuntime:
         for name in names:  # a missing key or URL is a settings error before anything heavy is loaded
             if name != "local":
                 provider_for(settings, name)
+        await check_hosted_speech(settings)
         tools = build_registry(settings)
         local_server = None
         if wants_local_llm(settings) and not local_llm_url:
@@ -148,7 +151,9 @@ class AgentRuntime:
 
 async def check_providers(settings: Settings) -> None:
     """Ask each remote provider of the chain for its models: raises SettingsError for a rejected key or an unknown
-    model (a provider that is down is left for the runtime to log). `voice-agent serve` runs it before listening."""
+    model (a provider that is down is left for the runtime to log), and the hosted speech providers' keys the same
+    way. `voice-agent serve` runs it before listening."""
+    await check_hosted_speech(settings)
     for name in chain_names(settings):
         if name == "local":
             continue

@@ -209,6 +209,32 @@ class Settings(BaseSettings):
         "the caller goes on (a piece with no pause at all is cut at three times this), ms",
     )
 
+    stt_provider: Literal["local", "deepgram"] = Field(
+        "local",
+        description="Who transcribes the caller",
+        json_schema_extra=section(
+            "Hosted speech", "agent/speech/hosted.py; the local models stay the default and the fallback"
+        ),
+    )
+    deepgram_api_key: SecretStr = Field(SecretStr(""), description="Deepgram key, sent as `Authorization: Token`")
+    deepgram_base_url: str = Field("wss://api.deepgram.com", description="Deepgram's websocket origin")
+    deepgram_model: str = Field("nova-3-general", description="Deepgram live model")
+    deepgram_language: str = Field("en", description="Deepgram recognition language")
+    tts_provider: Literal["local", "cartesia", "elevenlabs"] = Field("local", description="Whose voice answers")
+    cartesia_api_key: SecretStr = Field(SecretStr(""), description="Cartesia key, sent as `X-API-Key`")
+    cartesia_base_url: str = Field("wss://api.cartesia.ai", description="Cartesia's websocket origin")
+    cartesia_model: str = Field("sonic-3.6", description="Cartesia TTS model")
+    cartesia_voice: str = Field("", description="Cartesia voice id (required with TTS_PROVIDER=cartesia)")
+    cartesia_language: str = Field("en", description="Cartesia synthesis language")
+    elevenlabs_api_key: SecretStr = Field(SecretStr(""), description="ElevenLabs key, sent as `xi-api-key`")
+    elevenlabs_base_url: str = Field("wss://api.elevenlabs.io", description="ElevenLabs' websocket origin")
+    elevenlabs_model: str = Field("eleven_flash_v2_5", description="ElevenLabs TTS model")
+    elevenlabs_voice: str = Field("", description="ElevenLabs voice id (required with TTS_PROVIDER=elevenlabs)")
+    elevenlabs_language: str = Field("en", description="ElevenLabs synthesis language")
+    hosted_speech_timeout_ms: PositiveMs = Field(
+        1500, description="No hosted transcript or audio this long when due: the call goes on with the local model"
+    )
+
     vad_stop_ms: float = Field(
         64,
         ge=32,
@@ -559,6 +585,27 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("deepgram_base_url", "cartesia_base_url", "elevenlabs_base_url")
+    @classmethod
+    def _websocket_origin(cls, value: str) -> str:
+        if not value.startswith(("ws://", "wss://")) or value.count("/") > 2:
+            raise ValueError("must be a ws:// or wss:// origin without a path, e.g. wss://api.example.com")
+        return value
+
+    @field_validator("deepgram_language", "cartesia_language", "elevenlabs_language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2,3}(-[A-Z][A-Za-z]{1,3})?", value):
+            raise ValueError("must be a language code such as en, en-US, de or fr")
+        return value
+
+    @field_validator("cartesia_voice", "elevenlabs_voice")
+    @classmethod
+    def _voice_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{0,64}", value):
+            raise ValueError("must be the provider's voice id (letters, digits, - and _)")
         return value
 
     @field_validator("llm_fallbacks")

@@ -1,6 +1,6 @@
 """Phone entry: one carrier media stream (Twilio, Telnyx or Plivo) = one call, at the carriers' 8 kHz.
 
-The carrier plugs in at the transport (`agent/telephony/carriers.py`: its serializer, its marks, its call control);
+The carrier plugs in at the transport (`agent/telephony/registry.py` and its folder: serializer, marks, call control);
 the voice chain is the one every entry runs. Around it, this call's phone parts:
 
 - marks around everything the agent says (`agent/telephony/marks.py`): the answer mark's echo times when the caller

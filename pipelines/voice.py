@@ -2,11 +2,11 @@
 
 One turn, in order:
   transport in -> VAD (Silero, let go at the true end of speech) -> Whisper STT (transcribing while the caller
-  speaks) -> user context aggregator (end-of-turn strategy: words + Smart Turn, speculation, barge-in)
-  -> streaming chat LLM (raced over the provider chain; pipecat's speculation gate holds a speculative answer until
-  the turn is confirmed) -> clause chunker -> local TTS -> phrase player (acknowledgement, apology, goodbye)
-  -> onset hold (the answer's first audio waits while the caller may be starting to speak) -> transport out
-  -> assistant context aggregator.
+  speaks; or a hosted recogniser, Whisper standing by) -> user context aggregator (end-of-turn strategy: the words
+  model + the voice, speculation, barge-in) -> streaming chat LLM (raced over the provider chain; pipecat's
+  speculation gate holds a speculative answer until the turn is confirmed) -> clause chunker -> local or hosted TTS
+  -> phrase player (acknowledgement, apology, goodbye) -> onset hold (the answer's first audio waits while the
+  caller may be starting to speak) -> transport out -> assistant context aggregator.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -40,8 +40,7 @@ from agent.llm.service import StreamingChatLLMService
 from agent.runtime import AgentRuntime
 from agent.speech.clauses import ClauseChunker
 from agent.speech.phrases import PhrasePlayer
-from agent.speech.stt import StreamingWhisperSTTService
-from agent.speech.tts import LocalTTSService
+from agent.speech.stages import speech_to_text, text_to_speech
 from agent.turns.conversation import Conversation
 from agent.turns.decision import RULE
 from agent.turns.end_of_turn import EndOfTurnStrategy
@@ -99,9 +98,7 @@ def build_voice_call(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            StreamingWhisperSTTService(
-                speech.transcriber, piece_s=settings.stt_piece_ms / 1000, interim_results=live_transcript
-            ),
+            *speech_to_text(settings, speech.transcriber, speech.voice, interim=live_transcript),
             aggregators.user(),
             StreamingChatLLMService(
                 runtime.chain,
@@ -114,7 +111,7 @@ def build_voice_call(
             ClauseChunker(
                 min_clause_words=settings.first_clause_min_words, max_first_words=settings.first_clause_max_words
             ),
-            LocalTTSService(speech.voice),
+            text_to_speech(settings, speech.voice),
             PhrasePlayer(speech.phrases, acknowledge_after_s=acknowledge_after_s),
             AnswerOnsetHold(vad, max_hold_s=settings.vad_start_ms / 1000 + ONSET_HOLD_MARGIN_S),
             transport.output(),

@@ -175,12 +175,14 @@ class StreamingWhisperSTTService(STTService):
             self._speaking = False
             self._segments += 1
             await self.push_frame(SpeechEndFrame(silence_s=self._turn.trailing_silence_s))
-            spoken_until = self._turn.spoken_until(frame.stop_secs)
-            final = self._transcribe_turn(self._turn, self._final, spoken_until, self._segments)
-            self._final = self.create_task(final, "whisper-final")
+            self._segment_ended(self._turn, self._turn.spoken_until(frame.stop_secs), self._segments)
         elif isinstance(frame, UserStoppedSpeakingFrame) and direction == FrameDirection.UPSTREAM and self._turn:
             self._turn.ended = True  # the turn is over: the next words start a new one
             self._turn = None
+
+    def _segment_ended(self, turn: TurnSpeech, spoken_until: int, segment: int) -> None:
+        """A VAD stop: transcribe the turn up to `spoken_until` bytes, after the previous stop's transcript."""
+        self._final = self.create_task(self._transcribe_turn(turn, self._final, spoken_until, segment), "whisper-final")
 
     async def _transcribe_turn(
         self, turn: TurnSpeech, previous: asyncio.Task | None, spoken_until: int, segment: int

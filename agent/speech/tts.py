@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
 from loguru import logger
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import Frame, TTSAudioRawFrame
 from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 
@@ -52,31 +52,32 @@ class LocalTTSService(TTSService):
         await self.start_tts_usage_metrics(text)
         if context_id != self._context_id:
             self._context_id, self._context_offset_s = context_id, 0.0
-        samples = 0
+        async for frame in speak_locally(self, self._voice, text, context_id, self._context_offset_s):
+            if isinstance(frame, TTSAudioRawFrame):
+                self._context_offset_s += len(frame.audio) / 2 / self.sample_rate
+            yield frame
 
-        async def counted(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-            nonlocal samples
-            async for piece in pieces:
-                samples += len(piece) // 2
-                yield piece
 
-        try:
-            async for frame in self._stream_audio_frames_from_iterator(
-                counted(_in_thread(self._voice.synthesize(text))),
-                in_sample_rate=self._voice.sample_rate,
-                context_id=context_id,
-            ):
-                await self.stop_ttfb_metrics()
-                yield frame
-        except Exception as e:  # a voice that fails must not leave the caller in silence
-            logger.exception(f"TTS: synthesis of {text[:40]!r} failed ({type(e).__name__}); apologising")
-            yield SpeakPhraseFrame(kind="apology")
-            return
-        finally:
-            await self.stop_ttfb_metrics()
-        duration = samples / self._voice.sample_rate
-        await self.add_word_timestamps(word_times(text, self._context_offset_s, duration), context_id)
-        self._context_offset_s += duration
+async def speak_locally(
+    service: TTSService, voice: Voice, text: str, context_id: str, offset_s: float
+) -> AsyncGenerator[Frame, None]:
+    """`text` in the local `voice` as `service`'s audio frames for `context_id`, then its words' estimated times
+    (from `offset_s` into the context). A voice that fails says sorry instead of leaving the caller in silence."""
+    duration_s = 0.0
+    try:
+        async for frame in service._stream_audio_frames_from_iterator(
+            _in_thread(voice.synthesize(text)), in_sample_rate=voice.sample_rate, context_id=context_id
+        ):
+            await service.stop_ttfb_metrics()
+            duration_s += len(frame.audio) / 2 / service.sample_rate
+            yield frame
+    except Exception as e:
+        logger.exception(f"TTS: synthesis of {text[:40]!r} failed ({type(e).__name__}); apologising")
+        yield SpeakPhraseFrame(kind="apology")
+        return
+    finally:
+        await service.stop_ttfb_metrics()
+    await service.add_word_timestamps(word_times(text, offset_s, duration_s), context_id)
 
 
 def word_times(text: str, start_s: float, duration_s: float) -> list[tuple[str, float]]:
