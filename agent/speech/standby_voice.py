@@ -49,6 +49,12 @@ class StandbyVoice(TTSService):
         self._sent: dict[str, _Context] = {}
         self._watchdog: asyncio.Task | None = None
 
+    @property
+    def is_usable(self) -> bool:
+        """Once the call fell back, the local voice does the work: a provider's permanent error (a refused key)
+        must not make pipecat stop giving this service text."""
+        return self._provider is None or super().is_usable
+
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         if self._provider is None:
             context = self._sent.get(context_id)
