@@ -28,6 +28,13 @@ MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset(entry.value for entry in KeypadEntry)
 
 
+class StreamProtocolError(GateRefused):
+    """The peer did not open the stream the way its carrier does (each carrier names its own subclass)."""
+
+    def __init__(self, detail: str, reason: str = "handshake") -> None:
+        super().__init__(reason, detail)
+
+
 def parse_message(text: str) -> dict[str, Any] | None:
     """A JSON object no larger than `MAX_MESSAGE_CHARS`, or None."""
     if len(text) > MAX_MESSAGE_CHARS:

@@ -22,8 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from pipecat.serializers.plivo import PlivoFrameSerializer
 
 from agent.telephony.gate import TOKEN_PARAMETER, StreamOpening
-from agent.telephony.stream_messages import CheckedStreamMessages
-from agent.telephony.tokens import GateRefused
+from agent.telephony.stream_messages import CheckedStreamMessages, StreamProtocolError
 
 PLIVO_RATE = 8000
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"
@@ -35,11 +34,8 @@ SIGNATURE_HEADER = "x-plivo-signature-v3"
 NONCE_HEADER = "x-plivo-signature-v3-nonce"
 
 
-class PlivoProtocolError(GateRefused):
+class PlivoProtocolError(StreamProtocolError):
     """The peer did not open the stream the way Plivo does."""
-
-    def __init__(self, detail: str, reason: str = "handshake") -> None:
-        super().__init__(reason, detail)
 
 
 def extra_headers(parameters: Mapping[str, str]) -> str:

@@ -22,8 +22,7 @@ from loguru import logger
 from pipecat.serializers.telnyx import TelnyxFrameSerializer
 
 from agent.telephony.gate import StreamOpening
-from agent.telephony.stream_messages import CheckedStreamMessages
-from agent.telephony.tokens import GateRefused
+from agent.telephony.stream_messages import CheckedStreamMessages, StreamProtocolError
 
 TELNYX_RATE = 8000
 # The stream's media_format.encoding as Telnyx documents it, newer and older ("audio/x-mulaw" in the older streaming
@@ -38,11 +37,8 @@ SIGNATURE_HEADER = "telnyx-signature-ed25519"
 TIMESTAMP_HEADER = "telnyx-timestamp"
 
 
-class TelnyxProtocolError(GateRefused):
+class TelnyxProtocolError(StreamProtocolError):
     """The peer did not open the stream the way Telnyx does."""
-
-    def __init__(self, detail: str, reason: str = "handshake") -> None:
-        super().__init__(reason, detail)
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:

@@ -17,8 +17,7 @@ from pipecat.serializers.twilio import TwilioFrameSerializer
 from twilio.request_validator import RequestValidator
 
 from agent.telephony.gate import StreamOpening
-from agent.telephony.stream_messages import CheckedStreamMessages
-from agent.telephony.tokens import GateRefused
+from agent.telephony.stream_messages import CheckedStreamMessages, StreamProtocolError
 
 MEDIA_FORMAT = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 # Twilio's SIDs: two letters naming the resource, then 32 lowercase hex digits.
@@ -27,11 +26,8 @@ STREAM_SID = re.compile(r"MZ[0-9a-f]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-f]{32}")
 
 
-class TwilioProtocolError(GateRefused):
+class TwilioProtocolError(StreamProtocolError):
     """The peer did not open the stream the way Twilio does."""
-
-    def __init__(self, detail: str, reason: str = "handshake") -> None:
-        super().__init__(reason, detail)
 
 
 def parse_start(event: dict[str, Any]) -> StreamOpening:
