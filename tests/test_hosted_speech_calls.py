@@ -21,6 +21,8 @@ from bench.speech_doubles.elevenlabs import ElevenLabsDouble
 from tests.conftest import local_settings
 from tests.servers import wait_for
 
+pytestmark = pytest.mark.slow  # real phone calls in real time against the doubles
+
 KEY = "hosted-test-key-0123456789"
 VOICES = {"cartesia": "a0e99841-438c-4a64-b679-ae501e7d6091", "elevenlabs": "21m00Tcm4TlvDq8ikWAM"}
 TTS_DOUBLES = {"cartesia": CartesiaDouble, "elevenlabs": ElevenLabsDouble}
