@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -83,12 +84,16 @@ start_events = st.fixed_dictionaries(
 wire_text = st.text(max_size=300) | stream_events.map(json.dumps) | st.just("[" * 5000)
 
 
-async def run_carrier(carrier: str, messages: list[str | bytes]) -> list[Any]:
-    async def ignore(*_: Any) -> None:
-        return None
+async def ignore(*_: Any) -> None:
+    return None
 
+
+async def run_carrier(
+    carrier: str, messages: list[str | bytes], on_stop: Callable[[], Awaitable[None]] = ignore
+) -> list[Any]:
+    """Each message through the carrier's checked serializer, as its stream would deliver it."""
     opening = StreamOpening(carrier, "CA" + "0" * 32, "MZ" + "0" * 32, "AC" + "0" * 32, encoding="PCMA")
-    serializer = CARRIERS[carrier].serializer(opening, on_mark=ignore, on_stop=ignore)
+    serializer = CARRIERS[carrier].serializer(opening, on_mark=ignore, on_stop=on_stop)
     setup = FrameProcessorSetup(
         clock=SystemClock(), task_manager=TaskManager(), pipeline_worker=None, audio_in_sample_rate=16000
     )
@@ -113,23 +118,11 @@ def test_a_message_without_an_event_is_dropped_and_the_call_goes_on(carrier):
     async def stopped() -> None:
         stops.append(True)
 
-    async def ignore(*_: Any) -> None:
-        return None
-
-    async def deliver(messages: list[str]) -> list[Any]:
-        opening = StreamOpening(carrier, "CA" + "0" * 32, "MZ" + "0" * 32, "AC" + "0" * 32, encoding="PCMU")
-        serializer = CARRIERS[carrier].serializer(opening, on_mark=ignore, on_stop=stopped)
-        setup = FrameProcessorSetup(
-            clock=SystemClock(), task_manager=TaskManager(), pipeline_worker=None, audio_in_sample_rate=16000
-        )
-        await serializer.setup(setup)
-        return [await serializer.deserialize(m) for m in messages]
-
     hostile = ["{}", '{"event": null}', '{"media": {"payload": "/w=="}}', '{"event": 7}', '{"event": ["stop"]}']
-    assert asyncio.run(deliver(hostile)) == [None] * len(hostile) and not stops
+    assert asyncio.run(run_carrier(carrier, hostile, stopped)) == [None] * len(hostile) and not stops
     stop_event = CARRIERS[carrier].serializer.stop_event
     if stop_event is not None:
-        asyncio.run(deliver([json.dumps({"event": stop_event})]))
+        asyncio.run(run_carrier(carrier, [json.dumps({"event": stop_event})], stopped))
         assert stops == [True]
 
 
