@@ -10,6 +10,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 from loguru import logger
 
+from agent.llm.simulator import ProviderSim
 from agent.phone_client import place_call
 from agent.server.app import create_app
 from bench.audio import build_call, normalize, transcripts, word_error_rate
@@ -19,11 +20,22 @@ from bench.speech_doubles.cartesia import CartesiaDouble
 from bench.speech_doubles.deepgram import DeepgramDouble
 from bench.speech_doubles.elevenlabs import ElevenLabsDouble
 from tests.conftest import local_settings
+from tests.phone_deployment import SIM_ANSWER, simulated_runtime
 from tests.servers import wait_for
 
 pytestmark = pytest.mark.slow  # real phone calls in real time against the doubles
 
 KEY = "hosted-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+async def runtime(speech):
+    """The session's speech models, answering through the provider simulator: these calls test speech, and the
+    local LLM's pauses on a busy machine made them fail for reasons outside it."""
+    async with simulated_runtime(speech, ProviderSim(first_token_s=0.05, answer=SIM_ANSWER)) as runtime:
+        yield runtime
+
+
 VOICES = {"cartesia": "a0e99841-438c-4a64-b679-ae501e7d6091", "elevenlabs": "21m00Tcm4TlvDq8ikWAM"}
 TTS_DOUBLES = {"cartesia": CartesiaDouble, "elevenlabs": ElevenLabsDouble}
 
@@ -51,7 +63,6 @@ async def answered_turns(server: RunningServer, tmp_path, transcriber) -> list[d
     """One question in a phone call: it was understood and answered, and the answer was heard."""
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "call.wav", [0.3, "ill_disposed.wav", 0.3])
-    # The local LLM may pause between clauses on a busy machine: the caller waits a little longer than by default.
     result = await place_call(call, f"{server.ws}/twilio/stream", tail_s=6.0)
     await wait_for(lambda: server.app.state.admission.active == 0)
     assert result.turns and result.turns[0]["first_sound_ms"] is not None, result.turns
@@ -72,9 +83,9 @@ def logged_warnings() -> tuple[list[str], int]:
 
 
 @pytest.mark.parametrize("tts", ["cartesia", "elevenlabs"])
-async def test_a_call_is_answered_by_deepgram_and_a_hosted_voice(local_runtime, tmp_path, tts: str) -> None:
-    async with hosted_call_server(local_runtime, tts) as (server, stt_double, tts_double):
-        turns = await answered_turns(server, tmp_path, local_runtime.speech.transcriber)
+async def test_a_call_is_answered_by_deepgram_and_a_hosted_voice(runtime, tmp_path, tts: str) -> None:
+    async with hosted_call_server(runtime, tts) as (server, stt_double, tts_double):
+        turns = await answered_turns(server, tmp_path, runtime.speech.transcriber)
     assert not stt_double.violations and not tts_double.violations
     assert {"type": "Finalize"} in stt_double.connections[0].received  # the VAD stop asked Deepgram for the words
     assert any(c.replies for c in tts_double.connections)  # the answer was spoken by the hosted voice
@@ -87,11 +98,11 @@ async def test_a_call_is_answered_by_deepgram_and_a_hosted_voice(local_runtime, 
     [Faults(close_after=0), Faults(stall_after=0), Faults(malformed_after=0), Faults(refuse_key=True)],
     ids=["closed mid-stream", "stalled", "malformed reply", "key refused"],
 )
-async def test_a_failing_recogniser_falls_back_to_whisper_for_the_call(local_runtime, tmp_path, faults) -> None:
+async def test_a_failing_recogniser_falls_back_to_whisper_for_the_call(runtime, tmp_path, faults) -> None:
     warnings, sink = logged_warnings()
     try:
-        async with hosted_call_server(local_runtime, "cartesia", faults) as (server, _, _):
-            await answered_turns(server, tmp_path, local_runtime.speech.transcriber)
+        async with hosted_call_server(runtime, "cartesia", faults) as (server, _, _):
+            await answered_turns(server, tmp_path, runtime.speech.transcriber)
     finally:
         logger.remove(sink)
     assert any("the local Whisper transcribes the rest of this call" in w for w in warnings), warnings
@@ -105,12 +116,12 @@ async def test_a_failing_recogniser_falls_back_to_whisper_for_the_call(local_run
     ids=["closed mid-answer", "stalled mid-answer", "malformed reply", "key refused"],
 )
 async def test_a_failing_voice_falls_back_to_the_local_voice_for_the_call(
-    local_runtime, tmp_path, tts: str, faults: Faults
+    runtime, tmp_path, tts: str, faults: Faults
 ) -> None:
     warnings, sink = logged_warnings()
     try:
-        async with hosted_call_server(local_runtime, tts, tts_faults=faults) as (server, _, _):
-            await answered_turns(server, tmp_path, local_runtime.speech.transcriber)
+        async with hosted_call_server(runtime, tts, tts_faults=faults) as (server, _, _):
+            await answered_turns(server, tmp_path, runtime.speech.transcriber)
     finally:
         logger.remove(sink)
     assert any("the local voice speaks the rest of this call" in w for w in warnings), warnings
