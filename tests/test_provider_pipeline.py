@@ -41,7 +41,7 @@ async def cerebras_runtime(sim, speech):
 @pytest.fixture(scope="module")
 def two_questions(tmp_path_factory):
     return build_call(
-        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "five_five.wav", 0.3]
+        tmp_path_factory.mktemp("calls") / "two.wav", [0.3, "ten_of_clubs.wav", 4.0, "synth_tokyo.wav", 0.3]
     )
 
 
