@@ -81,17 +81,22 @@ def cmdline(pid: int) -> str:
 
 @asynccontextmanager
 async def agent_process(
-    tmp_path: Path, env: dict[str, str], port: int | None = None, start_timeout_s: float = 240.0
+    tmp_path: Path,
+    env: dict[str, str],
+    port: int | None = None,
+    start_timeout_s: float = 240.0,
+    root: Path = ROOT,
 ) -> AsyncIterator[AgentProcess]:
-    """Start `python -m agent.cli serve` (this checkout's code) with `env` as its settings, in `tmp_path` (no
-    stray .env); wait until it serves /health. On exit: SIGTERM (a drain), then SIGKILL if it lingers."""
+    """Start `python -m agent.cli serve` (the code of the checkout at `root`, by default this one) with `env` as its
+    settings, in `tmp_path` (no stray .env); wait until it serves /health. On exit: SIGTERM (a drain), then SIGKILL
+    if it lingers."""
     port = port or free_port()
     log_path = tmp_path / f"server-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "serve", "--port", str(port)],
             cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            env={**os.environ, "PYTHONPATH": str(root), **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
