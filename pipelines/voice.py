@@ -3,7 +3,7 @@
 One turn, in order:
   transport in -> VAD (Silero, let go at the true end of speech) -> Whisper STT (transcribing while the caller
   speaks; or a hosted recogniser, Whisper standing by) -> user context aggregator (end-of-turn strategy: the words
-  model + the voice, speculation, barge-in) -> streaming chat LLM (raced over the provider chain; pipecat's
+  model + the voice, speculation, barge-in; the caller's audio goes no further) -> streaming chat LLM (raced over the provider chain; pipecat's
   speculation gate holds a speculative answer until the turn is confirmed) -> clause chunker -> local or hosted TTS
   -> phrase player (acknowledgement, apology, goodbye) -> onset hold (the answer's first audio waits while the
   caller may be starting to speak) -> transport out -> assistant context aggregator.
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from loguru import logger
-from pipecat.frames.frames import EndFrame
+from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -29,6 +29,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -100,6 +101,7 @@ def build_voice_call(
             VADProcessor(vad_analyzer=vad),
             *speech_to_text(settings, speech.transcriber, speech.voice, interim=live_transcript),
             aggregators.user(),
+            FunctionFilter(_not_caller_audio, filter_system_frames=True),
             StreamingChatLLMService(
                 runtime.chain,
                 context=context,
@@ -130,6 +132,12 @@ def build_voice_call(
         idle_timeout_secs=None,
     )
     return VoiceCall(worker=worker, latency=latency, context=context)
+
+
+async def _not_caller_audio(frame: Frame) -> bool:
+    """The caller's audio ends its way at the user aggregator: every 20 ms frame carried on through the rest of
+    the pipeline (and shown to each observer at each step) cost CPU for the whole call, to no one's use."""
+    return not isinstance(frame, InputAudioRawFrame)
 
 
 async def run_voice_call(call: VoiceCall, *, max_duration_s: float | None = None) -> None:
