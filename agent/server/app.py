@@ -186,5 +186,6 @@ def serve(settings: Settings) -> None:
         log_config=log_config(),
         ws="websockets",
         ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
+        ws_per_message_deflate=False,  # G.711 and PCM do not compress: deflating every 20 ms frame only costs CPU
     )
     DrainingServer(config, app).run()

@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             server.should_exit = True
 
     app = create_worker_app(settings, payload.get("local_llm_url"), exit_now)
-    server = uvicorn.Server(uvicorn.Config(app, uds=args.socket, log_level="warning", ws="websockets-sansio"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, uds=args.socket, log_level="warning", ws="websockets-sansio", ws_per_message_deflate=False)
+    )
     server.run()
     return 0
 

@@ -171,7 +171,7 @@ class WorkerPool:
         worker.on_turn, worker.on_violation = on_turn, on_violation
         try:
             async with websockets.unix_connect(
-                worker.socket_path, f"ws://worker{path}", max_size=None, ping_interval=None
+                worker.socket_path, f"ws://worker{path}", max_size=None, ping_interval=None, compression=None
             ) as upstream:
                 for text in opening:
                     await upstream.send(text)
