@@ -44,12 +44,10 @@ def scripted_cpu(busy_percent: float) -> CpuMeter:
     return meter
 
 
-def admission(idle: int = 4, cpu: float = 10.0, cores: int = 8, **settings) -> tuple[Admission, Clock]:
+def admission(idle: int = 4, cpu: float = 10.0, **settings) -> tuple[Admission, Clock]:
     clock = Clock()
     values = {"max_sessions": 8, "admission": "load", "admission_min_turns": 2, **settings}
-    gate = Admission(
-        local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock, cores=cores
-    )
+    gate = Admission(local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock)
     return gate, clock
 
 
@@ -103,17 +101,35 @@ def test_an_unmeasured_level_is_predicted_from_the_levels_below():
     assert gate.capacity() == 2 and "3 calls predicted" in (gate.refusal() or "")
 
 
-def test_more_calls_than_cores_are_predicted_to_queue():
-    gate, _ = admission(cores=2)
+def test_the_next_level_is_predicted_from_what_each_live_call_costs_the_cpu():
+    gate, _ = admission(idle=8, max_sessions=16)
+    for level in (1, 2, 3):
+        answer(gate, level, 500, 520, 510)  # up to three calls answered as fast as one
+    for _ in range(30):
+        gate.call_cpu.observe(5.0, 0)  # other work: 5 % of the machine
+    for _ in range(30):
+        gate.call_cpu.observe(5.0 + 3 * 20.0, 3)  # three calls live, each 20 % of the machine
+    for _ in range(3):
+        gate.admit("phone")
+    assert gate.call_cpu.predicted(4) == pytest.approx(85.0, abs=1.0)
+    assert gate.refusal() is None  # a fourth: 85 % busy, under 90
+    gate.admit("phone")
+    assert "CPU predicted 105% busy at 5 calls" in (gate.refusal() or "")
+    assert gate.capacity() == 4
+
+
+def test_the_machine_ramps_up_by_what_it_has_answered_within_budget():
+    fresh, _ = admission(idle=8, max_sessions=16)
+    assert fresh.capacity() == 2  # nothing measured: two may try
+    gate, _ = admission(idle=8, max_sessions=16)
     answer(gate, 1, 500, 520, 510)
-    answer(gate, 2, 520, 530, 525)  # two calls on two cores: as fast as one, so the line says a third is free
-    gate.admit("phone"), gate.admit("phone")
-    assert gate.capacity() == 2  # but three calls share two cores: ~520 x 3/2 = ~780 ms, over 720
-    assert "3 calls predicted over 720 ms" in (gate.refusal() or "")
-    roomy, _ = admission(cores=4)
-    answer(roomy, 1, 500, 520, 510)
-    answer(roomy, 2, 520, 530, 525)
-    assert roomy.capacity() == 4  # a core each: the line (~540, ~555 ms) is all there is to go by
+    answer(gate, 2, 520, 530, 525)  # two calls as fast as one: the line would let any number in
+    assert gate.capacity() == 4  # but no more than twice the two proven
+    answer(gate, 4, 540, 545, 550)
+    assert gate.capacity() == 8
+    answer(gate, 4, *[750] * 20)  # four now close to the budget: within it, but no longer by the margin
+    assert gate.capacity() == 4
+    assert "5 calls predicted over 720 ms" in (gate._load_refusal(5) or "")
 
 
 def test_live_calls_already_over_budget_block_one_more():

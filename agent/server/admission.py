@@ -3,21 +3,26 @@
 Hard limits first: no call while draining, none without a free worker (or past `MAX_SESSIONS`). Then, for a call
 that would share the machine with live ones (`ADMISSION=load`), what was measured recently:
 
-- CPU: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`);
+- CPU, now and predicted: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`), and what
+  one more call would make it: every second the busy share is read with the number of live calls, giving the
+  background (no call live) and each live call's share, both smoothed (`CallCpu`); a level whose predicted busy
+  share (background + calls x per call) is over the same limit is not admitted.
 - answer times by load level: every answered turn's answer time (to the answer's first audio, not a filler's) is
   filed under the number of calls live when it was answered. A level whose recent turns (`ADMISSION_WINDOW_SECONDS`,
   at least `ADMISSION_MIN_TURNS` of them) had a p95 over `LATENCY_BUDGET_MS` is closed, as long as the load is what
   made them slow (they are slower than single calls by more than a tenth of the budget: a slow provider is no
   reason to turn callers away). A level without enough turns of its own is predicted on the straight line through
   single calls and the highest measured level below it (each added call costs what the ones before it did), and
-  must clear the budget by the same tenth (contention on two cores grows faster than a line): at 500 ms for one
-  call and 650 ms for two, a third is predicted at 800 ms and not admitted. More calls than cores share them: such
-  a level is predicted no faster than single calls times calls per core (measured here: two calls on two cores
-  answered as fast as one, four at p95 ~950 ms; the line alone had let them in). Predictions use each level's last
-  answers, in the window or not (more turns than a window may hold, and a server quiet for a while still knows what
-  its calls cost). A new call is refused when the level it would create is closed or predicted too slow, or when
-  the live calls are already over the budget at today's level. A level is tried when nothing predicts it; a closed
-  level reopens when its slow turns have aged out of the window and the levels below predict it within the budget.
+  must clear the budget by the same tenth (contention grows faster than a line).
+- a ramp: the machine keeps admitting while the answers at the levels it has measured stay within the budget with
+  that margin, and goes at most to twice the highest such level before that level is measured too (calls on a
+  2-core machine answer as fast as one until their turns collide, which the line cannot foresee). An unmeasured
+  server may take two.
+
+Predictions use each level's last answers, in the window or not (more turns than a window may hold, and a server
+quiet for a while still knows what its calls cost). A new call is refused when the level it would create is closed
+or predicted too slow or too busy, or when the live calls are already over the budget at today's level. A closed
+level reopens when its slow turns have aged out of the window and the levels below predict it within the budget.
 
 The first call is never refused for load: there is nobody to protect, and a slow answer beats a busy tone.
 
@@ -29,7 +34,7 @@ stream never comes expires (after `PHONE_RESERVATION_SECONDS`; an outbound call'
 
 from __future__ import annotations
 
-import os
+import asyncio
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -45,6 +50,7 @@ from agent.settings import Settings
 LAST_TURNS_KEPT = 20  # answers kept per level beyond the window, for predictions
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame, and
 # how far under the budget a predicted level must be
+CPU_SMOOTHING = 0.2  # weight of each new one-second reading in CallCpu's averages
 
 
 @dataclass
@@ -82,6 +88,10 @@ class AnswerTimes:
         self._samples.append((self._clock(), level, ms))
         self._last[level].append(ms)
 
+    def levels(self) -> list[int]:
+        """The levels that have answers on file."""
+        return sorted(self._last)
+
     def last_p95(self, level: int) -> tuple[int, float | None]:
         """(count, p95 ms) of the last turns answered at `level`, within the window or not."""
         values = list(self._last.get(level, ()))
@@ -96,6 +106,32 @@ class AnswerTimes:
         return len(values), summarize(values)["p95_ms"]
 
 
+class CallCpu:
+    """What the live calls cost the machine's CPU: the busy share with no call live (other work: the background)
+    and each live call's share on top of it, as smoothed averages of the one-second readings."""
+
+    def __init__(self) -> None:
+        self.background: float | None = None  # % of all cores
+        self.per_call: float | None = None  # % of all cores
+
+    def observe(self, busy_percent: float, live: int) -> None:
+        if live == 0:
+            self.background = _smoothed(self.background, busy_percent)
+        else:
+            share = max(0.0, busy_percent - (self.background or 0.0)) / live
+            self.per_call = _smoothed(self.per_call, share)
+
+    def predicted(self, level: int) -> float | None:
+        """The busy share (%) with `level` calls live, or None before any call was measured."""
+        if self.per_call is None:
+            return None
+        return (self.background or 0.0) + level * self.per_call
+
+
+def _smoothed(average: float | None, value: float) -> float:
+    return value if average is None else average + CPU_SMOOTHING * (value - average)
+
+
 class Admission:
     """Decides whether one more call fits; tracks live calls, phone reservations and the drain."""
 
@@ -106,12 +142,11 @@ class Admission:
         idle_workers: Callable[[], int],
         cpu: CpuMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
-        cores: int | None = None,
     ) -> None:
         self.settings = settings
-        self.cores = cores or os.cpu_count() or 1
         self.budget_ms = settings.latency_budget_ms
         self.cpu = cpu or CpuMeter()
+        self.call_cpu = CallCpu()
         self.answers = AnswerTimes(settings.admission_window_seconds, clock)
         self.draining = False
         self._idle_workers = idle_workers
@@ -163,13 +198,38 @@ class Admission:
             return "no free worker" if self.active + self.reserved < self.settings.max_sessions else "MAX_SESSIONS"
         return self._load_refusal(self.active + self.reserved + 1)
 
+    async def measure_cpu(self) -> None:
+        """Every second, for as long as the server runs: the machine's CPU, and what the live calls cost of it."""
+        while True:
+            self.cpu.sample()
+            self.call_cpu.observe(self.cpu.busy_percent(), self.active)
+            await asyncio.sleep(self.cpu.interval_s)
+
     def _load_refusal(self, level: int) -> str | None:
         if self.settings.admission != "load" or level <= 1:
             return None
         cpu, limit = self.cpu.busy_percent(), self.settings.admission_max_cpu_percent
         if limit < 100 and cpu >= limit:
             return f"CPU {cpu:.0f}% busy"
-        return self._slow_reason(level) or self._slow_reason(level - 1)
+        predicted = self.call_cpu.predicted(level)
+        if limit < 100 and predicted is not None and predicted > limit:
+            return f"CPU predicted {predicted:.0f}% busy at {level} calls"
+        slow = self._slow_reason(level) or self._slow_reason(level - 1)
+        if slow:
+            return slow
+        proven = self._highest_level_within_margin()
+        if level > 2 * proven:
+            return f"{level} calls untried: at most twice the {proven} answered within the budget so far"
+        return None
+
+    def _highest_level_within_margin(self) -> int:
+        """The most calls at once whose last answers cleared the budget by the margin (1 when none has yet)."""
+        proven = 1
+        for level in self.answers.levels():
+            p95 = self._p95_of_enough(*self.answers.last_p95(level))
+            if p95 is not None and p95 <= (1 - LOAD_MARGIN) * self.budget_ms:
+                proven = max(proven, level)
+        return proven
 
     def _slow_reason(self, level: int) -> str | None:
         """Why answers at `level` calls are too slow (measured, or predicted for an unmeasured level), or None."""
@@ -190,20 +250,18 @@ class Admission:
 
     def _predicted_p95(self, level: int) -> float | None:
         """An unmeasured level's p95: on the straight line through single calls and the highest level below it that
-        was measured (each added call costs what the ones before it did), and, with more calls than cores, no less
-        than single calls times calls per core; None without single calls to start from: then the level is tried.
-        Each level's last answers are used, in the window or not: more turns than a window may hold (a few lucky
-        turns must not open the way), and a server quiet for a while still knows what its calls cost."""
+        was measured (each added call costs what the ones before it did); None without two levels to draw it
+        through: then the CPU and the ramp decide. Each level's last answers are used, in the window or not: more
+        turns than a window may hold (a few lucky turns must not open the way), and a server quiet for a while
+        still knows what its calls cost."""
         single = self._p95_of_enough(*self.answers.last_p95(1))
         if single is None:
             return None
-        shared = single * level / self.cores if level > self.cores else None  # more calls than cores: they queue
         for below in range(level - 1, 1, -1):
             at_below = self._p95_of_enough(*self.answers.last_p95(below))
             if at_below is not None:
-                line = at_below + (at_below - single) / (below - 1) * (level - below)
-                return line if shared is None else max(line, shared)
-        return shared
+                return at_below + (at_below - single) / (below - 1) * (level - below)
+        return None
 
     def _p95_of_enough(self, count: int, p95: float | None) -> float | None:
         """A p95 worth judging by: over at least `ADMISSION_MIN_TURNS` turns."""

@@ -165,7 +165,7 @@ async def run_calls(settings: Settings, runtime: AgentRuntime | None) -> AsyncIt
 
 @asynccontextmanager
 async def measure_cpu(admission: Admission) -> AsyncIterator[None]:
-    sampler = asyncio.create_task(admission.cpu.run())
+    sampler = asyncio.create_task(admission.measure_cpu())
     try:
         yield
     finally:

@@ -4,7 +4,6 @@ counted once, split between them)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections import deque
 from collections.abc import Callable
@@ -26,8 +25,9 @@ def cpu_times() -> tuple[float, float] | None:
 
 
 class CpuMeter:
-    """The machine's CPU busy share (0-100 %, all cores together) over the last `window_s` seconds, sampled once
-    a second by `run()`. Before two samples exist (or off Linux) it reads 0: nothing known, nothing refused."""
+    """The machine's CPU busy share (0-100 %, all cores together) over the last `window_s` seconds, sampled once a
+    second (`Admission.measure_cpu`). Before two samples exist (or off Linux) it reads 0: nothing known, nothing
+    refused."""
 
     def __init__(
         self,
@@ -50,11 +50,6 @@ class CpuMeter:
         busy0, total0 = self._samples[0]
         busy1, total1 = self._samples[-1]
         return 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
-
-    async def run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(self.interval_s)
 
 
 def pss_bytes(pid: int) -> int:
