@@ -50,6 +50,8 @@ PROVIDER_NAMES = ("cerebras", "groq", "sambanova", "openai", "local")
 # Secrets the agent checks (not ones a provider issues) must be long and URL/header-safe: the page sends the access
 # token in a websocket subprotocol, which allows only these characters.
 MIN_SECRET_CHARS = 24
+WORKERS_PER_CORE = 4  # WORKERS=auto: a call mostly waits on its caller, so a core carries several
+WORKER_MEMORY_BYTES = 600 * 1024 * 1024  # a warm worker's memory with room to spare (~350 MB PSS measured)
 TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
 
 
@@ -486,8 +488,9 @@ class Settings(BaseSettings):
 
     workers: Annotated[int, Field(ge=0, le=256)] | Literal["auto"] = Field(
         "auto",
-        description="Worker processes running the calls, one call each at a time, models loaded once (auto = one "
-        "per core, at least two; 0 = run calls in the server process itself)",
+        description="Worker processes running the calls, one call each at a time, models loaded once (auto = four "
+        "per core, fewer if memory is short at ~600 MB each, at least two; the server serves once one per core is "
+        "warm, the rest warm up behind it; 0 = run calls in the server process itself)",
         json_schema_extra=section("Capacity: worker processes, admission, drain", 'README "Capacity"'),
     )
     admission: Literal["load", "count"] = Field(
@@ -700,8 +703,13 @@ class Settings(BaseSettings):
 
     @property
     def worker_count(self) -> int:
-        """Worker processes to run calls in: WORKERS, or with `auto` one per core (at least two); 0 = in-process."""
-        return max(2, os.cpu_count() or 1) if self.workers == "auto" else self.workers
+        """Worker processes to run calls in: WORKERS, or with `auto` four per core as memory allows (a call mostly
+        waits: its CPU per call is a fraction of a core; admission by load keeps them within the budget); at least
+        two; 0 = in-process."""
+        if self.workers != "auto":
+            return self.workers
+        cores = os.cpu_count() or 1
+        return max(2, min(WORKERS_PER_CORE * cores, available_memory_bytes() // WORKER_MEMORY_BYTES))
 
     @property
     def instance(self) -> str:
@@ -725,6 +733,17 @@ class Settings(BaseSettings):
     def dial_prefixes(self) -> list[str]:
         """DIAL_ALLOWLIST as a list of E.164 prefixes (empty: no number may be dialled)."""
         return _names(self.dial_allowlist)
+
+
+def available_memory_bytes() -> int:
+    """The memory the kernel says is available for new work (MemAvailable); off Linux, no limit."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62
 
 
 TOOL_NAMES = ("clock", "booking", "keypad", "transfer")

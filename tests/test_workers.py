@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from agent.phone_client import caller_for, place_call
+from agent import settings as settings_module
 from agent.runtime import AgentRuntime
 from agent.server.machine import process_tree, tree_pss_bytes
 from agent.server.metrics import ProviderReading, combine_readings
@@ -84,6 +85,17 @@ async def test_a_worker_runtime_shares_the_machine_s_local_llm_server(local_runt
     async with AgentRuntime.start(local_settings(), speech=speech, local_llm_url=url) as runtime:
         assert runtime.provider.base_url == url
         assert llm_servers() == running  # none started for this runtime
+
+
+@pytest.mark.parametrize(
+    ("cores", "available_gb", "expected"),
+    [(2, 24, 8), (8, 24, 32), (2, 2, 3), (1, 0.5, 2)],  # four per core, as memory allows, at least two
+)
+def test_auto_workers_follow_the_cores_and_the_memory(monkeypatch, cores, available_gb, expected):
+    monkeypatch.setattr(settings_module.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(settings_module, "available_memory_bytes", lambda: int(available_gb * 1024**3))
+    assert local_settings(workers="auto").worker_count == expected
+    assert local_settings(workers=5).worker_count == 5
 
 
 def answered(result) -> list[bool]:

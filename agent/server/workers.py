@@ -1,7 +1,8 @@
 """The worker pool: N warm worker processes (`worker.py`), one call each at a time, and the relay that carries a
 call between the caller's websocket (terminated here, in the front process) and the worker running it.
 
-Each worker loads its models once, before its first call, and is reused warm; a worker that dies (crash, OOM
+Each worker loads its models once, before its first call, and is reused warm (the server serves once one worker per
+core is warm; the rest of the pool warms up behind them); a worker that dies (crash, OOM
 kill) is replaced, and the call it was running ends with its socket closed (1011). The embedded llama.cpp
 server, when the settings ask for it, runs once per machine, started here and shared by every worker.
 
@@ -107,12 +108,16 @@ class WorkerPool:
         pool = cls(settings, local.base_url if local_needed else None)
         try:
             started = time.perf_counter()
+            first = min(pool.size, os.cpu_count() or 1)  # enough to serve; the rest warm up behind them
             failures = [
-                e for e in await asyncio.gather(*(pool._spawn() for _ in range(pool.size)), return_exceptions=True) if e
+                e for e in await asyncio.gather(*(pool._spawn() for _ in range(first)), return_exceptions=True) if e
             ]
             if failures:
                 raise failures[0]
-            logger.info(f"{pool.size} workers ready in {time.perf_counter() - started:.1f} s")
+            for _ in range(pool.size - first):
+                pool._start_in_background()
+            later = f"; {pool.size - first} more warming up" if pool.size > first else ""
+            logger.info(f"{first} workers ready in {time.perf_counter() - started:.1f} s{later}")
             yield pool
         finally:
             await pool.stop()
@@ -299,13 +304,16 @@ class WorkerPool:
             worker.process.kill()
         code = await worker.process.wait()
         logger.error(f"workers: {worker.name} (pid {worker.process.pid}) died with code {code}; starting another")
-        respawn = asyncio.create_task(self._replace())
-        self._respawns.add(respawn)
-        respawn.add_done_callback(self._respawns.discard)
+        self._start_in_background()
+
+    def _start_in_background(self) -> None:
+        task = asyncio.create_task(self._replace())
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
 
     async def _replace(self) -> None:
-        """Start a worker in place of a dead one; if it will not start, keep trying (the pool runs short meanwhile,
-        and admission counts only the workers that are there)."""
+        """Start a worker (in place of a dead one, or one warming up behind the first); if it will not start, keep
+        trying (the pool runs short meanwhile, and admission counts only the workers that are there)."""
         while not self._stopping:
             try:
                 await self._spawn()
