@@ -10,9 +10,9 @@ SAMPLE_S, and attributes each interval to what the call was doing then:
   agent     the agent's voice plays on the caller's handset
 
 and, with py-spy sampling the worker's Python stacks (`--nonblocking`, so the call is not paused), splits each
-thread's CPU by stage: transport (websocket, serializer, relay), vad, resampling, stt, end_of_turn, llm_client, tts, pipeline
-(pipecat's queues, tasks, observers), other; threads py-spy sees no Python in are the models' native thread pools
-(`model_pools`). The front process is all transport (it relays the call to the worker).
+thread's CPU by stage: transport (websocket, serializer, relay), vad, resampling, stt, end_of_turn, llm_client, tts,
+pipeline (pipecat's queues, tasks, observers), other; threads py-spy sees no Python in are the models' native thread
+pools (`model_pools`). The front process is all transport (it relays the call to the worker).
 
 With `--baseline PATH` (another checkout of this project, e.g. a `git worktree` of an older commit) the same calls
 run on that checkout's server too, alternating call by call in the same run, and the report gives the ratio.

@@ -15,6 +15,8 @@ Three servers, each a real process, up at once in the same run (each level's rou
     python -m bench.capacity                              # levels 1 2 4 8, 2 rounds each
     python -m bench.capacity --levels 1 2 4 --rounds 1 --json capacity.json
     python -m bench.capacity --soak 30                    # 30 minutes of back-to-back calls, memory every minute
+    python -m bench.capacity --servers admitted --workers auto --levels 6 12 --spread 15
+                                                          # a default server; calls start at random within 15 s
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import signal
 import sys
 import tempfile
@@ -63,7 +66,7 @@ def build_call(path: Path) -> Path:
     return path
 
 
-def server_settings(sim: ProviderSim, kind: str, workers: int) -> dict[str, str]:
+def server_settings(sim: ProviderSim, kind: str, workers: int | str) -> dict[str, str]:
     common = {
         "ACKNOWLEDGE_AFTER_MS": "0",
         "LATENCY_BUDGET_MS": str(BUDGET_MS),
@@ -76,10 +79,19 @@ def server_settings(sim: ProviderSim, kind: str, workers: int) -> dict[str, str]
     return on_simulator(sim, {**common, "WORKERS": str(workers), "ADMISSION": "load"})
 
 
-async def offer(server: AgentProcess, call: Path, calls: int) -> list[PhoneCallResult | None]:
-    """`calls` callers dial at the same moment; None for each one the webhook turned away (busy)."""
+async def offer(
+    server: AgentProcess, call: Path, calls: int, spread_s: float = 0.0, seed: int = 0
+) -> list[PhoneCallResult | None]:
+    """`calls` callers dial at the same moment, or, with `spread_s`, each at a random moment within that many
+    seconds (as real calls come); None for each one the webhook turned away (busy)."""
     webhook = f"{server.http}/twilio/voice"
-    return await asyncio.gather(*(call_unless_rejected(call, webhook, tail_s=2.5) for _ in range(calls)))
+    starts = random.Random(seed).sample(range(int(spread_s * 1000) + calls), calls) if spread_s else [0] * calls
+
+    async def caller(start_ms: int) -> PhoneCallResult | None:
+        await asyncio.sleep(start_ms / 1000)
+        return await call_unless_rejected(call, webhook, tail_s=2.5)
+
+    return await asyncio.gather(*(caller(ms) for ms in starts))
 
 
 async def settled(server: AgentProcess, timeout_s: float = 60.0) -> None:
@@ -117,7 +129,14 @@ def level_summary(results: list[PhoneCallResult | None], offered: int) -> dict[s
 
 
 async def bench_servers(
-    kinds: list[str], sim: ProviderSim, call: Path, levels: list[int], rounds: int, workers: int, tmp: Path
+    kinds: list[str],
+    sim: ProviderSim,
+    call: Path,
+    levels: list[int],
+    rounds: int,
+    workers: int | str,
+    tmp: Path,
+    spread_s: float = 0.0,
 ) -> dict[str, Any]:
     """All the servers up at once; each level's rounds alternate between them, so that a change in the machine's
     other load over the run weighs on every server alike."""
@@ -141,7 +160,7 @@ async def bench_servers(
                 for kind in order:
                     await settled(servers[kind])
                     report[kind]["background_cpu_percent"].append(await background_cpu())
-                    results[kind] += await offer(servers[kind], call, level)
+                    results[kind] += await offer(servers[kind], call, level, spread_s, seed=level * 100 + round_index)
                     logger.info(f"{kind}: {level} calls at once, round {round_index + 1} done")
             for kind in kinds:
                 report[kind]["levels"][level] = level_summary(results[kind], level * rounds)
@@ -232,7 +251,12 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8], help="calls at once")
     parser.add_argument("--rounds", type=int, default=2, help="times each level is offered")
-    parser.add_argument("--workers", type=int, default=0, help="worker processes (default: the highest level)")
+    parser.add_argument(
+        "--workers", default="", help="worker processes, or auto as a default server (default: the highest level)"
+    )
+    parser.add_argument(
+        "--spread", type=float, default=0.0, help="each call starts at a random moment within this many seconds"
+    )
     parser.add_argument("--servers", nargs="+", default=["single", "workers", "admitted"])
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="run the soak instead, this many minutes")
     parser.add_argument("--soak-calls", type=int, default=2, help="callers at once during the soak")
@@ -250,7 +274,7 @@ async def main(argv: list[str] | None = None) -> int:
     }
     try:
         if args.soak:
-            report["soak"] = await soak(sim, call, args.soak, args.soak_calls, args.workers or 2, tmp)
+            report["soak"] = await soak(sim, call, args.soak, args.soak_calls, int(args.workers or 2), tmp)
             for row in report["soak"]["samples"]:
                 print(row)
             soaked = report["soak"]
@@ -259,7 +283,10 @@ async def main(argv: list[str] | None = None) -> int:
         else:
             workers = args.workers or max(args.levels)
             report["workers"] = workers
-            report["servers"] = await bench_servers(args.servers, sim, call, args.levels, args.rounds, workers, tmp)
+            report["spread_s"] = args.spread
+            report["servers"] = await bench_servers(
+                args.servers, sim, call, args.levels, args.rounds, workers, tmp, args.spread
+            )
             for result in report["servers"].values():
                 result["within_budget"] = within_budget(result)
             print_table(report)
