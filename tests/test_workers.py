@@ -15,8 +15,8 @@ import httpx
 import pytest
 import websockets
 
-from agent.phone_client import caller_for, place_call
 from agent import settings as settings_module
+from agent.phone_client import caller_for, place_call
 from agent.runtime import AgentRuntime
 from agent.server.machine import process_tree, tree_pss_bytes
 from agent.server.metrics import ProviderReading, combine_readings
