@@ -3,10 +3,10 @@
 One turn, in order:
   transport in -> VAD (Silero, let go at the true end of speech) -> Whisper STT (transcribing while the caller
   speaks; or a hosted recogniser, Whisper standing by) -> user context aggregator (end-of-turn strategy: the words
-  model + the voice, speculation, barge-in; the caller's audio goes no further) -> streaming chat LLM (raced over the provider chain; pipecat's
-  speculation gate holds a speculative answer until the turn is confirmed) -> clause chunker -> local or hosted TTS
-  -> phrase player (acknowledgement, apology, goodbye) -> onset hold (the answer's first audio waits while the
-  caller may be starting to speak) -> transport out -> assistant context aggregator.
+  model + the voice, speculation, barge-in; the caller's audio goes no further) -> streaming chat LLM (raced over
+  the provider chain; pipecat's speculation gate holds a speculative answer until the turn is confirmed) -> clause
+  chunker -> local or hosted TTS -> phrase player (acknowledgement, apology, goodbye) -> onset hold (the answer's
+  first audio waits while the caller may be starting to speak) -> transport out -> assistant context aggregator.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -129,6 +129,7 @@ def build_voice_call(
         ),
         observers=[latency, *observers],
         enable_rtvi=False,
+        enable_turn_tracking=False,  # pipecat's turn tracker: unread (latency/ keeps the turns), yet shown every frame
         idle_timeout_secs=None,
     )
     return VoiceCall(worker=worker, latency=latency, context=context)

@@ -129,7 +129,7 @@ class KeypadObserver(BaseObserver):
     """Ends a keypad collection when the caller starts a spoken turn instead."""
 
     def __init__(self, keypad: Keypad) -> None:
-        super().__init__()
+        super().__init__(observe_every_push=False)  # a turn's start is news once, not at every hop
         self._keypad = keypad
 
     async def on_push_frame(self, data: FramePushed) -> None:
