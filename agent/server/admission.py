@@ -12,12 +12,14 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
   at least `ADMISSION_MIN_TURNS` of them) had a p95 over `LATENCY_BUDGET_MS` is closed, as long as the load is what
   made them slow (they are slower than single calls by more than a tenth of the budget: a slow provider is no
   reason to turn callers away). A level without enough turns of its own is predicted on the straight line through
-  single calls and the highest measured level below it (each added call costs what the ones before it did), and
-  must clear the budget by the same tenth (contention grows faster than a line).
-- a ramp: the machine keeps admitting while the answers at the levels it has measured stay within the budget with
-  that margin, and goes at most to twice the highest such level before that level is measured too (calls on a
-  2-core machine answer as fast as one until their turns collide, which the line cannot foresee). An unmeasured
-  server may take two.
+  the two highest measured levels below it (each added call costs what the last one did), and must clear the
+  budget by the same tenth (contention grows faster than a line).
+- a ramp: up to 60 % of the CPU limit by the prediction, calls are admitted freely (their turns can collide and
+  still find a core); beyond it the machine admits one call more than the most it has answered within the budget
+  with that margin, and the next only once that level has answered so too (calls on a 2-core machine answer as fast
+  as one until their turns collide, which the line cannot foresee); with no line to go by, the step is predicted
+  to slow the answers in proportion (four calls at 675 ms: five at 844). A server that has measured nothing yet may
+  take two.
 
 Predictions use each level's last answers, in the window or not (more turns than a window may hold, and a server
 quiet for a while still knows what its calls cost). A new call is refused when the level it would create is closed
@@ -51,6 +53,7 @@ LAST_TURNS_KEPT = 20  # answers kept per level beyond the window, for prediction
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame, and
 # how far under the budget a predicted level must be
 CPU_SMOOTHING = 0.2  # weight of each new one-second reading in CallCpu's averages
+CPU_FREE_SHARE = 0.6  # of ADMISSION_MAX_CPU_PERCENT: below this predicted busy share a level needs no ramp
 
 
 @dataclass
@@ -217,9 +220,16 @@ class Admission:
         slow = self._slow_reason(level) or self._slow_reason(level - 1)
         if slow:
             return slow
+        if predicted is not None and predicted <= CPU_FREE_SHARE * limit:
+            return None  # room for every call's turns to collide and still find a core
         proven = self._highest_level_within_margin()
-        if level > 2 * proven:
-            return f"{level} calls untried: at most twice the {proven} answered within the budget so far"
+        if level > proven + 1:
+            return f"{level} calls untried: {proven} answered within the budget so far, one more at a time"
+        if proven >= 2 and self._predicted_p95(level) is None:  # one level to go by: its calls' share grows
+            at_proven = self._p95_of_enough(*self.answers.last_p95(proven))
+            assert at_proven is not None
+            if (stepped := at_proven * level / proven) > (1 - LOAD_MARGIN) * self.budget_ms:
+                return f"answers at {level} calls predicted over the budget ({stepped:.0f} ms from {proven} calls)"
         return None
 
     def _highest_level_within_margin(self) -> int:
@@ -249,19 +259,19 @@ class Admission:
         return self._p95_of_enough(*self.answers.p95(level))
 
     def _predicted_p95(self, level: int) -> float | None:
-        """An unmeasured level's p95: on the straight line through single calls and the highest level below it that
-        was measured (each added call costs what the ones before it did); None without two levels to draw it
-        through: then the CPU and the ramp decide. Each level's last answers are used, in the window or not: more
-        turns than a window may hold (a few lucky turns must not open the way), and a server quiet for a while
-        still knows what its calls cost."""
-        single = self._p95_of_enough(*self.answers.last_p95(1))
-        if single is None:
+        """An unmeasured level's p95: on the straight line through the two highest levels below it that were
+        measured (each added call costs what the last one did); None without two such levels: then the CPU and the
+        ramp decide. Each level's last answers are used, in the window or not: more turns than a window may hold (a
+        few lucky turns must not open the way), and a server quiet for a while still knows what its calls cost."""
+        measured = [
+            (below, p95)
+            for below in range(level - 1, 0, -1)
+            if (p95 := self._p95_of_enough(*self.answers.last_p95(below))) is not None
+        ][:2]
+        if len(measured) < 2:
             return None
-        for below in range(level - 1, 1, -1):
-            at_below = self._p95_of_enough(*self.answers.last_p95(below))
-            if at_below is not None:
-                return at_below + (at_below - single) / (below - 1) * (level - below)
-        return None
+        (upper, at_upper), (lower, at_lower) = measured
+        return at_upper + (at_upper - at_lower) / (upper - lower) * (level - upper)
 
     def _p95_of_enough(self, count: int, p95: float | None) -> float | None:
         """A p95 worth judging by: over at least `ADMISSION_MIN_TURNS` turns."""
