@@ -94,12 +94,14 @@ async def offer(
     return await asyncio.gather(*(caller(ms) for ms in starts))
 
 
-async def settled(server: AgentProcess, timeout_s: float = 60.0) -> None:
-    """Until the last round's calls are over and every worker is idle again (wound down, tidied up)."""
+async def settled(server: AgentProcess, timeout_s: float = 120.0) -> None:
+    """Until the last round's calls are over and every worker is up (those warming up behind the first too) and idle
+    again (wound down, tidied up)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         health = (await server.get("/health")).json()
-        if health["sessions"] == 0 and health.get("workers_idle", 0) == health.get("workers_alive", 0):
+        workers = health.get("workers", 0)
+        if health["sessions"] == 0 and health.get("workers_idle", 0) == health.get("workers_alive", 0) == workers:
             return
         await asyncio.sleep(0.5)
     logger.warning(f"{server.http}: still busy after {timeout_s:.0f} s")

@@ -17,7 +17,7 @@ from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import call_unless_rejected, place_call
 from agent.runtime import AgentRuntime
-from agent.server.admission import Admission
+from agent.server.admission import Admission, CallCpu
 from agent.server.app import create_app
 from agent.server.lifecycle import drain
 from agent.server.machine import CpuMeter
@@ -117,6 +117,16 @@ def test_the_next_level_is_predicted_from_what_each_live_call_costs_the_cpu():
     gate.admit("phone")
     assert "CPU predicted 105% busy at 5 calls" in (gate.refusal() or "")
     assert gate.capacity() == 4
+
+
+def test_other_work_on_the_machine_is_not_billed_to_the_calls():
+    measured, inferred = CallCpu(), CallCpu()
+    for _ in range(30):  # two live calls use 16 % of the machine; a neighbour (or a worker warming up) 50 % more
+        measured.observe(busy_percent=70.0, live=2, calls_percent=16.0)
+        inferred.observe(busy_percent=70.0, live=2)
+    assert measured.per_call == pytest.approx(8.0) and measured.background == pytest.approx(54.0)
+    assert measured.predicted(4) == pytest.approx(86.0)
+    assert inferred.predicted(4) == pytest.approx(140.0)  # without the workers' own CPU, the calls take the blame
 
 
 def test_the_machine_ramps_up_by_what_it_has_answered_within_budget():

@@ -4,8 +4,9 @@ Hard limits first: no call while draining, none without a free worker (or past `
 that would share the machine with live ones (`ADMISSION=load`), what was measured recently:
 
 - CPU, now and predicted: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`), and what
-  one more call would make it: every second the busy share is read with the number of live calls, giving the
-  background (no call live) and each live call's share, both smoothed (`CallCpu`); a level whose predicted busy
+  one more call would make it: every second the busy share is read with the CPU the worker processes used and the
+  number of live calls, giving the background (everything else) and each live call's share, both smoothed
+  (`CallCpu`); a level whose predicted busy
   share (background + calls x per call) is over the same limit is not admitted.
 - answer times by load level: every answered turn's answer time (to the answer's first audio, not a filler's) is
   filed under the number of calls live when it was answered. A level whose recent turns (`ADMISSION_WINDOW_SECONDS`,
@@ -37,6 +38,7 @@ stream never comes expires (after `PHONE_RESERVATION_SECONDS`; an outbound call'
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
@@ -110,15 +112,22 @@ class AnswerTimes:
 
 
 class CallCpu:
-    """What the live calls cost the machine's CPU: the busy share with no call live (other work: the background)
-    and each live call's share on top of it, as smoothed averages of the one-second readings."""
+    """What the live calls cost the machine's CPU: the busy share of everything else (the background) and each live
+    call's share, as smoothed averages of the one-second readings. Where the calls' own CPU is known (the worker
+    processes'), each reading splits the machine's busy share by it, so other work on the machine (a worker warming
+    up, a neighbour) is never billed to the calls; otherwise the background is what the machine does with no call
+    live and the calls are billed the rest."""
 
     def __init__(self) -> None:
         self.background: float | None = None  # % of all cores
         self.per_call: float | None = None  # % of all cores
 
-    def observe(self, busy_percent: float, live: int) -> None:
-        if live == 0:
+    def observe(self, busy_percent: float, live: int, calls_percent: float | None = None) -> None:
+        if calls_percent is not None:
+            self.background = _smoothed(self.background, max(0.0, busy_percent - calls_percent))
+            if live:
+                self.per_call = _smoothed(self.per_call, calls_percent / live)
+        elif live == 0:
             self.background = _smoothed(self.background, busy_percent)
         else:
             share = max(0.0, busy_percent - (self.background or 0.0)) / live
@@ -143,6 +152,7 @@ class Admission:
         settings: Settings,
         *,
         idle_workers: Callable[[], int],
+        calls_cpu_seconds: Callable[[], float | None] = lambda: None,
         cpu: CpuMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -150,6 +160,7 @@ class Admission:
         self.budget_ms = settings.latency_budget_ms
         self.cpu = cpu or CpuMeter()
         self.call_cpu = CallCpu()
+        self._calls_cpu_seconds = calls_cpu_seconds
         self.answers = AnswerTimes(settings.admission_window_seconds, clock)
         self.draining = False
         self._idle_workers = idle_workers
@@ -203,9 +214,17 @@ class Admission:
 
     async def measure_cpu(self) -> None:
         """Every second, for as long as the server runs: the machine's CPU, and what the live calls cost of it."""
+        cores = os.cpu_count() or 1
+        last: tuple[float, float] | None = None  # (time.monotonic(), the calls' CPU seconds) at the last reading
         while True:
             self.cpu.sample()
-            self.call_cpu.observe(self.cpu.busy_percent(), self.active)
+            calls_percent = None
+            if (seconds := self._calls_cpu_seconds()) is not None:
+                now = time.monotonic()
+                if last is not None and seconds >= last[1] and now > last[0]:  # a worker replaced: skip a reading
+                    calls_percent = 100.0 * (seconds - last[1]) / ((now - last[0]) * cores)
+                last = (now, seconds)
+            self.call_cpu.observe(self.cpu.busy_percent(), self.active, calls_percent)
             await asyncio.sleep(self.cpu.interval_s)
 
     def _load_refusal(self, level: int) -> str | None:

@@ -68,7 +68,11 @@ def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastA
     def calls() -> CallRunner | None:
         return getattr(app.state, "calls", None)  # set in the lifespan
 
-    admission = Admission(settings, idle_workers=lambda: runner.idle() if (runner := calls()) else 0)
+    admission = Admission(
+        settings,
+        idle_workers=lambda: runner.idle() if (runner := calls()) else 0,
+        calls_cpu_seconds=lambda: runner.calls_cpu_seconds() if (runner := calls()) else None,
+    )
     metrics.watch_capacity(admission)
     metrics.watch_providers(lambda: runner.providers() if (runner := calls()) else [])
     access = Access(settings.access_token)

@@ -47,6 +47,11 @@ class CallRunner(Protocol):
         """The LLM providers' rate limits, rests and failures (for /metrics)."""
         ...
 
+    def calls_cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the processes that run calls, or None where calls share a process with other
+        work (then admission infers the calls' share from the machine's)."""
+        ...
+
     async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:
         """The page's call, its input bounded by an `InputGuard` that reports to `on_violation`."""
         ...
@@ -77,6 +82,9 @@ class InProcessCalls:
 
     def providers(self) -> list[ProviderReading]:
         return read_providers(self.runtime.chain)
+
+    def calls_cpu_seconds(self) -> float | None:
+        return None  # the calls share this process with the front (or this is a worker, which nobody asks)
 
     async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:
         await run_browser_call(websocket, self.runtime, on_turn, self._guard("browser", on_violation), self.live)

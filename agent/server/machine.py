@@ -1,6 +1,6 @@
-"""What the machine is doing, read from Linux's /proc: how busy its CPUs have been over the last seconds, and how
-much memory a set of processes holds (PSS, so pages shared between the front, its workers and the LLM server are
-counted once, split between them)."""
+"""What the machine is doing, read from Linux's /proc: how busy its CPUs have been over the last seconds, how much
+CPU time a process has used, and how much memory a set of processes holds (PSS, so pages shared between the front,
+its workers and the LLM server are counted once, split between them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PROC = Path("/proc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def cpu_times() -> tuple[float, float] | None:
@@ -22,6 +23,16 @@ def cpu_times() -> tuple[float, float] | None:
     idle = values[3] + (values[4] if len(values) > 4 else 0.0)  # idle + iowait
     total = sum(values[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
     return total - idle, total
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all its threads) a process has used so far; 0 if it is gone or unreadable."""
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 class CpuMeter:

@@ -39,6 +39,7 @@ from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import wants_local_llm
 from agent.protocols.websocket_transport import close_if_open
 from agent.server.calls import PhoneCall, ViolationListener
+from agent.server.machine import process_cpu_seconds
 from agent.server.metrics import ProviderReading, combine_readings
 from agent.settings import Settings
 
@@ -135,6 +136,10 @@ class WorkerPool:
             "workers_alive": len(self._workers),
             "workers_idle": self.idle(),
         }
+
+    def calls_cpu_seconds(self) -> float:
+        """The ready workers' CPU seconds so far (a worker only works on a call: idle, it sleeps)."""
+        return sum(process_cpu_seconds(w.process.pid) for w in self._workers.values())
 
     def providers(self) -> list[ProviderReading]:
         """Every worker's last word on the providers, as one (see `combine_readings`)."""
