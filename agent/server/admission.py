@@ -5,8 +5,8 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
 
 - CPU, now and predicted: the machine's busy share over the last seconds (`ADMISSION_MAX_CPU_PERCENT`), and what
   one more call would make it: every second the busy share is read with the CPU the worker processes used and the
-  number of live calls, giving the background (everything else) and each live call's share, both smoothed
-  (`CallCpu`); a level whose predicted busy
+  number of live calls, giving the background (everything else, over the last seconds) and each live call's share
+  (over the last minute: a call's CPU comes in bursts) (`CallCpu`); a level whose predicted busy
   share (background + calls x per call) is over the same limit is not admitted.
 - answer times by load level: every answered turn's answer time (to the answer's first audio, not a filler's) is
   filed under the number of calls live when it was answered. A level whose recent turns (`ADMISSION_WINDOW_SECONDS`,
@@ -54,7 +54,8 @@ from agent.settings import Settings
 LAST_TURNS_KEPT = 20  # answers kept per level beyond the window, for predictions
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame, and
 # how far under the budget a predicted level must be
-CPU_SMOOTHING = 0.2  # weight of each new one-second reading in CallCpu's averages
+CPU_SMOOTHING = 0.2  # weight of each new one-second reading in CallCpu's background
+CALL_CPU_READINGS = 60  # one-second readings with calls live that CallCpu averages a call's share over
 CPU_FREE_SHARE = 0.6  # of ADMISSION_MAX_CPU_PERCENT: below this predicted busy share a level needs no ramp
 
 
@@ -112,32 +113,38 @@ class AnswerTimes:
 
 
 class CallCpu:
-    """What the live calls cost the machine's CPU: the busy share of everything else (the background) and each live
-    call's share, as smoothed averages of the one-second readings. Where the calls' own CPU is known (the worker
-    processes'), each reading splits the machine's busy share by it, so other work on the machine (a worker warming
-    up, a neighbour) is never billed to the calls; otherwise the background is what the machine does with no call
-    live and the calls are billed the rest."""
+    """What the live calls cost the machine's CPU: the busy share of everything else (the background, smoothed over
+    the last seconds) and each live call's share (averaged over the last minute of call-seconds: a call's CPU comes
+    in bursts at its turns, and a few seconds would catch a burst or a lull). Where the calls' own CPU is known (the
+    worker processes'), each reading splits the machine's busy share by it, so other work on the machine (a worker
+    warming up, a neighbour) is never billed to the calls; otherwise the background is what the machine does with no
+    call live and the calls are billed the rest."""
 
     def __init__(self) -> None:
         self.background: float | None = None  # % of all cores
-        self.per_call: float | None = None  # % of all cores
+        self._calls: deque[tuple[float, int]] = deque(maxlen=CALL_CPU_READINGS)  # (% of all cores, live calls)
+
+    @property
+    def per_call(self) -> float | None:
+        """One call's average share of all cores (%), or None before any call was measured."""
+        live = sum(n for _, n in self._calls)
+        return sum(p for p, _ in self._calls) / live if live else None
 
     def observe(self, busy_percent: float, live: int, calls_percent: float | None = None) -> None:
         if calls_percent is not None:
             self.background = _smoothed(self.background, max(0.0, busy_percent - calls_percent))
-            if live:
-                self.per_call = _smoothed(self.per_call, calls_percent / live)
         elif live == 0:
             self.background = _smoothed(self.background, busy_percent)
         else:
-            share = max(0.0, busy_percent - (self.background or 0.0)) / live
-            self.per_call = _smoothed(self.per_call, share)
+            calls_percent = max(0.0, busy_percent - (self.background or 0.0))
+        if live:
+            self._calls.append((calls_percent, live))
 
     def predicted(self, level: int) -> float | None:
         """The busy share (%) with `level` calls live, or None before any call was measured."""
-        if self.per_call is None:
+        if (per_call := self.per_call) is None:
             return None
-        return (self.background or 0.0) + level * self.per_call
+        return (self.background or 0.0) + level * per_call
 
 
 def _smoothed(average: float | None, value: float) -> float:
