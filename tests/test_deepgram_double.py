@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from bench.speech_doubles.deepgram import DeepgramDouble
 from tests.conftest import local_settings
 
 KEY = "dg-test-key-0123456789"
+AUTHORIZATION = {"Authorization": f"Token {KEY}"}
 QUERY = "model=nova-3-general&language=en&encoding=linear16&sample_rate=16000&channels=1&interim_results=true"
 
 
@@ -121,3 +123,21 @@ async def test_the_double_injects_faults_and_closes_on_a_bad_message(speech: Spe
     async with refusing.running():
         with pytest.raises(SettingsError, match="rejected"):
             await DEEPGRAM.check(settings_for(refusing))
+
+
+async def test_the_final_comes_at_the_published_speed(speech: SpeechModels) -> None:
+    """`Faults.latency_s` is the time from a `Finalize` to its final result, Whisper's own time counted in it."""
+    audio = load("five_five.wav").tobytes()
+    double = DeepgramDouble(KEY, speech.transcriber, Faults(latency_s=1.0))
+    async with (
+        double.running(),
+        connect(f"{double.origin}/v1/listen?{QUERY}&endpointing=false", additional_headers=AUTHORIZATION) as socket,
+    ):
+        await socket.send(audio)
+        asked = time.monotonic()
+        await socket.send(json.dumps({"type": "Finalize"}))
+        while not (reply := json.loads(await socket.recv())).get("from_finalize"):
+            pass
+        answered = time.monotonic() - asked
+    assert reply["channel"]["alternatives"][0]["transcript"]
+    assert answered >= 1.0

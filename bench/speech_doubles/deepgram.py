@@ -160,8 +160,8 @@ class _Stream:
             self._final(speech_final=True, from_finalize=False)
         elif spoken and self.interim and self.since_interim >= INTERIM_EVERY_S * 2 * self.rate:
             self.since_interim = 0
-            audio, start = bytes(self.pending), self.start_s
-            self.jobs.put(lambda: self._send_results(audio, start, is_final=False))
+            audio, start, since = bytes(self.pending), self.start_s, _now()
+            self.jobs.put(lambda: self._send_results(audio, start, since, is_final=False))
         elif not spoken and self._utterance_over():
             last, self.last_word_end = self.last_word_end, None
             message = {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": last}
@@ -188,20 +188,27 @@ class _Stream:
         await self._connection.socket.close(1000)
 
     def _final(self, *, speech_final: bool, from_finalize: bool) -> None:
-        audio, start = bytes(self.pending), self.start_s
+        audio, start, since = bytes(self.pending), self.start_s, _now()
         self.start_s, self.pending, self.since_interim = self.now_s, bytearray(), 0
         if spans := speech_spans(audio, self.rate, min_speech_s=0.0):
             self.last_word_end = round(start + spans[-1][1], 3)
         self.jobs.put(
             lambda: self._send_results(
-                audio, start, is_final=True, speech_final=speech_final, from_finalize=from_finalize
+                audio, start, since, is_final=True, speech_final=speech_final, from_finalize=from_finalize
             )
         )
 
     async def _send_results(
-        self, audio: bytes, start: float, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
+        self,
+        audio: bytes,
+        start: float,
+        since: float,
+        *,
+        is_final: bool,
+        speech_final: bool = False,
+        from_finalize: bool = False,
     ) -> None:
-        await self._double.delay()
+        """The result for `audio` (from `start` in the stream), asked for at `since` (the event loop's time)."""
         spans = speech_spans(audio, self.rate, min_speech_s=0.0)
         text = ""
         if spans:
@@ -221,10 +228,15 @@ class _Stream:
                 "model_info": {"name": self.model, "version": "2026-01-01.0", "arch": self.model.split("-")[0]},
             },
         }  # fmt: skip
+        await self._double.pace(since)
         await self._send(message)
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._double.reply(self._connection, message)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _timed_words(text: str, start: float, end: float) -> list[dict[str, Any]]:
