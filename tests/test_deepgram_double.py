@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from agent.runtime import SpeechModels
 from agent.settings import SettingsError
 from agent.speech.deepgram import DEEPGRAM
-from bench.audio import load, transcripts, word_error_rate
+from bench.audio import load, normalize, transcripts, word_error_rate
 from bench.speech_doubles.base import Faults
 from bench.speech_doubles.deepgram import DeepgramDouble
 from tests.conftest import local_settings
@@ -141,3 +141,27 @@ async def test_the_final_comes_at_the_published_speed(speech: SpeechModels) -> N
         answered = time.monotonic() - asked
     assert reply["channel"]["alternatives"][0]["transcript"]
     assert answered >= 1.0
+
+
+async def test_a_final_after_a_pause_is_heard_with_the_utterance_so_far(speech: SpeechModels) -> None:
+    """Two Finalizes around a mid-sentence pause: the second final says only the words after the first's, heard
+    with them as context (a streaming recogniser keeps its state across a pause)."""
+    audio = load("dashwood.wav")
+    cut = int(3.96 * 16000)  # the word gap `bench/calls.py` pauses this sentence at
+    pause = np.zeros(16000 * 3 // 10, np.int16)
+    double = DeepgramDouble(KEY, speech.transcriber)
+    finals = []
+    async with (
+        double.running(),
+        connect(f"{double.origin}/v1/listen?{QUERY}&endpointing=false", additional_headers=AUTHORIZATION) as socket,
+    ):
+        for part in (audio[:cut], audio[cut:]):
+            await socket.send(np.concatenate([part, pause]).tobytes())
+            await socket.send(json.dumps({"type": "Finalize"}))
+            while not (reply := json.loads(await socket.recv())).get("from_finalize"):
+                pass
+            finals.append(reply["channel"]["alternatives"][0]["transcript"])
+    first, second = (normalize(text) for text in finals)
+    assert first and second
+    assert second[: len(first)] != first  # not the first final's words again
+    assert word_error_rate(transcripts()["dashwood.wav"], " ".join(finals)) <= 0.25
