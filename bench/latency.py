@@ -5,7 +5,9 @@ audio the caller received by transcribing it (`bench/calls.py`): an acknowledgem
 
 Scenarios: Cerebras speed (200 ms to the first token, 3,000 tokens/s), a heavy-tailed first token (log-normal,
 p50 200 ms, p95 600 ms), H100 speed (200 ms, 280 tokens/s); each with the acknowledgement off and on. Calls mix
-questions and sentences with a mid-sentence pause (false starts are counted on those).
+questions and sentences with a mid-sentence pause (false starts are counted on those). `deepgram-cartesia` is
+Cerebras speed with hosted speech (`STT_PROVIDER=deepgram`, `TTS_PROVIDER=cartesia`) against the providers' doubles
+(`bench/speech_doubles/`) answering at the providers' published speeds.
 
 The baseline is a vanilla pipecat 1.14 pipeline (`bench/vanilla.py`, pipecat's defaults, the same models and the same
 trimmed voice) against ours, both replayed through the same in-process transport on the same calls, alternating;
@@ -29,7 +31,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,9 @@ from bench.audio import word_error_rate
 from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers, read_fixture
 from bench.provider_sim import ProviderSim
 from bench.serving import serving
+from bench.speech_doubles.base import Faults
+from bench.speech_doubles.cartesia import CartesiaDouble
+from bench.speech_doubles.deepgram import DeepgramDouble
 from bench.vanilla import build_vanilla_call
 from pipelines.replay import replay_call
 from pipelines.voice import build_voice_call
@@ -54,6 +60,17 @@ from pipelines.voice import build_voice_call
 ANSWER = "Sure, that is an easy one. Here is a short answer for you."
 GAP_S = 4.5
 HEAVY_SIGMA = math.log(3.0) / 1.645  # log-normal first token: p50 200 ms, p95 600 ms
+# The hosted providers' published speeds, as the doubles' time from a request to its first reply:
+# - Deepgram Nova-3 streaming, "sub-300 ms" to the transcript (deepgram.com/learn/understanding-and-reducing-latency-
+#   in-speech-to-text-apis); pipecat 1.14 measured a P99 of 350 ms from the end of speech to Deepgram's final
+#   transcript (`pipecat.services.stt_latency.DEEPGRAM_TTFS_P99`, docs.pipecat.ai/guides/fundamentals/
+#   stt-latency-tuning). The upper figure of the published one: the final after a `Finalize` in 300 ms.
+# - Cartesia Sonic, "90ms model latency" (docs.cartesia.ai/2024-11-13/build-with-cartesia/models; sonic-turbo 40 ms;
+#   Sonic 3's published time to first audio is 40-90 ms): the first audio of a request in 90 ms.
+DEEPGRAM_FINAL_S = 0.300
+CARTESIA_FIRST_AUDIO_S = 0.090
+HOSTED_KEY = "bench-hosted-speech-key"
+CARTESIA_VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class Scenario:
     acknowledge: bool
     heavy_tail: bool = False
     learn_pauses: bool = False
+    hosted: bool = False  # Deepgram and Cartesia (their doubles, at their published speeds) for the local models
 
     def first_token(self, seed: int) -> float | Callable[[], float]:
         if not self.heavy_tail:
@@ -80,6 +98,7 @@ SCENARIOS = {
         Scenario("heavy-ack", 3000, acknowledge=True, heavy_tail=True),
         Scenario("h100", 280, acknowledge=False),
         Scenario("cerebras-learn-pauses", 3000, acknowledge=False, learn_pauses=True),
+        Scenario("deepgram-cartesia", 3000, acknowledge=False, hosted=True),
     ]
 }
 
@@ -95,7 +114,7 @@ def calls_for(rounds: int, directory: Path) -> list[Call]:
     return calls
 
 
-def settings_for(sim: ProviderSim, scenario: Scenario, tts: str) -> Settings:
+def settings_for(sim: ProviderSim, scenario: Scenario, tts: str, hosted: HostedDoubles | None = None) -> Settings:
     return Settings.load(
         None,
         llm_provider="cerebras",
@@ -106,7 +125,52 @@ def settings_for(sim: ProviderSim, scenario: Scenario, tts: str) -> Settings:
         admission="count",  # one call at a time: this benchmark is about a call's latency, not admission
         end_of_turn_learn_pauses=scenario.learn_pauses,
         **({} if scenario.acknowledge else {"acknowledge_after_ms": 0}),
+        **(hosted.settings if hosted else {}),
     )
+
+
+@dataclass
+class HostedDoubles:
+    """The settings that point the agent at the doubles, and the calls' fallbacks to the local models (a scenario
+    that fell back measured the local models for the rest of that call)."""
+
+    settings: dict[str, Any]
+    fallbacks: list[str]
+
+
+@asynccontextmanager
+async def hosted_speech(scenario: Scenario, speech: SpeechModels) -> AsyncIterator[HostedDoubles | None]:
+    """For a hosted scenario, the Deepgram and Cartesia doubles at the providers' published speeds; None for a local
+    one."""
+    if not scenario.hosted:
+        yield None
+        return
+    deepgram = DeepgramDouble(HOSTED_KEY, speech.transcriber, Faults(latency_s=DEEPGRAM_FINAL_S))
+    cartesia = CartesiaDouble(HOSTED_KEY, speech.voice, Faults(latency_s=CARTESIA_FIRST_AUDIO_S))
+    fallbacks: list[str] = []
+    sink = logger.add(
+        lambda m: fallbacks.append(m.record["message"]),
+        level="WARNING",
+        filter=lambda r: "the rest of this call" in r["message"],
+    )
+    try:
+        async with deepgram.running(), cartesia.running():
+            yield HostedDoubles(
+                settings={
+                    "stt_provider": "deepgram",
+                    "deepgram_api_key": SecretStr(HOSTED_KEY),
+                    "deepgram_base_url": deepgram.origin,
+                    "tts_provider": "cartesia",
+                    "cartesia_api_key": SecretStr(HOSTED_KEY),
+                    "cartesia_base_url": cartesia.origin,
+                    "cartesia_voice": CARTESIA_VOICE,
+                },
+                fallbacks=fallbacks,
+            )
+    finally:
+        logger.remove(sink)
+    if violations := deepgram.violations + cartesia.violations:
+        raise RuntimeError(f"the agent broke a provider's protocol: {violations}")
 
 
 async def run_scenario(
@@ -116,9 +180,11 @@ async def run_scenario(
     sim.start()
     heard: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
-    settings = settings_for(sim, scenario, tts)
     try:
-        async with AgentRuntime.start(settings, speech=speech) as runtime:
+        async with (
+            hosted_speech(scenario, speech) as hosted,
+            AgentRuntime.start(settings := settings_for(sim, scenario, tts, hosted), speech=speech) as runtime,
+        ):
             app = create_app(settings, runtime=runtime)
             async with serving(app) as server:
                 for call in calls:
@@ -136,7 +202,14 @@ async def run_scenario(
                     logger.info(f"{scenario.name} {call.path.name}: {[u['answer_ms'] for u in per_utterance]}")
     finally:
         sim.stop()
-    return summarize_scenario(heard, reports, calls)
+    summary = summarize_scenario(heard, reports, calls)
+    if hosted:
+        summary["hosted"] = {
+            "deepgram_final_ms": DEEPGRAM_FINAL_S * 1000,
+            "cartesia_first_audio_ms": CARTESIA_FIRST_AUDIO_S * 1000,
+            "fallbacks": hosted.fallbacks,
+        }
+    return summary
 
 
 def summarize_scenario(heard: list[dict], reports: list[dict], calls: list[Call]) -> dict[str, Any]:
@@ -203,14 +276,14 @@ def whole_file_wer(speech: SpeechModels, calls: list[Call]) -> float:
 def print_report(report: dict[str, Any]) -> None:
     print(f"answer latency as heard on the phone (ms), {report['date']} UTC, {report['machine']}")
     print(
-        f"{'scenario':<14}{'answered':>10}{'p50':>7}{'p95':>7}{'max':>7}{'first':>7}{'fillers':>9}"
+        f"{'scenario':<18}{'answered':>10}{'p50':>7}{'p95':>7}{'max':>7}{'first':>7}{'fillers':>9}"
         f"{'false st.':>11}{'req/turn':>9}{'WER':>6}  stage medians"
     )
     for name, r in report["scenarios"].items():
         a = r["answer"]
         stages = " ".join(f"{k}={v:.0f}" for k, v in r["stage_medians_ms"].items())
         print(
-            f"{name:<14}{r['answered']:>5}/{r['turns']:<4}{a['p50_ms'] or 0:>7.0f}{a['p95_ms'] or 0:>7.0f}"
+            f"{name:<18}{r['answered']:>5}/{r['turns']:<4}{a['p50_ms'] or 0:>7.0f}{a['p95_ms'] or 0:>7.0f}"
             f"{a['max_ms'] or 0:>7.0f}{r['first_sound']['p50_ms'] or 0:>7.0f}{r['fillers']:>9}"
             f"{r['false_starts']:>5}/{r['paused_turns']:<5}{r['llm_requests_per_turn']:>9}{r['wer']:>6}  {stages}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -12,12 +13,13 @@ from websockets.asyncio.client import connect
 from agent.runtime import SpeechModels
 from agent.settings import SettingsError
 from agent.speech.deepgram import DEEPGRAM
-from bench.audio import load, transcripts, word_error_rate
+from bench.audio import load, normalize, transcripts, word_error_rate
 from bench.speech_doubles.base import Faults
 from bench.speech_doubles.deepgram import DeepgramDouble
 from tests.conftest import local_settings
 
 KEY = "dg-test-key-0123456789"
+AUTHORIZATION = {"Authorization": f"Token {KEY}"}
 QUERY = "model=nova-3-general&language=en&encoding=linear16&sample_rate=16000&channels=1&interim_results=true"
 
 
@@ -121,3 +123,45 @@ async def test_the_double_injects_faults_and_closes_on_a_bad_message(speech: Spe
     async with refusing.running():
         with pytest.raises(SettingsError, match="rejected"):
             await DEEPGRAM.check(settings_for(refusing))
+
+
+async def test_the_final_comes_at_the_published_speed(speech: SpeechModels) -> None:
+    """`Faults.latency_s` is the time from a `Finalize` to its final result, Whisper's own time counted in it."""
+    audio = load("five_five.wav").tobytes()
+    double = DeepgramDouble(KEY, speech.transcriber, Faults(latency_s=1.0))
+    async with (
+        double.running(),
+        connect(f"{double.origin}/v1/listen?{QUERY}&endpointing=false", additional_headers=AUTHORIZATION) as socket,
+    ):
+        await socket.send(audio)
+        asked = time.monotonic()
+        await socket.send(json.dumps({"type": "Finalize"}))
+        while not (reply := json.loads(await socket.recv())).get("from_finalize"):
+            pass
+        answered = time.monotonic() - asked
+    assert reply["channel"]["alternatives"][0]["transcript"]
+    assert answered >= 1.0
+
+
+async def test_a_final_after_a_pause_is_heard_with_the_utterance_so_far(speech: SpeechModels) -> None:
+    """Two Finalizes around a mid-sentence pause: the second final says only the words after the first's, heard
+    with them as context (a streaming recogniser keeps its state across a pause)."""
+    audio = load("dashwood.wav")
+    cut = int(3.96 * 16000)  # the word gap `bench/calls.py` pauses this sentence at
+    pause = np.zeros(16000 * 3 // 10, np.int16)
+    double = DeepgramDouble(KEY, speech.transcriber)
+    finals = []
+    async with (
+        double.running(),
+        connect(f"{double.origin}/v1/listen?{QUERY}&endpointing=false", additional_headers=AUTHORIZATION) as socket,
+    ):
+        for part in (audio[:cut], audio[cut:]):
+            await socket.send(np.concatenate([part, pause]).tobytes())
+            await socket.send(json.dumps({"type": "Finalize"}))
+            while not (reply := json.loads(await socket.recv())).get("from_finalize"):
+                pass
+            finals.append(reply["channel"]["alternatives"][0]["transcript"])
+    first, second = (normalize(text) for text in finals)
+    assert first and second
+    assert second[: len(first)] != first  # not the first final's words again
+    assert word_error_rate(transcripts()["dashwood.wav"], " ".join(finals)) <= 0.25

@@ -4,6 +4,7 @@ the providers document; they refuse what the providers refuse."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import websockets
@@ -19,6 +20,7 @@ from agent.settings import SettingsError
 from agent.speech.cartesia import API_VERSION, CARTESIA
 from agent.speech.elevenlabs import ELEVENLABS
 from bench.audio import word_error_rate
+from bench.speech_doubles.base import Faults
 from bench.speech_doubles.cartesia import CartesiaDouble
 from bench.speech_doubles.elevenlabs import ElevenLabsDouble
 from tests.conftest import local_settings
@@ -103,3 +105,24 @@ async def test_a_bad_generation_request_gets_cartesias_error(speech: SpeechModel
         error = json.loads(await socket.recv())
     assert error == {"type": "error", "context_id": "c1", "status_code": 400, "done": True,
                      "error": "unknown field speed"}  # fmt: skip
+
+
+async def test_cartesia_first_audio_comes_at_the_published_speed(speech: SpeechModels) -> None:
+    """`Faults.latency_s` is the time from a request to its first chunk (the local voice's time counted in it); the
+    rest of the audio follows at once."""
+    double = CartesiaDouble(KEY, speech.voice, Faults(latency_s=0.5))
+    headers = {"X-API-Key": KEY, "Cartesia-Version": API_VERSION}
+    request = {
+        "transcript": SENTENCE, "context_id": "c1", "model_id": "sonic-3.6", "voice": {"mode": "id", "id": VOICE},
+        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 16000},
+    }  # fmt: skip
+    async with double.running(), connect(f"{double.origin}/tts/websocket", additional_headers=headers) as socket:
+        sent = time.monotonic()
+        await socket.send(json.dumps(request))
+        arrivals = []
+        while (reply := json.loads(await socket.recv()))["type"] != "done":
+            arrivals.append((reply["type"], time.monotonic() - sent))
+    chunks = [at for kind, at in arrivals if kind == "chunk"]
+    assert len(chunks) > 5
+    assert chunks[0] >= 0.5
+    assert chunks[-1] - chunks[0] < 0.25  # the pace holds the first chunk only

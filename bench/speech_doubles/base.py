@@ -2,8 +2,9 @@
 provider's documentation, records what clients sent, and injects the faults a hosted provider has in production.
 
 A provider double subclasses `WebsocketDouble` with `check(request)` (the handshake: path, query, auth) and
-`session(socket)` (the conversation), and sends every reply through `reply()`, where the faults and the added
-latency apply.
+`session(socket)` (the conversation), and sends every reply through `reply()`, where the faults apply. A request's
+first reply waits for `pace(since)`: with `Faults.latency_s` set, it leaves no earlier than that long after the
+request came, the local model's own time counting in it (the provider's published speed, not that plus ours).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class Faults:
     stall_after: int | None = None  # from this reply on, say nothing more (the socket stays open)
     close_after: int | None = None  # after this many replies, close the socket (code 1011)
     malformed_after: int | None = None  # after this many replies, send one message that is not JSON
-    latency_s: float = 0.0  # added before answering each request (a provider's published time to first result)
+    latency_s: float = 0.0  # a request's first reply is due this long after it came (the provider's published speed)
 
 
 class Refused(Exception):
@@ -126,10 +127,11 @@ class WebsocketDouble(Generic[Backend]):
         self.violations.append(what)
         await connection.socket.close(1008, what[:120])
 
-    async def delay(self) -> None:
-        """The provider's time to first result, before answering a request."""
-        if self.faults.latency_s:
-            await asyncio.sleep(self.faults.latency_s)
+    async def pace(self, since: float) -> None:
+        """Hold a request's first reply until `Faults.latency_s` after the request came (`since`, the event loop's
+        time): the time the local model took counts in it; a reply already later than that goes at once."""
+        if (left := since + self.faults.latency_s - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(left)
 
     async def reply(self, connection: Connection, message: dict[str, Any]) -> bool:
         """Send one JSON reply unless a fault says otherwise; False once the connection is stalled or closed."""

@@ -96,19 +96,19 @@ class _Contexts:
             return
         if not request.get("continue", False):
             self.done.add(context_id)
-        self.jobs.put(lambda: self._speak(request))
+        since = asyncio.get_running_loop().time()
+        self.jobs.put(lambda: self._speak(request, since))
 
-    async def _speak(self, request: dict[str, Any]) -> None:
+    async def _speak(self, request: dict[str, Any], since: float) -> None:
+        """Speak one generation request, received at `since` (the event loop's time)."""
         context_id, text = request["context_id"], request["transcript"]
         rate = request["output_format"]["sample_rate"]
-        first = context_id not in self.offset_s
         offset = self.offset_s.setdefault(context_id, 0.0)
-        if first:
-            await self._double.delay()
         if text.strip():
             async for spoken in speak(self._double.backend, text, rate, offset):
                 if context_id in self.cancelled:
                     return
+                await self._double.pace(since)  # the first chunk at the published speed, the rest at once
                 data = base64.b64encode(spoken.pcm).decode()
                 chunk = {"type": "chunk", "context_id": context_id, "status_code": 206, "done": False, "data": data}
                 if not await self._reply(chunk):

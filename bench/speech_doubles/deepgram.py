@@ -13,6 +13,9 @@ closes it (1008), and 10 s without a message closes it as Deepgram does (1011, N
 - `UtteranceEnd` once `utterance_end_ms` of silence follows the last word (when asked for);
 - `Metadata`, then a normal close, after `CloseStream`.
 
+A final is recognised with the utterance's earlier finals as context, as a streaming model keeps its state: Whisper
+hears the utterance so far (the audio since a silence of `CONTEXT_GAP_S`) and the final says the words past those
+already finalised. Without it every piece cut at a pause was heard alone ("five" and "five" became "you 5." "5.").
 Word times are spread over the speech by character count (the double does not align words).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
@@ -68,6 +72,8 @@ DEFAULT_ENDPOINTING_S = 0.01
 MIN_ENDPOINT_S = 0.2
 INTERIM_EVERY_S = 1.0
 IDLE_CLOSE_S = 10.0
+CONTEXT_GAP_S = 1.0  # speech after a longer silence starts a new utterance: earlier finals no longer its context
+CONTEXT_MAX_S = 20.0
 
 
 class DeepgramDouble(WebsocketDouble[WhisperTranscriber]):
@@ -143,6 +149,9 @@ class _Stream:
         self.start_s = 0.0  # stream time where `pending` starts
         self.since_interim = 0
         self.last_word_end: float | None = None  # for UtteranceEnd, once a final had speech
+        self.context = bytearray()  # the finalised audio of the current utterance
+        self.spoken_until: float | None = None  # stream time where the last final's speech ended
+        self.said: list[str] = []  # the words the current utterance's finals said
         self.request_id = str(uuid.uuid4())
         self.jobs = Jobs()
 
@@ -160,8 +169,8 @@ class _Stream:
             self._final(speech_final=True, from_finalize=False)
         elif spoken and self.interim and self.since_interim >= INTERIM_EVERY_S * 2 * self.rate:
             self.since_interim = 0
-            audio, start = bytes(self.pending), self.start_s
-            self.jobs.put(lambda: self._send_results(audio, start, is_final=False))
+            audio, start, since = bytes(self.pending), self.start_s, _now()
+            self.jobs.put(lambda: self._send_results(audio, start, since, is_final=False))
         elif not spoken and self._utterance_over():
             last, self.last_word_end = self.last_word_end, None
             message = {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": last}
@@ -188,25 +197,51 @@ class _Stream:
         await self._connection.socket.close(1000)
 
     def _final(self, *, speech_final: bool, from_finalize: bool) -> None:
-        audio, start = bytes(self.pending), self.start_s
+        audio, start, since = bytes(self.pending), self.start_s, _now()
         self.start_s, self.pending, self.since_interim = self.now_s, bytearray(), 0
+        context, fresh = b"", False
         if spans := speech_spans(audio, self.rate, min_speech_s=0.0):
-            self.last_word_end = round(start + spans[-1][1], 3)
+            gap = start + spans[0][0] - self.spoken_until if self.spoken_until is not None else math.inf
+            if gap > CONTEXT_GAP_S or len(self.context) / 2 / self.rate > CONTEXT_MAX_S:
+                self.context, fresh = bytearray(), True
+            context = bytes(self.context)
+            self.context += audio
+            self.spoken_until = self.last_word_end = round(start + spans[-1][1], 3)
         self.jobs.put(
             lambda: self._send_results(
-                audio, start, is_final=True, speech_final=speech_final, from_finalize=from_finalize
-            )
+                audio,
+                start,
+                since,
+                is_final=True,
+                speech_final=speech_final,
+                from_finalize=from_finalize,
+                context=context,
+                fresh=fresh,
+            )  # fmt: skip
         )
 
     async def _send_results(
-        self, audio: bytes, start: float, *, is_final: bool, speech_final: bool = False, from_finalize: bool = False
+        self,
+        audio: bytes,
+        start: float,
+        since: float,
+        *,
+        is_final: bool,
+        speech_final: bool = False,
+        from_finalize: bool = False,
+        context: bytes = b"",
+        fresh: bool = False,
     ) -> None:
-        await self._double.delay()
+        """The result for `audio` (from `start` in the stream), asked for at `since` (the event loop's time). A
+        final is heard after `context` (the utterance's finalised audio; `fresh`: a new utterance starts with it)."""
         spans = speech_spans(audio, self.rate, min_speech_s=0.0)
         text = ""
-        if spans:
-            transcribe = self._double.backend.transcribe if is_final else self._double.backend.transcribe_if_idle
-            result = await asyncio.to_thread(transcribe, audio, self.rate)
+        if spans and is_final:
+            heard = (await asyncio.to_thread(self._double.backend.transcribe, context + audio, self.rate)).split()
+            said = [] if fresh else self.said
+            text, self.said = " ".join(heard[len(said) :]), heard
+        elif spans:
+            result = await asyncio.to_thread(self._double.backend.transcribe_if_idle, audio, self.rate)
             if result is None:  # Whisper busy: an interim is skipped, as Deepgram skips them under load
                 return
             text = result.strip()
@@ -221,10 +256,15 @@ class _Stream:
                 "model_info": {"name": self.model, "version": "2026-01-01.0", "arch": self.model.split("-")[0]},
             },
         }  # fmt: skip
+        await self._double.pace(since)
         await self._send(message)
 
     async def _send(self, message: dict[str, Any]) -> None:
         await self._double.reply(self._connection, message)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _timed_words(text: str, start: float, end: float) -> list[dict[str, Any]]:

@@ -132,13 +132,14 @@ class _Contexts:
             self.auto_mode or request.get("flush") or context.closed or SENTENCE_END.search(context.buffered)
         ):
             text, context.buffered = context.buffered.strip(), ""
-            self.jobs.put(lambda: self._speak(context_id, text))
+            since = asyncio.get_running_loop().time()
+            self.jobs.put(lambda: self._speak(context_id, text, since))
         if context.closed:
             self.jobs.put(lambda: self._reply({"isFinal": True, "contextId": context_id}))
         return None
 
-    async def _speak(self, context_id: str, text: str) -> None:
-        await self._double.delay()
+    async def _speak(self, context_id: str, text: str, since: float) -> None:
+        """Speak `text`, flushed at `since` (the event loop's time), as one audio message."""
         pieces = [spoken.pcm async for spoken in speak(self._double.backend, text, self.rate)]
         audio = b"".join(pieces)
         duration_ms = len(audio) / 2 / self.rate * 1000
@@ -151,6 +152,7 @@ class _Contexts:
         }
         message = {"audio": base64.b64encode(audio).decode(), "isFinal": None, "alignment": alignment,
                    "normalizedAlignment": alignment, "contextId": context_id}  # fmt: skip
+        await self._double.pace(since)
         await self._reply(message)
 
     async def _reply(self, message: dict[str, Any]) -> None:
