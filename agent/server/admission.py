@@ -159,7 +159,7 @@ class Admission:
         settings: Settings,
         *,
         idle_workers: Callable[[], int],
-        calls_cpu_seconds: Callable[[], float | None] = lambda: None,
+        calls_cpu_seconds: Callable[[], dict[str, float] | None] = lambda: None,
         cpu: CpuMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -222,14 +222,15 @@ class Admission:
     async def measure_cpu(self) -> None:
         """Every second, for as long as the server runs: the machine's CPU, and what the live calls cost of it."""
         cores = os.cpu_count() or 1
-        last: tuple[float, float] | None = None  # (time.monotonic(), the calls' CPU seconds) at the last reading
+        last: tuple[float, dict[str, float]] | None = None  # (time.monotonic(), each call process's CPU seconds)
         while True:
             self.cpu.sample()
             calls_percent = None
             if (seconds := self._calls_cpu_seconds()) is not None:
                 now = time.monotonic()
-                if last is not None and seconds >= last[1] and now > last[0]:  # a worker replaced: skip a reading
-                    calls_percent = 100.0 * (seconds - last[1]) / ((now - last[0]) * cores)
+                if last is not None and now > last[0]:  # only processes in both readings: a new one's warm-up is not
+                    used = sum(max(0.0, s - last[1][name]) for name, s in seconds.items() if name in last[1])
+                    calls_percent = 100.0 * used / ((now - last[0]) * cores)
                 last = (now, seconds)
             self.call_cpu.observe(self.cpu.busy_percent(), self.active, calls_percent)
             await asyncio.sleep(self.cpu.interval_s)

@@ -47,9 +47,9 @@ class CallRunner(Protocol):
         """The LLM providers' rate limits, rests and failures (for /metrics)."""
         ...
 
-    def calls_cpu_seconds(self) -> float | None:
-        """CPU seconds used so far by the processes that run calls, or None where calls share a process with other
-        work (then admission infers the calls' share from the machine's)."""
+    def calls_cpu_seconds(self) -> dict[str, float] | None:
+        """CPU seconds used so far by each process that runs calls, by name, or None where calls share a process with
+        other work (then admission infers the calls' share from the machine's)."""
         ...
 
     async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:
@@ -83,7 +83,7 @@ class InProcessCalls:
     def providers(self) -> list[ProviderReading]:
         return read_providers(self.runtime.chain)
 
-    def calls_cpu_seconds(self) -> float | None:
+    def calls_cpu_seconds(self) -> dict[str, float] | None:
         return None  # the calls share this process with the front (or this is a worker, which nobody asks)
 
     async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:

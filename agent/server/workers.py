@@ -137,9 +137,9 @@ class WorkerPool:
             "workers_idle": self.idle(),
         }
 
-    def calls_cpu_seconds(self) -> float:
-        """The ready workers' CPU seconds so far (a worker only works on a call: idle, it sleeps)."""
-        return sum(process_cpu_seconds(w.process.pid) for w in self._workers.values())
+    def calls_cpu_seconds(self) -> dict[str, float]:
+        """Each ready worker's CPU seconds so far, by name (a worker only works on a call: idle, it sleeps)."""
+        return {w.name: process_cpu_seconds(w.process.pid) for w in self._workers.values()}
 
     def providers(self) -> list[ProviderReading]:
         """Every worker's last word on the providers, as one (see `combine_readings`)."""
