@@ -188,11 +188,14 @@ def play(point: Measured, wait_at: Callable[[Stop], float]) -> Outcome:
 
 def deciding(rule: TurnRule, waits: Waits) -> Callable[[Stop], float]:
     """The wait the learned rule chooses at a stop."""
-    return lambda stop: rule.wait_s(evidence_of(stop), *waits)
+    return lambda stop: rule.wait_s(evidence_of(stop, rule.uses_voice), *waits)
 
 
-def evidence_of(stop: Stop) -> TurnEvidence:
-    return TurnEvidence(words=stop.words, voice=stop.voice, word_count=len(normalize(stop.transcript).split()))
+def evidence_of(stop: Stop, voice: bool = True) -> TurnEvidence:
+    """The evidence at a stop; without the voice when the rule does not run Smart Turn (as the agent does not)."""
+    return TurnEvidence(
+        words=stop.words, voice=stop.voice if voice else None, word_count=len(normalize(stop.transcript).split())
+    )
 
 
 def baseline(stop: Stop) -> float:

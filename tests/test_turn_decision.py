@@ -46,7 +46,7 @@ def evidence(speech, audio: np.ndarray, agent_said: str = "") -> tuple[str, Turn
     text = speech.transcriber.transcribe(pcm, PHONE_RATE)
     return text, TurnEvidence(
         words=speech.turn_words.probability(text, agent_said),
-        voice=speech.smart_turn.probability(pcm, PHONE_RATE),
+        voice=speech.smart_turn.probability(pcm, PHONE_RATE) if speech.smart_turn is not None else None,
         word_count=len(normalize(text).split()),
     )
 
@@ -98,6 +98,10 @@ def test_the_rule_grows_more_patient_as_the_evidence_says_unfinished():
     assert rule.patience(TurnEvidence()) == 0.0  # no evidence at all: undecided, at this rule's threshold
     assert log_odds(None) == 0.0 and log_odds(1.0) == log_odds(0.99999999)
     assert not replace(rule, voice=0.0).uses_voice  # Smart Turn is not run for a weight of nothing
+
+
+def test_smart_turn_is_loaded_only_when_the_rule_listens_to_the_voice(speech):
+    assert (speech.smart_turn is not None) == RULE.uses_voice, RULE
 
 
 @pytest.mark.slow
