@@ -12,7 +12,10 @@ request goes out with the transcript, while the words are scored).
 
 A **false start** is a pause (or a gap inside a finished utterance) in which the turn ends before the caller goes
 on: the answer is then under way, and at Cerebras speed heard within ~30 ms. The **answer time** at a true end is from
-the caller's last sound to the answer's first, as `bench.latency` measures it from outside.
+the caller's last sound to the answer's first, as `bench.latency` measures it from outside. **CPU per turn** is the
+turn-taking models' CPU time over a whole utterance (its true end's point): Smart Turn where the word lists asked
+it; the words model at every VAD stop (the strategy until 2026-12-04) or as the strategy scores now (the agent's
+words primed once, the caller's scored after `SCORE_AFTER_S` of silence).
 
     python -m bench.turns                          # build, measure, report on the report half; writes JSON + PNG
     python -m bench.turns --tune                   # fit the rule on the tuning half and print it
@@ -49,7 +52,7 @@ from agent.turns.end_of_turn import SCORE_AFTER_S
 from agent.turns.smart_turn import SmartTurnModel
 from agent.turns.vad import build_vad
 from agent.turns.words import TurnWordsModel, normalize
-from bench.turn_baseline import word_list_wait_s
+from bench.turn_baseline import MEDIUM_S, word_list_wait_s
 from bench.turn_corpus import PHONE_RATE, DecisionPoint, decision_points, utterances
 
 Waits = tuple[float, float]  # the shortest and the longest end-of-turn wait, seconds
@@ -273,10 +276,13 @@ def evidence_of(stop: Stop, voice: bool = True) -> TurnEvidence:
     )
 
 
-# The word lists (the rule before the learned one) with Smart Turn at every stop.
-BASELINE = Policy(
-    lambda stop: word_list_wait_s(stop.transcript, stop.voice), False, lambda p: sum(s.voice_cpu_ms for s in p.stops)
-)
+def _medium_voice_cpu_ms(point: Measured) -> float:
+    """The word lists asked Smart Turn only where the words left the wait at medium."""
+    return sum(s.voice_cpu_ms for s in point.stops if word_list_wait_s(s.transcript, 0.0) == MEDIUM_S)
+
+
+# The word lists (the rule before the learned one), with Smart Turn where they asked it.
+BASELINE = Policy(lambda stop: word_list_wait_s(stop.transcript, stop.voice), False, _medium_voice_cpu_ms)
 
 
 def score(points: list[Measured], rule: TurnRule, waits: Waits) -> dict[str, Any]:
