@@ -1,9 +1,9 @@
 """Process-wide runtime: everything heavy, loaded and warmed once before the first caller is accepted.
 
-`AgentRuntime.start(settings)` loads Whisper, Smart Turn, the turn words model and the TTS voice (and synthesises
-the fixed phrases), builds the provider chain (`LLM_PROVIDER`, then `LLM_FALLBACKS`; the embedded llama.cpp server
-is started when `local` is in it), opens and warms each provider's connection, checks its model, and builds the tool
-registry. Every call's pipeline then shares these objects.
+`AgentRuntime.start(settings)` loads Whisper, the turn words model (and Smart Turn, when the end-of-turn rule gives the
+voice a weight) and the TTS voice (and synthesises the fixed phrases), builds the provider chain (`LLM_PROVIDER`, then
+`LLM_FALLBACKS`; the embedded llama.cpp server is started when `local` is in it), opens and warms each provider's
+connection, checks its model, and builds the tool registry. Every call's pipeline then shares these objects.
 
 Start-up is resilient: a provider that is down, overloaded or out of quota at start-up (a 429, a 503, a cut
 connection) is logged and the server starts anyway; each turn then fails over along the chain or apologises. Only
@@ -35,6 +35,7 @@ from agent.speech.voices import Voice, load_voice
 from agent.speech.whisper import WhisperTranscriber
 from agent.tools.catalog import build_registry
 from agent.tools.registry import ToolRegistry
+from agent.turns.decision import RULE
 from agent.turns.smart_turn import SmartTurnModel
 from agent.turns.words import TurnWordsModel
 
@@ -45,7 +46,7 @@ class SpeechModels:
 
     transcriber: WhisperTranscriber
     voice: Voice
-    smart_turn: SmartTurnModel
+    smart_turn: SmartTurnModel | None  # None when the end-of-turn rule gives the voice no weight
     turn_words: TurnWordsModel
     phrases: dict[PhraseKind, Phrase]  # what the agent says without the LLM, synthesised once
 
@@ -57,7 +58,7 @@ class SpeechModels:
         return cls(
             transcriber=transcriber,
             voice=voice,
-            smart_turn=SmartTurnModel(),
+            smart_turn=SmartTurnModel() if RULE.uses_voice else None,
             turn_words=TurnWordsModel(),
             phrases=synthesize_phrases(voice, settings.acknowledgement),
         )

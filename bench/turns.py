@@ -12,7 +12,10 @@ request goes out with the transcript, while the words are scored).
 
 A **false start** is a pause (or a gap inside a finished utterance) in which the turn ends before the caller goes
 on: the answer is then under way, and at Cerebras speed heard within ~30 ms. The **answer time** at a true end is from
-the caller's last sound to the answer's first, as `bench.latency` measures it from outside.
+the caller's last sound to the answer's first, as `bench.latency` measures it from outside. **CPU per turn** is the
+turn-taking models' CPU time over a whole utterance (its true end's point): Smart Turn where the word lists asked
+it; the words model at every VAD stop (the strategy until 2026-12-04) or as the strategy scores now (the agent's
+words primed once, the caller's scored after `SCORE_AFTER_S` of silence).
 
     python -m bench.turns                          # build, measure, report on the report half; writes JSON + PNG
     python -m bench.turns --tune                   # fit the rule on the tuning half and print it
@@ -45,10 +48,11 @@ from agent.settings import Settings
 from agent.speech.voices import HibariVoice, PiperVoice
 from agent.speech.whisper import WhisperTranscriber
 from agent.turns.decision import RULE, TurnEvidence, TurnRule, log_odds
+from agent.turns.end_of_turn import SCORE_AFTER_S
 from agent.turns.smart_turn import SmartTurnModel
 from agent.turns.vad import build_vad
 from agent.turns.words import TurnWordsModel, normalize
-from bench.turn_baseline import word_list_wait_s
+from bench.turn_baseline import MEDIUM_S, word_list_wait_s
 from bench.turn_corpus import PHONE_RATE, DecisionPoint, decision_points, utterances
 
 Waits = tuple[float, float]  # the shortest and the longest end-of-turn wait, seconds
@@ -57,19 +61,25 @@ FIT_P95_MS = 700  # the slowest answers the fit allows on the tuning half: the b
 LLM_READY_S = 0.23  # speculative request to first audio at Cerebras speed: 200 ms first token + clause + voice
 ANSWER_AFTER_S = 0.03  # output queue and line to the caller's ear
 THRESHOLDS = [0.5, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999]
+FORGET = "One moment."  # agent's words no decision point has: priming them takes the last point's out of the cache
 FIT_THRESHOLDS = [0.9, 0.95, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999]
 
 
 @dataclass
 class Stop:
-    """One VAD stop and the evidence the turn strategy would have there."""
+    """One VAD stop, the evidence the turn strategy would have there, and what it cost (CPU of one thread)."""
 
     at_s: float
     transcript: str
     words: float
     voice: float
     transcript_s: float  # after the stop: when the transcript exists (the speculative request goes out)
-    ready_s: float  # after the stop: when the words' score exists too (the turn may end)
+    ready_s: float  # after the stop: when the words' score exists too, scoring at every stop (the turn may end)
+    words_cpu_ms: float  # the words model here, scoring at every stop
+    voice_cpu_ms: float  # Smart Turn here
+    scored: bool  # whether the strategy scores the words here (`SCORE_AFTER_S` of silence before the caller goes on)
+    scored_ready_s: float | None  # after the stop: when that score exists
+    scored_cpu_ms: float  # its CPU (0 when not scored, or when the words are those of the last score)
 
 
 @dataclass
@@ -87,15 +97,19 @@ class Measured:
     stops: list[Stop]
     voiced_s: list[float]  # frames the VAD judged voice (the strategy's silence starts again)
     starts_s: list[float]  # the VAD confirming speech (the strategy drops its decision)
+    prime_cpu_ms: float  # the words model evaluating the agent's words while the caller speaks
 
 
 async def measure(point: DecisionPoint, settings: Settings, models: dict[str, Any]) -> Measured:
-    """Run the VAD over the point's audio in phone frames, and ask the models at each stop."""
+    """Run the VAD over the point's audio in phone frames, then ask the models at each stop: at every stop (the
+    strategy until 2026-12-04), and as the strategy does now (the agent's words primed, the words scored after
+    `SCORE_AFTER_S` of silence). Each pass starts with the agent's words out of the words model's cache, as a new
+    turn does."""
     vad = build_vad(settings, PHONE_RATE)
     vad.set_sample_rate(PHONE_RATE)
     frame = int(FRAME_S * PHONE_RATE)
     pcm = point.audio
-    stops: list[Stop] = []
+    stopped: list[tuple[int, float]] = []
     voiced: list[float] = []
     starts: list[float] = []
     state = VADState.QUIET
@@ -106,11 +120,26 @@ async def measure(point: DecisionPoint, settings: Settings, models: dict[str, An
         if vad.voiced_buffers != before:
             voiced.append(now)
         if state == VADState.SPEAKING and new == VADState.QUIET:
-            stops.append(await asyncio.to_thread(evidence_at, pcm[: i + frame], now, point.context, models))
+            stopped.append((i + frame, now))
         if state == VADState.QUIET and new == VADState.SPEAKING:
             starts.append(now)
         if new in (VADState.SPEAKING, VADState.QUIET):
             state = new
+    words: TurnWordsModel = models["words"]
+    words.prime(FORGET)
+    every = [await asyncio.to_thread(evidence_at, pcm[:end], now, point.context, models) for end, now in stopped]
+    words.prime(FORGET)
+    prime_ms = _cpu_ms(words.prime, point.context)[1]
+    stops = []
+    for seen in every:
+        score_at = ended_after(voiced, starts, seen.at_s, SCORE_AFTER_S, seen.at_s)
+        if score_at is None:
+            stops.append(Stop(**seen.__dict__, scored=False, scored_ready_s=None, scored_cpu_ms=0.0))
+            continue
+        started = time.perf_counter()
+        _, cpu_ms = _cpu_ms(words.probability, seen.transcript, point.context)
+        ready_s = max(seen.transcript_s, score_at - seen.at_s) + time.perf_counter() - started
+        stops.append(Stop(**seen.__dict__, scored=True, scored_ready_s=ready_s, scored_cpu_ms=cpu_ms))
     return Measured(
         key=point.key,
         kind=point.kind,
@@ -123,36 +152,69 @@ async def measure(point: DecisionPoint, settings: Settings, models: dict[str, An
         stops=stops,
         voiced_s=voiced,
         starts_s=starts,
+        prime_cpu_ms=prime_ms,
     )
 
 
-def evidence_at(audio: np.ndarray, at_s: float, context: str, models: dict[str, Any]) -> Stop:
+@dataclass
+class Seen:
+    """A stop's evidence, scored at every stop."""
+
+    at_s: float
+    transcript: str
+    words: float
+    voice: float
+    transcript_s: float
+    ready_s: float
+    words_cpu_ms: float
+    voice_cpu_ms: float
+
+
+def evidence_at(audio: np.ndarray, at_s: float, context: str, models: dict[str, Any]) -> Seen:
     """Blocking: the transcript, the words' and the voice's probabilities at a VAD stop, and how long the words took
     (Smart Turn runs beside the transcription, in the other thread)."""
     pcm = audio.tobytes()
     started = time.perf_counter()
     text = models["whisper"].transcribe(pcm, PHONE_RATE)
     transcribed = time.perf_counter() - started
-    words = models["words"].probability(text, context)
+    words, words_ms = _cpu_ms(models["words"].probability, text, context)
     ready = time.perf_counter() - started
-    voice = models["voice"].probability(pcm, PHONE_RATE)
-    return Stop(at_s=at_s, transcript=text, words=words, voice=voice, transcript_s=transcribed, ready_s=ready)
+    voice, voice_ms = _cpu_ms(models["voice"].probability, pcm, PHONE_RATE)
+    return Seen(at_s, text, words, voice, transcribed, ready, words_ms, voice_ms)
 
 
-def turn_end_s(point: Measured, stop: Stop, wait_s: float) -> float | None:
-    """When the strategy would end the turn after this stop: once `wait_s` of silence has passed (counted again
-    from each frame the VAD hears voice in) and the evidence exists; None when the VAD confirms speech first."""
-    cancelled_at = next((s for s in point.starts_s if s > stop.at_s), math.inf)
-    silence_from = stop.at_s
-    earliest = stop.at_s + stop.ready_s
-    for v in point.voiced_s:
-        if v <= stop.at_s:
+def _cpu_ms(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """A blocking call's result and the CPU time it took in this thread (the models run one thread each here)."""
+    started = time.thread_time()
+    result = call(*args)
+    return result, (time.thread_time() - started) * 1000
+
+
+def ended_after(
+    voiced_s: list[float], starts_s: list[float], at_s: float, wait_s: float, earliest: float
+) -> float | None:
+    """When `wait_s` of silence after a stop at `at_s` has passed (counted again from each frame the VAD hears voice
+    in), and not before `earliest`; None when the VAD confirms speech first."""
+    cancelled_at = next((s for s in starts_s if s > at_s), math.inf)
+    silence_from = at_s
+    for v in voiced_s:
+        if v <= at_s:
             continue
         if max(silence_from + wait_s, earliest) <= v - FRAME_S:
             break
         silence_from = v
     end = max(silence_from + wait_s, earliest)
     return end if end < cancelled_at else None
+
+
+def turn_end_s(point: Measured, stop: Stop, wait_s: float, scored: bool = False) -> float | None:
+    """When the strategy would end the turn after this stop: once `wait_s` of silence has passed and the evidence
+    exists (`scored`: as the strategy scores now, else scoring at every stop); None when the VAD confirms speech
+    first, or the strategy never scores the stop."""
+    if scored and not stop.scored:
+        return None
+    ready_s = stop.scored_ready_s if scored and stop.scored_ready_s is not None else stop.ready_s
+    return ended_after(point.voiced_s, point.starts_s, stop.at_s, wait_s, stop.at_s + ready_s)
 
 
 @dataclass
@@ -164,8 +226,17 @@ class Outcome:
     answer_ms: float | None
 
 
-def play(point: Measured, wait_at: Callable[[Stop], float]) -> Outcome:
-    """What the caller lives through with this rule. The first stop whose wait runs out ends the turn; that is a
+@dataclass(frozen=True)
+class Policy:
+    """A way to end turns: the wait chosen at a stop, when the evidence exists, and what the models cost per turn."""
+
+    wait_at: Callable[[Stop], float]
+    scored: bool  # the words scored as the strategy does now (after `SCORE_AFTER_S`), else at every stop
+    cpu_ms: Callable[[Measured], float]
+
+
+def play(point: Measured, policy: Policy) -> Outcome:
+    """What the caller lives through with this policy. The first stop whose wait runs out ends the turn; that is a
     false start when it comes before the caller's next words: before their last words (a gap inside an utterance),
     or before the VAD hears them go on after a pause. Otherwise it is the answer, heard as the caller hears it."""
     went_on = point.speech_end_s
@@ -174,7 +245,7 @@ def play(point: Measured, wait_at: Callable[[Stop], float]) -> Outcome:
     for stop in point.stops:
         if stop.at_s >= went_on and point.kind == "pause":
             break
-        end = turn_end_s(point, stop, wait_at(stop))
+        end = turn_end_s(point, stop, policy.wait_at(stop), policy.scored)
         if end is None:
             continue
         if end < went_on:
@@ -186,31 +257,47 @@ def play(point: Measured, wait_at: Callable[[Stop], float]) -> Outcome:
     return Outcome(point.key, point.kind, point.short, False, None)
 
 
-def deciding(rule: TurnRule, waits: Waits) -> Callable[[Stop], float]:
-    """The wait the learned rule chooses at a stop."""
-    return lambda stop: rule.wait_s(evidence_of(stop), *waits)
+def learned(rule: TurnRule, waits: Waits, scored: bool = True) -> Policy:
+    """The learned rule; `scored`: with the words scored as the strategy does now, else at every VAD stop."""
+
+    def cpu_ms(point: Measured) -> float:
+        voice = sum(s.voice_cpu_ms for s in point.stops) if rule.uses_voice else 0.0
+        if scored:
+            return point.prime_cpu_ms + sum(s.scored_cpu_ms for s in point.stops) + voice
+        return sum(s.words_cpu_ms for s in point.stops) + voice
+
+    return Policy(lambda stop: rule.wait_s(evidence_of(stop, rule.uses_voice), *waits), scored, cpu_ms)
 
 
-def evidence_of(stop: Stop) -> TurnEvidence:
-    return TurnEvidence(words=stop.words, voice=stop.voice, word_count=len(normalize(stop.transcript).split()))
+def evidence_of(stop: Stop, voice: bool = True) -> TurnEvidence:
+    """The evidence at a stop; without the voice when the rule does not run Smart Turn (as the agent does not)."""
+    return TurnEvidence(
+        words=stop.words, voice=stop.voice if voice else None, word_count=len(normalize(stop.transcript).split())
+    )
 
 
-def baseline(stop: Stop) -> float:
-    """The wait the word lists chose at a stop (the rule before this one)."""
-    return word_list_wait_s(stop.transcript, stop.voice)
+def _medium_voice_cpu_ms(point: Measured) -> float:
+    """The word lists asked Smart Turn only where the words left the wait at medium."""
+    return sum(s.voice_cpu_ms for s in point.stops if word_list_wait_s(s.transcript, 0.0) == MEDIUM_S)
+
+
+# The word lists (the rule before the learned one), with Smart Turn where they asked it.
+BASELINE = Policy(lambda stop: word_list_wait_s(stop.transcript, stop.voice), False, _medium_voice_cpu_ms)
 
 
 def score(points: list[Measured], rule: TurnRule, waits: Waits) -> dict[str, Any]:
-    return score_with(points, deciding(rule, waits))
+    return score_with(points, learned(rule, waits))
 
 
-def score_with(points: list[Measured], wait_at: Callable[[Stop], float]) -> dict[str, Any]:
-    """False-start rate over pauses, answer p50/p95 at ends (all and short replies), misses."""
-    outcomes = [play(p, wait_at) for p in points]
+def score_with(points: list[Measured], policy: Policy) -> dict[str, Any]:
+    """False-start rate over pauses, answer p50/p95 at ends (all and short replies), misses, and the models' CPU
+    per turn (over the true ends: each is a whole utterance, every VAD stop in it)."""
+    outcomes = [play(p, policy) for p in points]
     pauses = [o for o in outcomes if o.kind == "pause"]
     ends = [o for o in outcomes if o.kind == "end"]
     answered = [o.answer_ms for o in ends if o.answer_ms is not None and not o.false_start]
     short = [o.answer_ms for o in ends if o.short and o.answer_ms is not None and not o.false_start]
+    cpu = [policy.cpu_ms(p) for p in points if p.kind == "end"]
     return {
         "pauses": len(pauses),
         "false_starts": sum(o.false_start for o in pauses),
@@ -222,6 +309,8 @@ def score_with(points: list[Measured], wait_at: Callable[[Stop], float]) -> dict
         "answer_p95_ms": _ms(percentile(answered, 95)) if answered else None,
         "short_p50_ms": _ms(statistics.median(short)) if short else None,
         "short_p95_ms": _ms(percentile(short, 95)) if short else None,
+        "cpu_per_turn_p50_ms": _ms(statistics.median(cpu)) if cpu else None,
+        "cpu_per_turn_mean_ms": _ms(statistics.mean(cpu)) if cpu else None,
         "false_start_keys": [o.key for o in pauses if o.false_start],
         "slowest": sorted(((o.answer_ms or 0, o.key) for o in ends), reverse=True)[:5],
     }
@@ -353,7 +442,8 @@ def main() -> None:
         "sources": {s: sum(p.source == s for p in points) for s in sorted({p.source for p in points})},
         "tuning": score(tuning, rule, waits),
         "report": score(report, rule, waits),
-        "baseline_report": score_with(report, baseline),
+        "every_stop_report": score_with(report, learned(rule, waits, scored=False)),
+        "baseline_report": score_with(report, BASELINE),
         "curve": curve(report, rule, waits),
         "points": [asdict(p) for p in points],
     }

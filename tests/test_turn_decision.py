@@ -3,17 +3,24 @@ the real local models on real recordings played through a phone line (8 kHz G.71
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from pipecat.clocks.system_clock import SystemClock
+from pipecat.frames.frames import InputAudioRawFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.utils.asyncio.task_manager import TaskManager
 from pydantic import SecretStr
 
+from agent.frames import TurnTranscriptionFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.speech.energy import speech_spans
 from agent.turns.decision import RULE, TurnEvidence, TurnRule, log_odds
-from agent.turns.words import normalize
+from agent.turns.end_of_turn import SCORE_AFTER_S, EndOfTurnStrategy
+from agent.turns.words import TurnWordsModel, normalize
 from bench.audio import FIXTURES, RATE, load
 from bench.calls import build_call as build_paused_call
 from bench.turn_corpus import PHONE_RATE, phone_line
@@ -46,7 +53,7 @@ def evidence(speech, audio: np.ndarray, agent_said: str = "") -> tuple[str, Turn
     text = speech.transcriber.transcribe(pcm, PHONE_RATE)
     return text, TurnEvidence(
         words=speech.turn_words.probability(text, agent_said),
-        voice=speech.smart_turn.probability(pcm, PHONE_RATE),
+        voice=speech.smart_turn.probability(pcm, PHONE_RATE) if speech.smart_turn is not None else None,
         word_count=len(normalize(text).split()),
     )
 
@@ -70,6 +77,60 @@ def test_the_agents_last_words_are_the_context(speech):
     asked = words.probability("five five", "What is your room number?")
     unasked = words.probability("five five", "")
     assert asked > unasked, (asked, unasked)
+
+
+def test_the_cache_never_changes_a_score(speech):
+    words = speech.turn_words
+    first = words.probability("The card ends in five.", "What are the last four digits of the card?")
+    words.prime("Which card did you draw?")
+    words.probability("ten of", "Which card did you draw?")
+    words.prime("What are the last four digits of the card?")
+    assert words.probability("the card ends in five", "What are the last four digits of the card?") == pytest.approx(
+        first, rel=1e-3
+    )
+
+
+class ScoresSeen:
+    """The real words model, with the transcripts it was asked to score."""
+
+    def __init__(self, model: TurnWordsModel) -> None:
+        self.model = model
+        self.scored: list[str] = []
+
+    def probability(self, text: str, agent_said: str = "") -> float:
+        self.scored.append(text)
+        return self.model.probability(text, agent_said)
+
+    def prime(self, agent_said: str) -> None:
+        self.model.prime(agent_said)
+
+
+async def test_the_words_are_scored_only_once_the_caller_has_been_silent_a_while(speech):
+    """A VAD stop that the caller ends within `SCORE_AFTER_S` (a gap between words) costs no score."""
+    assert 0.04 < SCORE_AFTER_S < 0.3
+    words = ScoresSeen(speech.turn_words)
+    strategy = EndOfTurnStrategy(shortest_s=5.0, longest_s=5.0, budget_s=0.8, words=words, speculate=False)
+    task_manager = TaskManager(loop=asyncio.get_running_loop())
+    await strategy.setup(FrameProcessorSetup(clock=SystemClock(), task_manager=task_manager, pipeline_worker=None))
+    silence = InputAudioRawFrame(audio=b"\0\0" * 160, sample_rate=8000, num_channels=1)
+
+    async def stop_then_silence(text: str, segment: int, silence_s: float) -> None:
+        await strategy.process_frame(VADUserStoppedSpeakingFrame())
+        await strategy.process_frame(
+            TurnTranscriptionFrame(text=text, user_id="", timestamp="", turn_text=text, segment=segment)
+        )
+        for _ in range(round(silence_s / 0.02)):
+            await strategy.process_frame(silence)
+            await asyncio.sleep(0.02)
+
+    try:
+        await strategy.process_frame(VADUserStartedSpeakingFrame())
+        await stop_then_silence("I need to", 1, 0.04)  # a gap between words
+        await strategy.process_frame(VADUserStartedSpeakingFrame())
+        await stop_then_silence("I need to book a table", 2, 0.3)
+    finally:
+        await strategy.cleanup()
+    assert words.scored == ["I need to book a table"]
 
 
 def test_a_pause_after_to_consider_is_waited_out(speech):
@@ -98,6 +159,10 @@ def test_the_rule_grows_more_patient_as_the_evidence_says_unfinished():
     assert rule.patience(TurnEvidence()) == 0.0  # no evidence at all: undecided, at this rule's threshold
     assert log_odds(None) == 0.0 and log_odds(1.0) == log_odds(0.99999999)
     assert not replace(rule, voice=0.0).uses_voice  # Smart Turn is not run for a weight of nothing
+
+
+def test_smart_turn_is_loaded_only_when_the_rule_listens_to_the_voice(speech):
+    assert (speech.smart_turn is not None) == RULE.uses_voice, RULE
 
 
 @pytest.mark.slow

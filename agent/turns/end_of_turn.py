@@ -7,7 +7,9 @@ chooses how much more silence to wait for (`decision.py`):
 - the voice: Smart Turn v3 (`smart_turn.py`) on the last 8 s of the caller's audio, started at the VAD stop, while
   the STT is still transcribing (unless the calibrated rule gives it no weight);
 - the words: the words model (`words.py`) on the transcript of the turn so far, with the agent's last words as
-  context, as soon as the transcript comes;
+  context, once the transcript has come and the silence has lasted `SCORE_AFTER_S` (most VAD stops are gaps
+  between words that the caller ends sooner: they cost no score). The agent's words are evaluated ahead, when the
+  caller starts speaking, so a score pays only for the caller's words;
 - the shape of the turn: a reply of a few words ("five five", "yes", a name) is usually an answer to the agent;
 - the caller (`patience.py`, with `learn_pauses`): once they have gone on talking over an answer that started
   in their pause, no wait is shorter than that pause.
@@ -53,6 +55,7 @@ from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 from agent.turns.vad import FastStopSileroVAD
 from agent.turns.words import TurnWordsModel, normalize
 
+SCORE_AFTER_S = 0.1  # silence after the VAD stop before the words are scored (well within the shortest wait)
 SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
 WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
 
@@ -85,6 +88,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._words = words
         self._rule = rule
         self._voice: asyncio.Task[float | None] | None = None  # Smart Turn on the audio at the last VAD stop
+        self._priming: asyncio.Task | None = None  # the words model evaluating the agent's words
         self._speculate = speculate
         self._text = ""
         self._speaking = False
@@ -110,6 +114,8 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
     async def cleanup(self) -> None:
         await self._cancel_decision()
         await self._cancel_voice()
+        if self._priming:
+            await self.task_manager.cancel_task(self._priming)
         await super().cleanup()
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
@@ -126,6 +132,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
                 )
             await self._cancel_decision()
             await self._withdraw_speculation()
+            self._prime_words()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             self._speaking = False
             self._stopped_at = time.monotonic()
@@ -151,6 +158,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
     async def _decide(self, text: str) -> None:
         """Weigh the evidence, speculate on the answer, and end the turn when the silence has lasted that long."""
         await self._speculate_before(0.0, text)  # the request goes out while the words are weighed
+        await self._silence_of(SCORE_AFTER_S)
         evidence = TurnEvidence(
             words=await self._read_words(text),
             voice=await self._voice_probability(),
@@ -188,6 +196,15 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         except Exception as error:
             logger.exception(f"{self}: the words model failed ({error}): deciding without it")
             return None
+
+    def _prime_words(self) -> None:
+        """Evaluate the agent's last words in the words model while the caller speaks (once per context)."""
+        if self._words is None or (self._priming is not None and not self._priming.done()):
+            return
+        agent_said = self._conversation.last_agent_words() if self._conversation is not None else ""
+        self._priming = self.task_manager.create_task(
+            asyncio.to_thread(self._words.prime, agent_said), f"{self}::prime"
+        )
 
     async def _voice_probability(self) -> float | None:
         """Smart Turn's P(done) for the audio at the last VAD stop, or None when it was not (or could not be) asked."""

@@ -9,8 +9,10 @@ on the sentence-final marks that would close it (".", "?", "!"): an instruct mod
 speech puts most of its "the message is over" belief on the full stop.
 
 Scoring is incremental: the prompt's tokens stay in llama.cpp's cache, and each call evaluates only what differs
-from the last prompt (the words said since the previous VAD stop, in the usual case). One lock per model: llama.cpp's
-context is not safe to share between threads, so calls of the same worker take turns.
+from the last prompt (the words said since the previous score, in the usual case; nothing when they are the same
+words). `prime()` evaluates the agent's words ahead of the caller's, so that the first score of a turn pays only
+for the caller's words. One lock per model: llama.cpp's context is not safe to share between threads, so calls of
+the same worker take turns.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class TurnWordsModel:
         )
         self._endings = [self._llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in ENDINGS]
         self._tokens: list[int] = []  # what the context holds now
+        self._scored: tuple[str, float] | None = None  # the last prompt scored and its probability
         self._lock = threading.Lock()
         self.probability("hello", GREETING)  # warm up (and cache the system prompt)
         logger.info(f"turn words model (SmolLM2-135M) loaded in {(time.perf_counter() - started) * 1000:.0f} ms")
@@ -63,17 +66,29 @@ class TurnWordsModel:
         said = normalize(text).split()[-MAX_WORDS:]
         if not said:
             return 0.0
-        context = " ".join(normalize(agent_said or GREETING).split()[-MAX_CONTEXT_WORDS:])
-        prompt = (
-            f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>assistant\n{context}<|im_end|>\n"
-            f"<|im_start|>user\n{' '.join(said)}"
-        )
+        prompt = self._prompt(agent_said) + " ".join(said)
         with self._lock:
-            tokens = self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
-            logits = self._next_token_logits(tokens)
-        logits = logits - logits.max()
-        p = np.exp(logits)
-        return float(p[self._endings].sum() / p.sum())
+            if self._scored is not None and self._scored[0] == prompt:
+                return self._scored[1]
+            logits = self._next_token_logits(self._llm.tokenize(prompt.encode(), add_bos=False, special=True))
+            logits = logits - logits.max()
+            p = np.exp(logits)
+            probability = float(p[self._endings].sum() / p.sum())
+            self._scored = (prompt, probability)
+        return probability
+
+    def prime(self, agent_said: str) -> None:
+        """Blocking: evaluate the prompt up to the caller's words, unless the cache holds it already."""
+        with self._lock:
+            tokens = self._llm.tokenize(self._prompt(agent_said).encode(), add_bos=False, special=True)
+            if self._tokens[: len(tokens)] != tokens:
+                self._next_token_logits(tokens)
+
+    @staticmethod
+    def _prompt(agent_said: str) -> str:
+        """The chat template up to where the caller's (normalised) words go."""
+        context = " ".join(normalize(agent_said or GREETING).split()[-MAX_CONTEXT_WORDS:])
+        return f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>assistant\n{context}<|im_end|>\n<|im_start|>user\n"
 
     def _next_token_logits(self, tokens: list[int]) -> np.ndarray:
         """Evaluate `tokens`, reusing the cached prefix they share with the last prompt."""
