@@ -45,10 +45,12 @@ def scripted_cpu(busy_percent: float) -> CpuMeter:
     return meter
 
 
-def admission(idle: int = 4, cpu: float = 10.0, **settings) -> tuple[Admission, Clock]:
+def admission(idle: int = 4, cpu: float = 10.0, cores: int = 8, **settings) -> tuple[Admission, Clock]:
     clock = Clock()
     values = {"max_sessions": 8, "admission": "load", "admission_min_turns": 2, **settings}
-    gate = Admission(local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock)
+    gate = Admission(
+        local_settings(**values), idle_workers=lambda: idle, cpu=scripted_cpu(cpu), clock=clock, cores=cores
+    )
     return gate, clock
 
 
@@ -185,7 +187,7 @@ def test_calls_are_admitted_as_far_as_the_machine_answers_them_within_budget(arr
     calls come, none admitted is answered over the budget; at random moments the machine fills up to four (freely by
     the CPU: 52 %), the fifth predicted too slow from three and four; all at once it takes the two a fresh server may
     try."""
-    gate, clock = admission(idle=16, max_sessions=16, admission_min_turns=3)
+    gate, clock = admission(idle=16, max_sessions=16, admission_min_turns=3, cores=2)
     rng = random.Random(7)
     starts = sorted(rng.uniform(0, 15) for _ in range(12)) if arrivals == "random" else [0.0] * 12
     calls = simulate(gate, clock, starts, lambda live: 450 + 25 * (max(1, live) - 1) ** 2, lambda live: 4 + 12 * live)
@@ -194,17 +196,30 @@ def test_calls_are_admitted_as_far_as_the_machine_answers_them_within_budget(arr
 
 
 def test_six_calls_at_random_moments_are_all_taken_by_a_machine_that_answers_them_in_time():
-    gate, clock = admission(idle=16, max_sessions=16, admission_min_turns=3)
+    gate, clock = admission(idle=16, max_sessions=16, admission_min_turns=3, cores=2)
     answer(gate, 1, 450, 460, 455)  # the server has answered single calls before
     rng = random.Random(3)
     starts = sorted(rng.uniform(0, 15) for _ in range(6))
     calls = simulate(gate, clock, starts, lambda live: 450 + 10 * live, lambda live: 4 + 7 * live)
     assert len(calls) == 6
-    heavy, clock = admission(idle=16, max_sessions=16, admission_min_turns=3)
+    heavy, clock = admission(idle=16, max_sessions=16, admission_min_turns=3, cores=2)
     answer(heavy, 1, 450, 460, 455)
     answer(heavy, 2, 460, 470, 465)  # it has answered two at once before, so a third may come
     calls = simulate(heavy, clock, starts, lambda live: 450 + 10 * live, lambda live: 4 + 25 * live)
     assert len(calls) == 3  # fast enough, but each call takes a quarter of the machine: a fourth would be 104 %
+
+
+def test_calls_that_start_together_are_taken_only_as_far_as_that_many_have_answered_in_time():
+    gate, clock = admission(idle=16, max_sessions=16, cores=2)
+    answer(gate, 1, 450, 460)
+    answer(gate, 2, 480, 490)  # two at once answered in time before
+    gate.call_cpu.observe(2.0, 0)
+    gate.call_cpu.observe(12.0, 2)  # 5 % of the machine a call: the CPU alone would take ten
+    assert gate.reserve("CA1") and gate.reserve("CA2")  # two start together: the cores take them
+    assert not gate.reserve("CA3")  # a third in the same moment: its turns would meet theirs, unmeasured
+    assert "2 calls just started" in (gate.refusal() or "")
+    clock.now += 1.5  # a moment later the starts are spread out again: the CPU's free zone is back
+    assert gate.reserve("CA3")
 
 
 def test_live_calls_already_over_budget_block_one_more():

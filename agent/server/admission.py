@@ -19,8 +19,9 @@ that would share the machine with live ones (`ADMISSION=load`), what was measure
   still find a core); beyond it the machine admits one call more than the most it has answered within the budget
   with that margin, and the next only once that level has answered so too (calls on a 2-core machine answer as fast
   as one until their turns collide, which the line cannot foresee); with no line to go by, the step is predicted
-  to slow the answers in proportion (four calls at 675 ms: five at 844). A server that has measured nothing yet may
-  take two.
+  to slow the answers in proportion (four calls at 675 ms: five at 844). Calls that start together (as many as
+  there are cores within `BURST_S`) get no free zone and no step: their turns will collide, so that many at once
+  is admitted only where that many have answered in time. A server that has measured nothing yet may take two.
 
 Predictions use each level's last answers, in the window or not (more turns than a window may hold, and a server
 quiet for a while still knows what its calls cost). A new call is refused when the level it would create is closed
@@ -55,6 +56,7 @@ LAST_TURNS_KEPT = 20  # answers kept per level beyond the window, for prediction
 LOAD_MARGIN = 0.1  # of the budget: how much slower than single calls a level must be before load is to blame, and
 # how far under the budget a predicted level must be
 CPU_SMOOTHING = 0.2  # weight of each new one-second reading in CallCpu's background
+BURST_S = 1.0  # calls admitted within this many seconds of each other count as starting together
 CALL_CPU_READINGS = 60  # one-second readings with calls live that CallCpu averages a call's share over
 CPU_FREE_SHARE = 0.6  # of ADMISSION_MAX_CPU_PERCENT: below this predicted busy share a level needs no ramp
 
@@ -162,8 +164,11 @@ class Admission:
         calls_cpu_seconds: Callable[[], dict[str, float] | None] = lambda: None,
         cpu: CpuMeter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        cores: int | None = None,
     ) -> None:
         self.settings = settings
+        self.cores = cores or os.cpu_count() or 1
+        self._starts: deque[float] = deque()  # when the last calls were admitted (or their webhooks reserved)
         self.budget_ms = settings.latency_budget_ms
         self.cpu = cpu or CpuMeter()
         self.call_cpu = CallCpu()
@@ -247,17 +252,27 @@ class Admission:
         slow = self._slow_reason(level) or self._slow_reason(level - 1)
         if slow:
             return slow
-        if predicted is not None and predicted <= CPU_FREE_SHARE * limit:
+        together = self._starting_together()
+        if predicted is not None and predicted <= CPU_FREE_SHARE * limit and together < self.cores:
             return None  # room for every call's turns to collide and still find a core
         proven = self._highest_level_within_margin()
         if level > proven + 1:
             return f"{level} calls untried: {proven} answered within the budget so far, one more at a time"
+        if together >= self.cores and level > proven:
+            return f"{together} calls just started: {level} at once only once {level} have answered in time"
         if proven >= 2 and self._predicted_p95(level) is None:  # one level to go by: its calls' share grows
             at_proven = self._p95_of_enough(*self.answers.last_p95(proven))
             assert at_proven is not None
             if (stepped := at_proven * level / proven) > (1 - LOAD_MARGIN) * self.budget_ms:
                 return f"answers at {level} calls predicted over the budget ({stepped:.0f} ms from {proven} calls)"
         return None
+
+    def _starting_together(self) -> int:
+        """Calls admitted in the last BURST_S: calls that start together speak together, their turns collide."""
+        since = self._clock() - BURST_S
+        while self._starts and self._starts[0] < since:
+            self._starts.popleft()
+        return len(self._starts)
 
     def _highest_level_within_margin(self) -> int:
         """The most calls at once whose last answers cleared the budget by the margin (1 when none has yet)."""
@@ -310,15 +325,18 @@ class Admission:
         if reason:
             logger.info(f"admission: refused a {channel} call ({reason}); {self.active} live")
             return None
+        self._starts.append(self._clock())
         return self._open(channel)
 
     def reserve(self, key: str, ttl_s: float | None = None) -> bool:
         """At a carrier's call webhook (`key`: the call's id), or when an outbound call is dialled (its dial id,
         held for `ttl_s`: the ring time and then some): hold a slot for the call's stream, or False (busy)."""
-        reason = None if key in self._reservations else self.refusal()
-        if reason:
+        if key in self._reservations:
+            return True
+        if reason := self.refusal():
             logger.info(f"admission: refused phone call {key} ({reason}); {self.active} live")
             return False
+        self._starts.append(self._clock())
         self._reservations[key] = self._clock() + (ttl_s or self.settings.phone_reservation_seconds)
         return True
 
