@@ -203,7 +203,7 @@ async def _wait_until_answered(call: VoiceCall, transport: ReplayTransport, max_
         now = time.monotonic()
         turns = call.latency.turns
         pending = [t for i, t in enumerate(turns, 1) if _unfinished(t, last=i == len(turns))]
-        quiet = now - max(transport.output().last_audio_at, ended_at) > 1.0
+        quiet = now - max(transport.output().last_audio_at, ended_at) > 0.5
         if not pending and quiet and now - ended_at > 1.5:
             return
     logger.warning(f"replay: gave up waiting for the agent after {max_tail_s:.0f} s of tail")
