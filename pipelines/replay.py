@@ -24,7 +24,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from agent.latency.observer import TurnLatencyObserver
-from agent.latency.turns import summarize_turns
+from agent.latency.turns import Turn, summarize_turns
 from agent.protocols.websocket_transport import AudioHook, audio_kind
 from agent.runtime import AgentRuntime
 from pipelines.voice import VoiceCall, build_voice_call, run_voice_call
@@ -201,11 +201,21 @@ async def _wait_until_answered(call: VoiceCall, transport: ReplayTransport, max_
     while time.monotonic() < deadline:
         await asyncio.sleep(0.1)
         now = time.monotonic()
-        pending = [t for t in call.latency.turns if t.user_text and not t.answered and not t.error and not t.cut]
-        quiet = now - max(transport.output().last_audio_at, ended_at) > 1.0
+        turns = call.latency.turns
+        pending = [t for i, t in enumerate(turns, 1) if _unfinished(t, last=i == len(turns))]
+        quiet = now - max(transport.output().last_audio_at, ended_at) > 0.5
         if not pending and quiet and now - ended_at > 1.5:
             return
     logger.warning(f"replay: gave up waiting for the agent after {max_tail_s:.0f} s of tail")
+
+
+def _unfinished(turn: Turn, last: bool) -> bool:
+    """A transcribed turn the agent may still answer, or whose answer is still being written (its completion's
+    stats come last: a slow model can pause between clauses for longer than the quiet the replay waits for). Only
+    the last turn can be: once the caller went on, the turn before is over."""
+    if not last or not turn.user_text or turn.cut or turn.error:
+        return False
+    return not turn.llm if turn.answered else True
 
 
 def write_wav(path: str | Path, pcm: bytes, sample_rate: int) -> None:

@@ -26,7 +26,7 @@ LONG_ANSWER = "Well, that is a question I have thought about for a long time, an
 @pytest.fixture(scope="module")
 async def barge_in_call(speech, tmp_path_factory):
     path = build_call(
-        tmp_path_factory.mktemp("calls") / "barge.wav", [LEAD_S, "ill_disposed.wav", GAP_S, "amiable.wav", 6.0]
+        tmp_path_factory.mktemp("calls") / "barge.wav", [LEAD_S, "ill_disposed.wav", GAP_S, "amiable.wav", 1.0]
     )
     sim = ProviderSim(first_token_s=0.05, answer=LONG_ANSWER).start()
     settings = local_settings(

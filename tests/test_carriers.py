@@ -112,7 +112,7 @@ async def test_a_two_question_call_is_answered_as_the_carrier_places_it(deployme
 
 async def test_telnyx_speaks_pcma_both_ways(runtime, tmp_path):
     async with phone_deployment(runtime, telnyx_codec="PCMA") as pcma:
-        call = build_call(tmp_path / "one.wav", [0.4, "ten_of_clubs.wav", 5.0])
+        call = build_call(tmp_path / "one.wav", [0.4, "ten_of_clubs.wav", 2.0])
         result = await place_call(call, pcma.webhook("telnyx"), dialect=(caller := pcma.caller("telnyx")))
         assert caller.encoding == "PCMA"  # the TeXML asked for it (codec and bidirectionalCodec)
         assert result.turns[0]["first_sound_ms"] is not None, result.turns
@@ -126,7 +126,7 @@ async def test_telnyx_speaks_pcma_both_ways(runtime, tmp_path):
 async def test_a_telnyx_call_in_the_older_documented_forms_is_answered(deployment, tmp_path):
     """A bare-UUID CallSid (Telnyx's "TeXML instruction fetching" example) and a stream whose media_format says
     "audio/x-mulaw" (the older streaming example): the probe got 400 and 1008; the call is answered."""
-    call = build_call(tmp_path / "older.wav", [0.4, "ten_of_clubs.wav", 4.0])
+    call = build_call(tmp_path / "older.wav", [0.4, "ten_of_clubs.wav", 2.0])
     caller = caller_for("telnyx", signing_key=TELNYX_SIGNING_KEY, account_id=TELNYX_ACCOUNT, older_forms=True)
     ids = caller.new_ids()
     assert telnyx.UUID.fullmatch(ids.call_id)
@@ -134,10 +134,13 @@ async def test_a_telnyx_call_in_the_older_documented_forms_is_answered(deploymen
     assert result.turns[0]["first_sound_ms"] is not None, result.turns
 
 
-@pytest.mark.parametrize("carrier", CARRIERS)
+# The whole barge-in for one carrier: Plivo's is the one that differs most (`clearAudio`, which the phone side
+# confirms, and checkpoints for marks). Every carrier's clear message is checked frame by frame in
+# test_carrier_wire.py; the rest of the path is the same for all of them.
+@pytest.mark.parametrize("carrier", ["plivo"])
 async def test_barge_in_clears_the_answer(deployment, carrier, tmp_path):
     deployment.app.state.recent_turns.clear()
-    call = build_call(tmp_path / "barge.wav", [0.5, "ill_disposed.wav", 1.6, "amiable.wav", 5.0])
+    call = build_call(tmp_path / "barge.wav", [0.5, "ill_disposed.wav", 1.6, "amiable.wav", 2.0])
     result = await place_call(call, deployment.webhook(carrier), dialect=deployment.caller(carrier))
     assert result.clears >= 1  # Twilio's and Telnyx's `clear`, Plivo's `clearAudio`
     turns = deployment.phone_turns()

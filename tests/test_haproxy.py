@@ -96,7 +96,7 @@ async def test_two_servers_behind_haproxy(tmp_path):
     )
     webhook = f"http://127.0.0.1:{listen}/twilio/voice"
     long_call = build_call(
-        tmp_path / "long.wav", [0.4, "ten_of_clubs.wav", 3.5, "amiable.wav", 3.5, "eight_of_spades.wav", 3.0]
+        tmp_path / "long.wav", [0.4, "ten_of_clubs.wav", 3.5, "amiable.wav", 3.5, "eight_of_spades.wav", 1.0]
     )
     short_call = build_call(tmp_path / "short.wav", [0.4, "ten_of_clubs.wav", 20.0])
     try:

@@ -4,6 +4,7 @@ the caller is still understood and answered."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -59,11 +60,25 @@ async def hosted_call_server(
         yield server, stt_double, tts_double
 
 
+async def hang_up_once_answered(server: RunningServer, answered: asyncio.Event) -> None:
+    """The caller hangs up a second after the agent finished its answer (the server closed the turn), instead of
+    waiting out 6 s of quiet: that wait is only for an answer that starts late (a fallback taking over)."""
+    while not any(event == "closed" for _, event, _ in server.app.state.recent_turns):
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    answered.set()
+
+
 async def answered_turns(server: RunningServer, tmp_path, transcriber) -> list[dict]:
     """One question in a phone call: it was understood and answered, and the answer was heard."""
     server.app.state.recent_turns.clear()
     call = build_call(tmp_path / "call.wav", [0.3, "ill_disposed.wav", 0.3])
-    result = await place_call(call, f"{server.ws}/twilio/stream", tail_s=6.0)
+    answered = asyncio.Event()
+    hang_up = asyncio.create_task(hang_up_once_answered(server, answered))
+    try:
+        result = await place_call(call, f"{server.ws}/twilio/stream", tail_s=6.0, hang_up=answered)
+    finally:
+        hang_up.cancel()
     await wait_for(lambda: server.app.state.admission.active == 0)
     assert result.turns and result.turns[0]["first_sound_ms"] is not None, result.turns
     turns = [r for channel, event, r in server.app.state.recent_turns if channel == "phone" and event == "closed"]

@@ -187,7 +187,7 @@ async def test_a_signed_call_with_its_token_is_answered(deployment, tmp_path):
     deployment.hangups.clear()
     app = deployment.server.app
     app.state.recent_turns.clear()
-    call = build_call(tmp_path / "call.wav", [0.4, "ten_of_clubs.wav", 5.0])
+    call = build_call(tmp_path / "call.wav", [0.4, "ten_of_clubs.wav", 2.0])
     result = await place_call(call, deployment.webhook_url, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
     assert result.turns[0]["first_sound_ms"] is not None, result.turns  # the agent answered, as heard
     await wait_for(lambda: deployment.server.app.state.admission.active == 0)

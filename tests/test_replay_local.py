@@ -10,7 +10,9 @@ from pipelines.replay import read_call_wav, replay_call
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = ["ill_disposed.wav", "ten_of_clubs.wav", "five_five.wav"]
+# Each question is one stretch of speech: "five five" (0.1 s between the words) could be answered after the first
+# "five" (alone, a complete reply) and split into two turns; "seven of clubs" has no gap inside it.
+QUESTIONS = ["ill_disposed.wav", "ten_of_clubs.wav", "seven_of_clubs.wav"]
 
 
 @pytest.fixture(scope="module")

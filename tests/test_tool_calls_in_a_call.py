@@ -48,7 +48,7 @@ async def test_book_a_table_for_two_at_half_past_seven(sim, speech, tmp_path):
         booking_db_path=str(db),
         acknowledge_after_ms=0,
     )
-    call = build_call(tmp_path / "book.wav", [0.3, "synth_table_for_two.wav", 4.0])
+    call = build_call(tmp_path / "book.wav", [0.3, "synth_table_for_two.wav", 1.0])
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         result = await replay_call(runtime, call)
     [turn] = result.turns
@@ -66,7 +66,7 @@ async def test_the_local_model_without_tools_is_told_to_say_it_cannot(local_runt
     client = local_runtime.llm
     body = client.request_body([{"role": "system", "content": "Be brief."}], tools=local_runtime.tools.schemas())
     assert "tools" not in body and body["messages"][0]["content"].endswith(NO_TOOLS_NOTE)
-    call = build_call(tmp_path / "book.wav", [0.3, "synth_table_for_two.wav", 4.0])
+    call = build_call(tmp_path / "book.wav", [0.3, "synth_table_for_two.wav", 1.0])
     [turn] = (await replay_call(local_runtime, call)).turns
     assert turn["outcome"] == "answered" and not turn["llm"]["tools"]
 
