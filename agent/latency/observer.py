@@ -30,6 +30,7 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.tts_service import TTSService
@@ -147,7 +148,8 @@ class TurnLatencyObserver(BaseObserver):
                 open_turn.mark("transcript", at, overwrite=True)
         elif isinstance(frame, UserStoppedSpeakingFrame) and open_turn:
             open_turn.mark("turn_end", at)
-        elif isinstance(frame, LLMContextFrame) and isinstance(data.destination, LLMService) and turn:
+        elif isinstance(frame, LLMContextFrame) and isinstance(data.source, LLMUserAggregator) and turn:
+            # a request for an answer (speculative ones too), first pushed by the user aggregator towards the LLM
             turn.llm_requests += 1
             if not turn.answered:
                 turn.mark("llm_request", at, overwrite=True)
