@@ -42,18 +42,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from loguru import logger
 
 from agent.llm.simulator import ProviderSim
 from agent.phone_client import PhoneCallResult, call_unless_rejected
 from agent.server.machine import process_tree
 from agent.speech.energy import speech_spans
+from bench.audio import build_call
 from bench.server_process import ROOT, AgentProcess, agent_process, on_simulator
-from pipelines.replay import read_call_wav, write_wav
+from pipelines.replay import read_call_wav
 
-FIXTURES = ROOT / "tests" / "fixtures"
-CALLS: dict[str, list[float | str]] = {
+CALLS: dict[str, list[str | float]] = {
     "silent": [30.0],
     "long": [0.5, "dashwood.wav", 6.0, "respectable.wav", 6.0, "cold_hearted.wav", 6.0],
     "short": [0.5, "ill_disposed.wav", 4.0, "ten_of_clubs.wav", 4.0, "amiable.wav", 3.0],
@@ -81,19 +80,6 @@ STAGE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 STAGES = ("transport", "vad", "resampling", "stt", "end_of_turn", "llm_client", "tts", "pipeline", "other")
 IDLE_LEAF = re.compile(r"epoll_wait|pthread_cond|futex|sem_wait|nanosleep|poll \(|select \(|acquire_lock|do_waitpid")
-
-
-def build_call(kind: str, path: Path) -> Path:
-    """One of CALLS as a 16 kHz WAV: fixture utterances and silences (seconds)."""
-    pieces = []
-    for part in CALLS[kind]:
-        if isinstance(part, float):
-            pieces.append(np.zeros(int(part * 16000), np.int16))
-        else:
-            pcm, _ = read_call_wav(FIXTURES / part)
-            pieces.append(np.frombuffer(pcm, np.int16))
-    write_wav(path, np.concatenate(pieces).tobytes(), 16000)
-    return path
 
 
 def thread_cpu(pids: list[int]) -> dict[tuple[int, int], float]:
@@ -262,7 +248,7 @@ def server_settings(sim: ProviderSim) -> dict[str, str]:
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     sim = ProviderSim(first_token_s=0.2, tokens_per_s=3000.0, answer=ANSWER).start()
     roots = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
-    calls = {kind: build_call(kind, tmp / f"{kind}.wav") for kind in args.calls}
+    calls = {kind: build_call(tmp / f"{kind}.wav", CALLS[kind]) for kind in args.calls}
     measured: dict[str, dict[str, list[dict[str, Any]]]] = {name: defaultdict(list) for name in roots}
     try:
         async with contextlib.AsyncExitStack() as stack:

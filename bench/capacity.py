@@ -40,30 +40,14 @@ from loguru import logger
 from agent.latency.turns import summarize
 from agent.phone_client import PhoneCallResult, call_unless_rejected
 from agent.server.machine import CpuMeter, pss_bytes, tree_pss_bytes
+from bench.audio import build_call
 from bench.provider_sim import ProviderSim
 from bench.server_process import AgentProcess, agent_process, on_simulator
-from pipelines.replay import read_call_wav, write_wav
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 CALL = [0.5, "ill_disposed.wav", 4.0, "ten_of_clubs.wav", 4.0, "amiable.wav", 3.0]
 ANSWER = "Sure, that is an easy one. Here is a short answer for you."
 BUDGET_MS = 800.0
 MB = 1024 * 1024
-
-
-def build_call(path: Path) -> Path:
-    """The benchmark's caller: three fixture utterances with pauses, as one 16 kHz WAV."""
-    import numpy as np
-
-    pieces = []
-    for part in CALL:
-        if isinstance(part, float):
-            pieces.append(np.zeros(int(part * 16000), np.int16))
-        else:
-            pcm, _ = read_call_wav(FIXTURES / part)
-            pieces.append(np.frombuffer(pcm, np.int16))
-    write_wav(path, np.concatenate(pieces).tobytes(), 16000)
-    return path
 
 
 def server_settings(sim: ProviderSim, kind: str, workers: int | str) -> dict[str, str]:
@@ -267,7 +251,7 @@ async def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, level="INFO", filter=lambda r: r["name"].startswith(("bench", "__main__")))
     tmp = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
-    call = build_call(tmp / "call.wav")
+    call = build_call(tmp / "call.wav", CALL)
     sim = ProviderSim(first_token_s=0.2, tokens_per_s=3000.0, answer=ANSWER).start()
     report: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
