@@ -14,6 +14,7 @@ from pipecat.frames.frames import (
 )
 
 PhraseKind = Literal["acknowledgement", "apology", "goodbye", "hold", "drain_goodbye"]
+TurnVerdict = Literal["complete", "cut_off", "needs_time"]
 
 
 @dataclass
@@ -65,6 +66,16 @@ class SpeakPhraseFrame(DataFrame):
 
 
 @dataclass
+class TurnVerdictFrame(SystemFrame):
+    """Sent upstream by the LLM service when an answer's first token judged the caller's turn (END_OF_TURN_JUDGE=
+    provider): on the words `text`, the caller is done (`complete`), was cut off mid-sentence and will go on
+    (`cut_off`), or asked for time (`needs_time`). The end-of-turn strategy decides with it."""
+
+    verdict: TurnVerdict = "complete"
+    text: str = ""
+
+
+@dataclass
 class PhraseAudioFrame(SpeechOutputAudioRawFrame):
     """Audio of a pre-synthesised phrase on its way to the caller: speech, but not the answer."""
 
@@ -86,6 +97,7 @@ class CompletionStatsFrame(DataFrame):
     retried: bool = False
     providers_tried: list[str] = field(default_factory=list)
     tools: list[str] = field(default_factory=list)
+    verdict: TurnVerdict | None = None  # the provider's judgment of the caller's turn, when it is the judge
 
     def __str__(self) -> str:
         return f"{self.name}(provider: {self.provider}, error: {self.error})"
@@ -102,6 +114,8 @@ class CompletionStatsFrame(DataFrame):
             "tools": self.tools,
             "reasoning_chars": self.reasoning_chars,
         }
+        if self.verdict:
+            summary["verdict"] = self.verdict
         if self.first_token_s is not None:
             summary["first_token_ms"] = round(self.first_token_s * 1000, 1)
         if self.first_content_s is not None:

@@ -36,6 +36,7 @@ from agent.speech.whisper import WhisperTranscriber
 from agent.tools.catalog import build_registry
 from agent.tools.registry import ToolRegistry
 from agent.turns.decision import RULE
+from agent.turns.judge import ProviderJudge
 from agent.turns.smart_turn import SmartTurnModel
 from agent.turns.words import TurnWordsModel
 
@@ -83,6 +84,16 @@ class AgentRuntime:
         return self.llm.provider
 
     @property
+    def judge(self) -> ProviderJudge | None:
+        """The provider as the judge of each caller turn (END_OF_TURN_JUDGE=provider), or None."""
+        return ProviderJudge.from_settings(self.settings)
+
+    @property
+    def system_prompt(self) -> str:
+        """SYSTEM_PROMPT, with the turn-completion protocol when the provider judges the turns."""
+        return system_prompt_for(self.settings)
+
+    @property
     def budget(self) -> LatencyBudget:
         return LatencyBudget.from_settings(self.settings.latency_budget_ms, self.settings.latency_stage_budgets_ms)
 
@@ -98,6 +109,10 @@ class AgentRuntime:
         budget = LatencyBudget.from_settings(settings.latency_budget_ms, settings.latency_stage_budgets_ms)
         logger.debug(f"latency budget {budget.total_ms:.0f} ms, stages {budget.allocations_ms}")
         names = chain_names(settings)
+        if settings.end_of_turn_judge == "provider" and names[0] == "local":
+            raise SettingsError(
+                "END_OF_TURN_JUDGE=provider needs a remote model as LLM_PROVIDER (the local one cannot judge turns)"
+            )
         for name in names:  # a missing key or URL is a settings error before anything heavy is loaded
             if name != "local":
                 provider_for(settings, name)
@@ -117,7 +132,7 @@ class AgentRuntime:
                 idle_timeout_s=settings.llm_stream_idle_timeout_ms / 1000,
             )
             clients[name] = client
-            if error := await _open(client, settings.system_prompt, primary=name == names[0]):
+            if error := await _open(client, system_prompt_for(settings), primary=name == names[0]):
                 failures.append((client, error))
 
         try:
@@ -165,6 +180,11 @@ async def check_providers(settings: Settings) -> None:
             _raise_if_misconfigured(client, e)
         finally:
             await client.aclose()
+
+
+def system_prompt_for(settings: Settings) -> str:
+    judge = ProviderJudge.from_settings(settings)
+    return judge.system_prompt(settings.system_prompt) if judge else settings.system_prompt
 
 
 async def _open(client: ChatCompletionClient, system_prompt: str, *, primary: bool) -> ProviderError | None:

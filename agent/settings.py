@@ -278,6 +278,22 @@ class Settings(BaseSettings):
     speculate: bool = Field(
         True, description="Start the LLM on the transcript at the first silence, before the turn is over"
     )
+    end_of_turn_judge: Literal["local", "provider"] = Field(
+        "local",
+        description="Who decides that the caller is done: local = the words model and the voice, on this machine; "
+        "provider = the LLM itself, by pipecat's turn-completion marker at the start of the speculative answer "
+        '(needs SPECULATE and a capable remote model as LLM_PROVIDER; README "Turn taking")',
+    )
+    end_of_turn_cut_off_wait_ms: PositiveMs = Field(
+        3000,
+        description="With the provider as judge: silence after a caller it judged cut off mid-sentence before the "
+        "agent invites them to go on, ms",
+    )
+    end_of_turn_needs_time_wait_ms: PositiveMs = Field(
+        8000,
+        description='With the provider as judge: silence after a caller asked for time ("hold on", "let me think") '
+        "before the agent checks in, ms",
+    )
     first_clause_min_words: int = Field(
         2, ge=1, le=50, description="The first clause goes to TTS at a comma/dash once it has this many words ..."
     )
@@ -566,6 +582,12 @@ class Settings(BaseSettings):
     def _waits_in_order(self) -> Settings:
         if not self.end_of_turn_min_ms <= self.end_of_turn_max_ms:
             raise ValueError("END_OF_TURN_MIN_MS <= END_OF_TURN_MAX_MS is required")
+        return self
+
+    @model_validator(mode="after")
+    def _judge_can_judge(self) -> Settings:
+        if self.end_of_turn_judge == "provider" and not self.speculate:
+            raise ValueError("END_OF_TURN_JUDGE=provider needs SPECULATE=true (the speculative answer judges)")
         return self
 
     @model_validator(mode="after")

@@ -3,10 +3,11 @@
 One turn, in order:
   transport in -> VAD (Silero, let go at the true end of speech) -> Whisper STT (transcribing while the caller
   speaks; or a hosted recogniser, Whisper standing by) -> user context aggregator (end-of-turn strategy: the words
-  model + the voice, speculation, barge-in; the caller's audio goes no further) -> streaming chat LLM (raced over
-  the provider chain; pipecat's speculation gate holds a speculative answer until the turn is confirmed) -> clause
-  chunker -> local or hosted TTS -> phrase player (acknowledgement, apology, goodbye) -> onset hold (the answer's
-  first audio waits while the caller may be starting to speak) -> transport out -> assistant context aggregator.
+  model + the voice, or the provider's verdict; speculation, barge-in; the caller's audio goes no further) ->
+  streaming chat LLM (raced over the provider chain; pipecat's speculation gate holds a speculative answer until
+  the turn is confirmed) -> clause chunker -> local or hosted TTS -> phrase player (acknowledgement, apology,
+  goodbye) -> onset hold (the answer's first audio waits while the caller may be starting to speak) -> transport
+  out -> assistant context aggregator.
 
 The assistant aggregator sits after the output transport, so the context keeps only the words whose audio was
 actually played: on barge-in the unplayed rest of the answer never enters the conversation.
@@ -75,6 +76,7 @@ def build_voice_call(
     settings = runtime.settings
     vad = build_vad(settings, sample_rate_in)
     context = Conversation()
+    judge = runtime.judge  # the provider judges the turns, or (None) the local models do
     end_of_turn = EndOfTurnStrategy(
         conversation=context,
         shortest_s=settings.end_of_turn_min_ms / 1000,
@@ -82,10 +84,11 @@ def build_voice_call(
         rule=replace(RULE, threshold=settings.end_of_turn_threshold),
         budget_s=settings.latency_budget_ms / 1000,
         learn_pauses=settings.end_of_turn_learn_pauses,
-        smart_turn=runtime.speech.smart_turn,
-        words=runtime.speech.turn_words,
+        smart_turn=None if judge else runtime.speech.smart_turn,
+        words=None if judge else runtime.speech.turn_words,
         vad=vad,
         speculate=settings.speculate,
+        judge=judge,
     )
     aggregators = LLMContextAggregatorPair(
         context,
@@ -105,10 +108,11 @@ def build_voice_call(
             StreamingChatLLMService(
                 runtime.chain,
                 context=context,
-                system_prompt=settings.system_prompt,
+                system_prompt=runtime.system_prompt,
                 tools=runtime.tools,
                 max_sentences=settings.max_spoken_sentences,
                 hedge_after_s=settings.hedge_after_ms / 1000 if len(runtime.chain.clients) > 1 else None,
+                judge=judge,
             ),
             ClauseChunker(
                 min_clause_words=settings.first_clause_min_words, max_first_words=settings.first_clause_max_words

@@ -13,6 +13,11 @@
   stop the tool: its result still goes into the conversation, unspoken.
 - Reasoning text is counted, never spoken. A reasoning model that spends its whole token budget thinking is asked
   once more with a larger budget.
+- The provider as judge (`agent/turns/judge.py`, END_OF_TURN_JUDGE=provider): each answer opens with a
+  turn-completion marker. The service reads it off, tells the end-of-turn strategy upstream (`TurnVerdictFrame`),
+  speaks what follows a "done" marker, and stops reading after a "not done yet" one: a speculative answer then ends
+  with nothing said; an answer to a turn that has already ended is asked again with pipecat's re-prompt (the caller
+  stayed silent, so they are invited to go on).
 - No dead air: when every provider fails, or the stream breaks in any way, the caller hears the pre-synthesised
   apology (`SpeakPhraseFrame`) and the call goes on.
 """
@@ -39,13 +44,14 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
-from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
+from agent.frames import CompletionStatsFrame, SpeakPhraseFrame, TurnVerdict, TurnVerdictFrame
 from agent.llm.client import ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.race import AnswerRace
 from agent.text import count_sentences
 from agent.tools.calls import ToolCall
 from agent.tools.registry import ToolRegistry, ToolResult
+from agent.turns.judge import ProviderJudge
 
 REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it
 MAX_TOOL_ROUNDS = 3  # completions that may ask for tools before one has to answer
@@ -59,6 +65,11 @@ class Completion:
     spoken: str = ""
     finish_reason: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
+    verdict: TurnVerdict | None = None  # the provider's judgment of the caller's turn (with a judge)
+
+    @property
+    def judged_unfinished(self) -> bool:
+        return self.verdict in ("cut_off", "needs_time") and not self.tool_calls
 
 
 class StreamingChatLLMService(LLMService):
@@ -73,6 +84,7 @@ class StreamingChatLLMService(LLMService):
         tools: ToolRegistry | None = None,
         max_sentences: int = 3,
         hedge_after_s: float | None = None,
+        judge: ProviderJudge | None = None,
         **kwargs,
     ) -> None:
         provider = providers.clients[0].provider
@@ -98,6 +110,7 @@ class StreamingChatLLMService(LLMService):
         self._tools = tools or ToolRegistry()
         self._max_sentences = max_sentences
         self._hedge_after_s = hedge_after_s
+        self._judge = judge
         self._turn_confirmed = asyncio.Event()
 
     def can_generate_metrics(self) -> bool:
@@ -134,10 +147,14 @@ class StreamingChatLLMService(LLMService):
         try:
             for _ in range(MAX_TOOL_ROUNDS):
                 completion = await self._complete(messages, stats)
+                if completion.judged_unfinished and self._turn_confirmed.is_set():
+                    completion = await self._reprompt(messages, completion, stats)
                 if not completion.tool_calls:
                     break
                 messages += await self._run_tools(completion.tool_calls, turn_id, stats)
-            if not completion.spoken:
+            # A caller judged not done yet, on a turn still open: the answer ends unspoken, the strategy waits on.
+            waiting_on_caller = completion.judged_unfinished and not self._turn_confirmed.is_set()
+            if not completion.spoken and not waiting_on_caller:
                 raise ProviderError(stats.provider or "llm", f"no answer (finish_reason {completion.finish_reason})")
         except Exception as e:  # any failure: the caller hears an apology, never silence
             failed = True
@@ -162,10 +179,21 @@ class StreamingChatLLMService(LLMService):
             completion = await self._speak(messages, stats, budget=limit)
         return completion
 
+    async def _reprompt(
+        self, messages: list[dict[str, Any]], unfinished: Completion, stats: CompletionStatsFrame
+    ) -> Completion:
+        """The turn has ended on a caller the model judged unfinished: they stayed silent, so ask it again to
+        invite them to go on (a "not done" marker once more is heard as no answer: the apology, not silence)."""
+        assert self._judge is not None and unfinished.verdict is not None
+        logger.info(f"LLM: the caller stayed silent after a {unfinished.verdict} verdict; inviting them to go on")
+        reprompt = {"role": "user", "content": self._judge.reprompt(unfinished.verdict)}
+        return await self._complete([*messages, reprompt], stats)
+
     async def _speak(
         self, messages: list[dict[str, Any]], stats: CompletionStatsFrame, *, budget: int | None = None
     ) -> Completion:
-        """Race one completion and push its spoken text, up to the sentence limit."""
+        """Race one completion and push its spoken text, up to the sentence limit (after its turn-completion
+        marker, with a judge: a "not done yet" marker ends the reading)."""
         platform = self._providers.clients[0].provider.platform
         overrides = {} if budget is None else {platform.token_limit_param: budget}
         race = AnswerRace(
@@ -179,16 +207,28 @@ class StreamingChatLLMService(LLMService):
             **overrides,
         )
         completion = Completion()
+        marker = self._judge.reader() if self._judge else None
         try:
             async for chunk in race.chunks():
                 completion.tool_calls += chunk.tool_calls
-                if not chunk.content or count_sentences(completion.spoken) >= self._max_sentences:
+                text = chunk.content
+                if text and marker is not None:
+                    undecided = not marker.decided
+                    text = marker.feed(text)
+                    if undecided and marker.verdict is not None:
+                        await self._judged(marker.verdict, messages, completion, stats)
+                        if marker.verdict != "complete":
+                            break
+                if not text or count_sentences(completion.spoken) >= self._max_sentences:
                     continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
                 if not completion.spoken:
                     await self.stop_ttfb_metrics()
-                completion.spoken += chunk.content
-                await self._push_llm_text(chunk.content)
+                completion.spoken += text
+                await self._push_llm_text(text)
+            if marker is not None and not marker.decided and completion.tool_calls:
+                await self._judged("complete", messages, completion, stats)  # a tool call: the caller is done
         finally:
+            await race.close()
             stats.provider, stats.hedged = race.provider, stats.hedged or race.hedged
             stats.providers_tried += race.tried
             s = race.stats
@@ -197,6 +237,17 @@ class StreamingChatLLMService(LLMService):
             stats.usage, stats.time_info = s.usage, s.time_info
         completion.finish_reason = race.finish_reason
         return completion
+
+    async def _judged(
+        self, verdict: TurnVerdict, messages: list[dict[str, Any]], completion: Completion, stats: CompletionStatsFrame
+    ) -> None:
+        """Keep the provider's verdict on the caller's turn, and tell the end-of-turn strategy (upstream)."""
+        completion.verdict = stats.verdict = verdict
+        last = messages[-1] if messages else {}
+        text = last.get("content") if last.get("role") == "user" else ""
+        await self.push_frame(
+            TurnVerdictFrame(verdict=verdict, text=text if isinstance(text, str) else ""), FrameDirection.UPSTREAM
+        )
 
     async def _run_tools(
         self, calls: list[ToolCall], turn_id: str, stats: CompletionStatsFrame

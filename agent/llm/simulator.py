@@ -12,7 +12,8 @@ spent, with reset headers), "overloaded" (Cerebras `queue_exceeded`), "503", "cu
 `choices` are not objects). Reasoning tokens count against the request's token limit, as they do at the provider: a
 limit they use up ends the stream with `finish_reason: "length"` and nothing to say. `tool_calls` scripts
 function calls: a request that offers `tools` (and does not already carry their results) is answered with those
-calls, their arguments streamed in small pieces across chunks.
+calls, their arguments streamed in small pieces across chunks. `answer` may be a function of the request's
+messages (a model that answers each question its own way: a turn-completion marker, say).
 
 It lives in the package so that `voice-agent bench-llm` runs offline from an installed wheel; the tests and
 `bench/latency.py` use it too.
@@ -73,7 +74,7 @@ class ProviderSim:
     first_token_s: float | Callable[[], float] = 0.2  # a function is drawn per request (a heavy tail)
     tokens_per_s: float = 3000.0
     reasoning_tokens: int = 8
-    answer: str = DEFAULT_ANSWER
+    answer: str | Callable[[list[dict[str, Any]]], str] = DEFAULT_ANSWER  # a function is asked per request
     scenario: str = "ok"
     wire: str = "cerebras"
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -241,7 +242,7 @@ class ProviderSim:
         if self.scenario == "malformed":
             yield f"data: {json.dumps({'id': chunk_id, 'choices': ['x']})}\n\n".encode()
         pace = Pacer(self.tokens_per_s)
-        words = self.answer.split(" ")
+        words = (self.answer(body.get("messages") or []) if callable(self.answer) else self.answer).split(" ")
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(words) + self.reasoning_tokens
         reasoning = min(self.reasoning_tokens, limit) if model.startswith(("gpt-oss", "openai/gpt-oss")) else 0
         for i in range(reasoning):

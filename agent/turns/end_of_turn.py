@@ -23,6 +23,11 @@ LLM was asked (`Conversation`). The speculative request goes out with the transc
 when they call for a wait longer than `SPECULATION_LEAD_S` it is withdrawn and asked again that long before the
 planned end, so a long wait after "and..." does not hold a request open through every pause.
 
+With the provider as the judge (`judge.py`, END_OF_TURN_JUDGE=provider) the speculative request goes out at once
+and its first token decides instead of the local models: "done" ends the turn once the shortest wait is over; "cut
+off" or "needs time" withdraws the answer and waits that verdict's wait (a caller silent that long is then invited
+to go on); no verdict within the longest wait ends the turn as it is.
+
 Silence is counted in audio frames since the VAD stop, and starts again whenever the VAD hears voice: the VAD
 confirms the caller's next words only after `VAD_START_MS` of them, and a turn must not end in that window.
 """
@@ -46,10 +51,11 @@ from pipecat.frames.frames import (
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import BaseUserTurnStopStrategy
 
-from agent.frames import TurnTranscriptionFrame
+from agent.frames import TurnTranscriptionFrame, TurnVerdict, TurnVerdictFrame
 from agent.text import same_words
 from agent.turns.conversation import Conversation
 from agent.turns.decision import RULE, TurnEvidence, TurnRule
+from agent.turns.judge import ProviderJudge
 from agent.turns.patience import CallerPauses
 from agent.turns.smart_turn import WINDOW_S, SmartTurnModel
 from agent.turns.vad import FastStopSileroVAD
@@ -76,6 +82,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         rule: TurnRule = RULE,
         vad: FastStopSileroVAD | None = None,
         speculate: bool = True,
+        judge: ProviderJudge | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -104,6 +111,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._pause_s = 0.0  # the longest silence since the last VAD stop: the caller's pause, when they go on
         self._pauses = CallerPauses.within(shortest_s, longest_s, budget_s) if learn_pauses else None
         self._audio_tick = asyncio.Event()
+        self._judge = judge
+        self._verdict: TurnVerdict | None = None  # the provider's judgment of the words speculated on
+        self._verdict_came = asyncio.Event()
 
     async def handle_user_turn_started(self) -> None:
         await self._reset()
@@ -146,6 +156,10 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             self._pauses.answer_started(time.monotonic())
         elif isinstance(frame, BotStoppedSpeakingFrame) and self._pauses:
             self._pauses.answer_ended()
+        elif isinstance(frame, TurnVerdictFrame):
+            if self._speculated is not None and same_words(frame.text, self._speculated):
+                self._verdict = frame.verdict
+                self._verdict_came.set()
         elif isinstance(frame, TurnTranscriptionFrame):
             if frame.segment < self._segments_ended:
                 return ProcessFrameResult.CONTINUE  # the caller has spoken since: a newer transcript is coming
@@ -157,6 +171,9 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
 
     async def _decide(self, text: str) -> None:
         """Weigh the evidence, speculate on the answer, and end the turn when the silence has lasted that long."""
+        if self._judge is not None:
+            await self._decide_by_provider(text, self._judge)
+            return
         await self._speculate_before(0.0, text)  # the request goes out while the words are weighed
         await self._silence_of(SCORE_AFTER_S)
         evidence = TurnEvidence(
@@ -174,6 +191,27 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         await self._speculate_before(wait_s, text)
         await self._silence_of(wait_s)
         await self._speculate_before(0.0, text)
+        await self._end_turn(text)
+
+    async def _decide_by_provider(self, text: str, judge: ProviderJudge) -> None:
+        """The speculative answer's first token decides: see the module's docstring."""
+        if self._speculated is not None and not same_words(self._speculated, text):
+            await self._withdraw_speculation()
+        self._verdict = None
+        self._verdict_came.clear()
+        await self._speculate_before(0.0, text)
+        await self._silence_of(self._longest_s, until=self._verdict_came)
+        verdict = self._verdict
+        logger.debug(f"{self}: the provider judged {text!r} {verdict or 'nothing in time'}")
+        if verdict is None or verdict == "complete":
+            await self._silence_of(self._shortest_s)
+        else:
+            await self._withdraw_speculation()
+            await self._silence_of(judge.wait_s(verdict))
+        await self._end_turn(text)
+
+    async def _end_turn(self, text: str) -> None:
+        """The caller is done: end the turn on `text`, confirming the speculation on the same words."""
         confirms = self._speculated is not None and same_words(self._speculated, text)
         if not confirms:
             await self._withdraw_speculation()
@@ -236,11 +274,15 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._speculated = text
         await self.trigger_user_turn_inference_triggered(speculation=UserTurnSpeculation(text=text))
 
-    async def _silence_of(self, seconds: float) -> None:
-        """Until the caller has been silent this long since the VAD stop, counted in audio: on a busy server the
-        frames are processed late, and a wall-clock wait would end a turn whose next words are already queued.
-        A client that stops sending audio altogether is covered by the wall clock, a little later."""
-        while self._silence_s < seconds and time.monotonic() - self._stopped_at < seconds + WALL_CLOCK_GRACE_S:
+    async def _silence_of(self, seconds: float, *, until: asyncio.Event | None = None) -> None:
+        """Until the caller has been silent this long since the VAD stop (or `until` is set), counted in audio: on a
+        busy server the frames are processed late, and a wall-clock wait would end a turn whose next words are
+        already queued. A client that stops sending audio altogether is covered by the wall clock, a little later."""
+        while (
+            self._silence_s < seconds
+            and time.monotonic() - self._stopped_at < seconds + WALL_CLOCK_GRACE_S
+            and not (until and until.is_set())
+        ):
             self._audio_tick.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._audio_tick.wait(), 0.05)
