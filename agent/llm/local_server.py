@@ -64,6 +64,9 @@ class LocalLLMServer:
             "--n_ctx", str(self._n_ctx),
             "--n_threads", str(self._threads),
             "--n_threads_batch", str(self._threads),
+            # By default a new request cuts short the answer being streamed: one call's question would break off
+            # another call's answer (or a speculative request the confirmed one). Requests queue instead.
+            "--interrupt_requests", "false",
         ]  # fmt: skip
         logger.info(f"starting local LLM server on 127.0.0.1:{self.port}")
         with self.log_path.open("wb") as log:
