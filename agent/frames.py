@@ -76,6 +76,15 @@ class TurnVerdictFrame(SystemFrame):
 
 
 @dataclass
+class BackchannelFrame(DataFrame):
+    """Pushed by the LLM service at the start of a resumed answer: the caller's words over the answer (`text`) only
+    acknowledged it, or were no words at all, so it goes on where they stopped hearing it. The turn report counts it
+    on the answer's turn, which it no longer calls cut."""
+
+    text: str = ""
+
+
+@dataclass
 class PhraseAudioFrame(SpeechOutputAudioRawFrame):
     """Audio of a pre-synthesised phrase on its way to the caller: speech, but not the answer."""
 

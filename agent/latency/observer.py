@@ -37,6 +37,7 @@ from pipecat.services.tts_service import TTSService
 
 from agent.frames import (
     AnswerHeldFrame,
+    BackchannelFrame,
     CompletionStatsFrame,
     KeypadEntryFrame,
     SpeechEndFrame,
@@ -59,6 +60,7 @@ class TurnLatencyObserver(BaseObserver):
         self.budget = budget or LatencyBudget()
         self.turns: list[Turn] = []
         self._turn: Turn | None = None
+        self._cut: Turn | None = None  # a turn whose answer the caller spoke over: closed once that is a turn
         self._bot_speaking_since: float | None = None
         self._mono_origin_ns: int | None = None
         self._listeners: list[TurnListener] = []
@@ -73,6 +75,7 @@ class TurnLatencyObserver(BaseObserver):
 
     async def finish(self) -> None:
         """The call is over: close the last turn (an unanswered one ends as `no_answer`)."""
+        await self._close_cut()
         if self._turn:
             await self._close(self._turn)
 
@@ -153,9 +156,13 @@ class TurnLatencyObserver(BaseObserver):
             turn.llm_requests += 1
             if not turn.answered:
                 turn.mark("llm_request", at, overwrite=True)
+        elif isinstance(frame, BackchannelFrame) and turn:
+            await self._resumed(turn)
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and turn and turn.confirmed:
+            await self._close_cut()  # the caller's words over the last answer were a turn: it is answered
             turn.mark("llm_first_token", at)
-            turn.bot_text += frame.text
+            if not turn.backchannels:  # a resumed answer's words are in its text already
+                turn.bot_text += frame.text
         elif isinstance(frame, AnswerHeldFrame) and turn:
             turn.held_ms = round(frame.held_s * 1000, 1)
         elif isinstance(frame, CompletionStatsFrame) and turn:
@@ -176,14 +183,32 @@ class TurnLatencyObserver(BaseObserver):
         previous = self._turn
         if previous and not previous.confirmed:
             return previous  # the same turn goes on (a VAD stop and start inside it)
-        if previous:
-            if self._bot_speaking_since is not None:
-                previous.cut = True
-                previous.false_start = at - self._bot_speaking_since <= FALSE_START_S
+        await self._close_cut()
+        if previous and self._bot_speaking_since is not None:
+            previous.cut = True
+            previous.false_start = at - self._bot_speaking_since <= FALSE_START_S
+            self._cut = previous  # closed when the caller's words turn out to be a turn, not a back-channel
+        elif previous:
             await self._close(previous)
         self._turn = Turn(index=len(self.turns) + 1)
         self.turns.append(self._turn)
         return self._turn
+
+    async def _resumed(self, backchannel: Turn) -> None:
+        """The turn that cut the answer off was a back-channel: the answer goes on, and its turn was not cut."""
+        answered = self._cut
+        if answered is None:
+            backchannel.backchannels += 1
+            return
+        answered.cut = answered.false_start = False
+        answered.backchannels += 1
+        self.turns.remove(backchannel)
+        self._turn, self._cut = answered, None
+
+    async def _close_cut(self) -> None:
+        if self._cut is not None:
+            await self._close(self._cut)
+            self._cut = None
 
     def _monotonic(self, data: FramePushed) -> float:
         if self._mono_origin_ns is None:

@@ -10,6 +10,9 @@ first audio is recorded apart (`filler_ms`) and never stops the clock. Every tur
 - `no_answer`: the turn ended (the call closed, or nothing came) without an answer;
 - `transferred`: the turn ended with the call put through to a person (the transfer_call tool).
 
+A caller's back-channel ("yeah", "mm-hm") or a noise over an answer is not a turn of its own: the answer went on,
+and its turn counts it (`backchannels`), neither cut nor a false start.
+
 Only an answered turn can be within budget, and never a false start. A `false_start` is an answer (or filler) cut
 by the caller going on within `FALSE_START_S` of its first audio: the agent spoke into a pause in the middle of the
 caller's turn.
@@ -101,6 +104,7 @@ class Turn:
     cut: bool = False  # the caller spoke over the agent's audio
     false_start: bool = False
     held_ms: float | None = None  # the answer's first audio held while the caller seemed to start speaking
+    backchannels: int = 0  # times the caller's "yeah" (or a noise) cut the answer off and it went on
     transferred: bool = False  # the turn ended with the call put through to a person
 
     def mark(self, name: str, at: float, *, overwrite: bool = False) -> None:
@@ -164,6 +168,7 @@ class Turn:
             "cut": self.cut,
             "false_start": self.false_start,
             "held_ms": self.held_ms,
+            "backchannels": self.backchannels,
             "verdict": budget.judge(
                 self.outcome, stages, heard if heard is not None else answer, false_start=self.false_start
             ),
@@ -209,5 +214,6 @@ def summarize_turns(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "fillers": sum(r["filler_ms"] is not None for r in reports),
         "false_starts": sum(r["false_start"] for r in reports),
         "held_answers": sum(r.get("held_ms") is not None for r in reports),
+        "backchannels": sum(r.get("backchannels", 0) for r in reports),
         "llm_requests": sum(r["llm_requests"] for r in reports),
     }

@@ -18,6 +18,9 @@
   speaks what follows a "done" marker, and stops reading after a "not done yet" one: a speculative answer then ends
   with nothing said; an answer to a turn that has already ended is asked again with pipecat's re-prompt (the caller
   stayed silent, so they are invited to go on).
+- Back-channels (`agent/turns/backchannel.py`): a turn that cut off the answer the caller was hearing and only
+  acknowledged it ("yeah", "mm-hm"), or brought no words, is not answered anew: the cut answer goes on from the
+  first word the caller did not hear.
 - No dead air: when every provider fails, or the stream breaks in any way, the caller hears the pre-synthesised
   apology (`SpeakPhraseFrame`) and the call goes on.
 """
@@ -32,7 +35,10 @@ from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
     Frame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
@@ -44,13 +50,14 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
-from agent.frames import CompletionStatsFrame, SpeakPhraseFrame, TurnVerdict, TurnVerdictFrame
+from agent.frames import BackchannelFrame, CompletionStatsFrame, SpeakPhraseFrame, TurnVerdict, TurnVerdictFrame
 from agent.llm.client import ProviderError
 from agent.llm.failover import ProviderChain
 from agent.llm.race import AnswerRace
 from agent.text import count_sentences
 from agent.tools.calls import ToolCall
 from agent.tools.registry import ToolRegistry, ToolResult
+from agent.turns.backchannel import acknowledgement, unheard_rest
 from agent.turns.judge import ProviderJudge
 
 REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it
@@ -112,6 +119,10 @@ class StreamingChatLLMService(LLMService):
         self._hedge_after_s = hedge_after_s
         self._judge = judge
         self._turn_confirmed = asyncio.Event()
+        self._bot_speaking = False
+        self._answer_text = ""  # what the last answer said (pushed, not necessarily heard) ...
+        self._answer_finished = False  # ... and whether it was said to its end
+        self._answer_cut = False  # the caller spoke over it while it played
 
     def can_generate_metrics(self) -> bool:
         return True
@@ -123,10 +134,19 @@ class StreamingChatLLMService(LLMService):
             self._turn_confirmed.clear()
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._turn_confirmed.set()
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking, self._answer_cut = True, False  # a cut answer has resumed, or another one plays
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+        elif isinstance(frame, InterruptionFrame):
+            self._answer_cut = self._answer_cut or (self._bot_speaking and bool(self._answer_text))
         if isinstance(frame, LLMContextFrame):
             if not frame.speculation:
                 self._turn_confirmed.set()
-            await self._answer(frame.context, speculative=frame.speculation)
+            messages = await self._messages(frame.context)
+            said = acknowledgement(messages) if self._answer_cut else None
+            if said is None or not await self._resume(messages, said):
+                await self._answer(messages, speculative=frame.speculation)
         else:
             await self.push_frame(frame, direction)
 
@@ -136,8 +156,22 @@ class StreamingChatLLMService(LLMService):
         )
         return list(params["messages"])
 
-    async def _answer(self, context: LLMContext, *, speculative: bool) -> None:
-        messages = await self._messages(context)
+    async def _resume(self, messages: list[dict[str, Any]], said: str) -> bool:
+        """Go on with the cut answer from the first word the caller did not hear (`backchannel.py`). False when
+        there is nothing to go on with (it was not said to its end): the turn is then answered as any other."""
+        heard = next((m.get("content") for m in reversed(messages[:-1]) if m.get("role") == "assistant"), "")
+        rest = unheard_rest(self._answer_text, heard if isinstance(heard, str) else "")
+        if not (self._answer_finished and rest):
+            return False
+        logger.info(f"LLM: {said[:40]!r} over the answer only acknowledged it: the answer goes on ({rest[:40]!r})")
+        await self.push_frame(LLMFullResponseStartFrame())
+        await self.push_frame(BackchannelFrame(text=said))
+        await self._push_llm_text(rest)
+        await self.push_frame(LLMFullResponseEndFrame())
+        return True
+
+    async def _answer(self, messages: list[dict[str, Any]], *, speculative: bool) -> None:
+        self._answer_text, self._answer_finished, self._answer_cut = "", False, False
         stats = CompletionStatsFrame(model=self._providers.clients[0].provider.model, speculative=speculative)
         turn_id = _turn_id(messages)
         await self.push_frame(LLMFullResponseStartFrame())
@@ -156,6 +190,7 @@ class StreamingChatLLMService(LLMService):
             waiting_on_caller = completion.judged_unfinished and not self._turn_confirmed.is_set()
             if not completion.spoken and not waiting_on_caller:
                 raise ProviderError(stats.provider or "llm", f"no answer (finish_reason {completion.finish_reason})")
+            self._answer_finished = True
         except Exception as e:  # any failure: the caller hears an apology, never silence
             failed = True
             stats.error = str(e) if isinstance(e, ProviderError) else f"{type(e).__name__}: {e}"
@@ -224,6 +259,7 @@ class StreamingChatLLMService(LLMService):
                 if not completion.spoken:
                     await self.stop_ttfb_metrics()
                 completion.spoken += text
+                self._answer_text += text
                 await self._push_llm_text(text)
             if marker is not None and not marker.decided and completion.tool_calls:
                 await self._judged("complete", messages, completion, stats)  # a tool call: the caller is done

@@ -28,6 +28,10 @@ and its first token decides instead of the local models: "done" ends the turn on
 off" or "needs time" withdraws the answer and waits that verdict's wait (a caller silent that long is then invited
 to go on); no verdict within the longest wait ends the turn as it is.
 
+A turn that began over the agent's answer and brought no words (a cough, a noise the VAD took for speech) ends
+after the shortest wait, not at pipecat's stop timeout: the LLM service then resumes the cut answer
+(`backchannel.py`), as it does after a back-channel ("yeah", "mm-hm").
+
 Silence is counted in audio frames since the VAD stop, and starts again whenever the VAD hears voice: the VAD
 confirms the caller's next words only after `VAD_START_MS` of them, and a turn must not end in that window.
 """
@@ -99,6 +103,8 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         self._speculate = speculate
         self._text = ""
         self._speaking = False
+        self._bot_speaking = False
+        self._answer_cut = False  # this turn began over the agent's answer (and so cut it off)
         self._stopped_at = 0.0
         self._audio: deque[bytes] = deque()
         self._audio_bytes = 0
@@ -119,6 +125,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
         await self._reset()
 
     async def handle_user_turn_stopped(self) -> None:
+        self._answer_cut = False
         await self._reset()
 
     async def cleanup(self) -> None:
@@ -135,6 +142,7 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
                 self._count_silence(frame)
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             self._speaking = True
+            self._answer_cut = self._answer_cut or self._bot_speaking
             if self._pauses and self._pauses.caller_resumed(time.monotonic(), self._pause_s):
                 logger.info(
                     f"{self}: the caller went on after a {self._pause_s:.2f} s pause, over the answer: "
@@ -152,10 +160,14 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self._cancel_voice()
             if self._smart_turn is not None and self._rule.uses_voice:
                 self._voice = self.task_manager.create_task(self._run_smart_turn(), f"{self}::voice")
-        elif isinstance(frame, BotStartedSpeakingFrame) and self._pauses:
-            self._pauses.answer_started(time.monotonic())
-        elif isinstance(frame, BotStoppedSpeakingFrame) and self._pauses:
-            self._pauses.answer_ended()
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+            if self._pauses:
+                self._pauses.answer_started(time.monotonic())
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
+            if self._pauses:
+                self._pauses.answer_ended()
         elif isinstance(frame, TurnVerdictFrame):
             if self._speculated is not None and same_words(frame.text, self._speculated):
                 self._verdict = frame.verdict
@@ -164,13 +176,18 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             if frame.segment < self._segments_ended:
                 return ProcessFrameResult.CONTINUE  # the caller has spoken since: a newer transcript is coming
             self._text = frame.turn_text.strip()
-            if self._text and not self._speaking:
+            if (self._text or self._answer_cut) and not self._speaking:
                 await self._cancel_decision()
                 self._decision = self.task_manager.create_task(self._decide(self._text), f"{self}::decide")
         return ProcessFrameResult.CONTINUE
 
     async def _decide(self, text: str) -> None:
         """Weigh the evidence, speculate on the answer, and end the turn when the silence has lasted that long."""
+        if not text:  # no words over the cut answer: the turn is over once the caller is quiet
+            await self._silence_of(self._shortest_s)
+            self._decision = None
+            await self.trigger_user_turn_stopped()
+            return
         if self._judge is not None:
             await self._decide_by_provider(text, self._judge)
             return
