@@ -6,7 +6,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.settings import Settings
 
@@ -24,6 +26,18 @@ def local_settings(**overrides) -> Settings:
         "admission": "count",
     }
     return Settings.load(None, **{**defaults, **overrides})
+
+
+def sim_settings(sim: ProviderSim, **overrides) -> Settings:
+    """`local_settings` with the LLM at the provider simulator (Cerebras' wire format) and no acknowledgement: the
+    answers come at the speed the simulator is set to."""
+    defaults = {
+        "llm_provider": "cerebras",
+        "cerebras_api_key": SecretStr(sim.api_key),
+        "cerebras_base_url": sim.base_url,
+        "acknowledge_after_ms": 0,
+    }
+    return local_settings(**{**defaults, **overrides})
 
 
 @pytest.fixture(scope="session")

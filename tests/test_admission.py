@@ -11,7 +11,6 @@ import httpx
 import numpy as np
 import pytest
 import soxr
-from pydantic import SecretStr
 
 from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.simulator import ProviderSim
@@ -24,7 +23,7 @@ from agent.server.machine import CpuMeter
 from agent.speech.phrases import DRAIN_GOODBYE
 from bench.audio import build_call, voiced_spans, word_error_rate
 from bench.serving import serving
-from tests.conftest import local_settings
+from tests.conftest import local_settings, sim_settings
 from tests.servers import wait_for
 
 
@@ -291,11 +290,8 @@ async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, 
     server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503.
     The LLM is the provider simulator (Cerebras' wire format), which answers even on a loaded machine."""
     sim = ProviderSim(first_token_s=0.05, answer="Sure. That is easy.").start()
-    settings = local_settings(
-        llm_provider="cerebras",
-        cerebras_api_key=SecretStr(sim.api_key),
-        cerebras_base_url=sim.base_url,
-        acknowledge_after_ms=0,
+    settings = sim_settings(
+        sim,
         admission="load",
         latency_budget_ms=1,
         admission_min_turns=1,

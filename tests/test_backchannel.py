@@ -16,7 +16,6 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import SleepFrame
 from pipecat.turns.empty_user_turn import DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT
-from pydantic import SecretStr
 
 from agent.frames import BackchannelFrame
 from agent.llm.simulator import ProviderSim
@@ -24,7 +23,7 @@ from agent.runtime import AgentRuntime
 from agent.turns.backchannel import acknowledgement, is_backchannel, unheard_rest
 from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
-from tests.conftest import local_settings
+from tests.conftest import sim_settings
 from tests.llm_stage import run_llm_stage, spoken
 
 LONG_ANSWER = "Well, that is a question I have thought about for a long time, and the answer takes a while to tell."
@@ -71,13 +70,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 async def runtime(sim, speech):
-    settings = local_settings(
-        llm_provider="cerebras",
-        cerebras_api_key=SecretStr(sim.api_key),
-        cerebras_base_url=sim.base_url,
-        acknowledge_after_ms=0,
-    )
-    async with AgentRuntime.start(settings, speech=speech) as runtime:
+    async with AgentRuntime.start(sim_settings(sim), speech=speech) as runtime:
         yield runtime
 
 

@@ -6,13 +6,12 @@ The answers come from the provider simulator (a long first sentence, quickly), s
 from __future__ import annotations
 
 import pytest
-from pydantic import SecretStr
 
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
-from tests.conftest import local_settings
+from tests.conftest import sim_settings
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +28,7 @@ async def barge_in_call(speech, tmp_path_factory):
         tmp_path_factory.mktemp("calls") / "barge.wav", [LEAD_S, "ill_disposed.wav", GAP_S, "amiable.wav", 1.0]
     )
     sim = ProviderSim(first_token_s=0.05, answer=LONG_ANSWER).start()
-    settings = local_settings(
-        llm_provider="cerebras", cerebras_api_key=SecretStr(sim.api_key), cerebras_base_url=sim.base_url,
-        acknowledge_after_ms=0,
-    )  # fmt: skip
+    settings = sim_settings(sim)
     try:
         async with AgentRuntime.start(settings, speech=speech) as runtime:
             return await replay_call(runtime, path)

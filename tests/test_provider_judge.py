@@ -25,7 +25,6 @@ from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.tests.utils import SleepFrame
 from pipecat.turns.user_turn_completion_mixin import USER_TURN_COMPLETION_INSTRUCTIONS
 from pipecat.utils.asyncio.task_manager import TaskManager
-from pydantic import SecretStr
 
 from agent.frames import SpeakPhraseFrame, TurnTranscriptionFrame, TurnVerdict, TurnVerdictFrame
 from agent.llm.simulator import ProviderSim
@@ -36,7 +35,7 @@ from agent.turns.judge import ProviderJudge
 from agent.turns.words import normalize
 from bench.calls import build_call as build_paused_call
 from pipelines.replay import replay_call
-from tests.conftest import local_settings
+from tests.conftest import local_settings, sim_settings
 from tests.llm_stage import run_llm_stage, spoken, stats_of
 
 INVITATION = "● Go ahead, I'm listening."
@@ -65,14 +64,7 @@ def sim():
 
 
 def judge_settings(sim: ProviderSim, **overrides):
-    return local_settings(
-        llm_provider="cerebras",
-        cerebras_api_key=SecretStr(sim.api_key),
-        cerebras_base_url=sim.base_url,
-        end_of_turn_judge="provider",
-        acknowledge_after_ms=0,
-        **overrides,
-    )
+    return sim_settings(sim, end_of_turn_judge="provider", **overrides)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import pytest
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
-from pydantic import SecretStr
 
 from agent.llm.client import NO_TOOLS_NOTE
 from agent.llm.simulator import ProviderSim
@@ -18,7 +17,7 @@ from agent.runtime import AgentRuntime
 from agent.tools.registry import Tool, ToolRegistry
 from bench.audio import build_call
 from pipelines.replay import replay_call
-from tests.conftest import local_settings
+from tests.conftest import sim_settings
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +40,7 @@ def bookings(path) -> list[tuple]:
 
 async def test_book_a_table_for_two_at_half_past_seven(sim, speech, tmp_path):
     db = tmp_path / "bookings.sqlite3"
-    settings = local_settings(
-        llm_provider="cerebras",
-        cerebras_api_key=SecretStr(sim.api_key),
-        cerebras_base_url=sim.base_url,
-        booking_db_path=str(db),
-        acknowledge_after_ms=0,
-    )
+    settings = sim_settings(sim, booking_db_path=str(db))
     call = build_call(tmp_path / "book.wav", [0.3, "synth_table_for_two.wav", 1.0])
     async with AgentRuntime.start(settings, speech=speech) as runtime:
         result = await replay_call(runtime, call)
@@ -77,10 +70,7 @@ async def test_a_barge_in_during_a_slow_tool_keeps_its_result_unspoken(sim, spee
         return {"status": "shipped"}
 
     sim.tool_calls = [("look_up_order", {})]
-    settings = local_settings(
-        llm_provider="cerebras", cerebras_api_key=SecretStr(sim.api_key), cerebras_base_url=sim.base_url,
-        acknowledge_after_ms=0,
-    )  # fmt: skip
+    settings = sim_settings(sim)
     # The caller asks, and speaks again 3 s later: long after the turn ended, while the tool still runs.
     call = build_call(tmp_path / "barge.wav", [0.3, "synth_delivery.wav", 3.0, "ten_of_clubs.wav", 8.0])
     async with AgentRuntime.start(settings, speech=speech) as runtime:

@@ -12,7 +12,6 @@ from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import InputAudioRawFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
-from pydantic import SecretStr
 
 from agent.frames import TurnTranscriptionFrame
 from agent.llm.simulator import ProviderSim
@@ -25,7 +24,7 @@ from bench.audio import FIXTURES, RATE, load
 from bench.calls import build_call as build_paused_call
 from bench.turn_corpus import PHONE_RATE, phone_line
 from pipelines.replay import replay_call
-from tests.conftest import local_settings
+from tests.conftest import local_settings, sim_settings
 
 DEFAULT = replace(RULE, threshold=local_settings().end_of_turn_threshold)
 # A finished reply is answered within the 800 ms budget: its wait, plus the VAD's ~0.1 s let-go and the answer's
@@ -174,13 +173,7 @@ async def test_through_the_whole_pipeline_a_pause_is_waited_for_and_a_question_a
     sim.start()
     try:
         call = build_paused_call(tmp_path / "call.wav", ["pause:dashwood.wav", "synth_tokyo.wav"], gap_s=3.0)
-        settings = local_settings(
-            llm_provider="cerebras",
-            cerebras_api_key=SecretStr(sim.api_key),
-            cerebras_base_url=sim.base_url,
-            acknowledge_after_ms=0,
-        )
-        async with AgentRuntime.start(settings, speech=speech) as runtime:
+        async with AgentRuntime.start(sim_settings(sim), speech=speech) as runtime:
             turns = (await replay_call(runtime, call.path)).turns
     finally:
         sim.stop()
