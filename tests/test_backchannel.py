@@ -17,7 +17,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.tests.utils import SleepFrame
 from pipecat.turns.empty_user_turn import DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT
 
-from agent.frames import BackchannelFrame
+from agent.frames import BackchannelFrame, TurnVerdictFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.turns.backchannel import acknowledgement, is_backchannel, unheard_rest
@@ -97,6 +97,13 @@ async def test_a_back_channel_over_the_answer_resumes_it_without_a_new_request(s
     assert resumed.text == ("" if role == "developer" else reply)
     after = down[down.index(resumed) :]
     assert spoken(after) == unheard_rest(LONG_ANSWER, "Well, that is a"), down
+
+
+async def test_with_the_provider_as_judge_a_back_channel_is_judged_done_at_once(sim, speech):
+    """The resumed answer asks the provider nothing, so the service gives the end-of-turn strategy the verdict."""
+    async with AgentRuntime.start(sim_settings(sim, end_of_turn_judge="provider"), speech=speech) as judged:
+        _, up = await run_llm_stage(judged, cut_off_by({"role": "user", "content": "Yeah."}))
+    assert [(f.verdict, f.text) for f in up if isinstance(f, TurnVerdictFrame)][-1] == ("complete", "Yeah.")
 
 
 async def test_a_real_reply_over_the_answer_is_answered(sim, runtime):

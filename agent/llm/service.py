@@ -164,6 +164,8 @@ class StreamingChatLLMService(LLMService):
         if not (self._answer_finished and rest):
             return False
         logger.info(f"LLM: {said[:40]!r} over the answer only acknowledged it: the answer goes on ({rest[:40]!r})")
+        if self._judge is not None:  # the caller is done: the end-of-turn strategy need not wait for a verdict
+            await self.push_frame(TurnVerdictFrame(verdict="complete", text=said), FrameDirection.UPSTREAM)
         await self.push_frame(LLMFullResponseStartFrame())
         await self.push_frame(BackchannelFrame(text=said))
         await self._push_llm_text(rest)
