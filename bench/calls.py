@@ -10,7 +10,6 @@ which is not an answer). A reply that starts inside a caller's mid-sentence paus
 
 from __future__ import annotations
 
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,9 @@ from agent.speech.energy import speech_spans
 from agent.speech.phrases import APOLOGY
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
+from bench.audio import FIXTURES, load, transcripts
 from pipelines.replay import write_wav
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 RATE = 16000
 QUESTIONS = [
     "ill_disposed.wav", "amiable.wav", "dashwood.wav", "cold_hearted.wav", "respectable.wav", "ten_of_clubs.wav",
@@ -37,16 +36,6 @@ PAUSED = [
 ]  # fmt: skip
 PAUSES_S = (0.5, 0.6, 0.7)
 FALSE_START_MARGIN_S = 0.3  # agent audio starting this soon after the caller goes on was still started in the pause
-
-
-def transcripts() -> dict[str, str]:
-    lines = (FIXTURES / "transcripts.tsv").read_text().splitlines()
-    return dict(line.split("\t") for line in lines if line.strip())
-
-
-def read_fixture(name: str) -> np.ndarray:
-    with wave.open(str(FIXTURES / name), "rb") as w:
-        return np.frombuffer(w.readframes(w.getnframes()), np.int16)
 
 
 @dataclass
@@ -75,7 +64,7 @@ def build_call(path: Path, names: list[str], *, gap_s: float, lead_s: float = 0.
     position = lead_s
     for index, entry in enumerate(names):
         name = entry.removeprefix("pause:")
-        audio = read_fixture(name)
+        audio = load(name)
         if entry.startswith("pause:"):
             cut = int(float(splits[name]) * RATE)
             pause = np.zeros(int(PAUSES_S[index % len(PAUSES_S)] * RATE), np.int16)

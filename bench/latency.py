@@ -46,8 +46,8 @@ from agent.runtime import AgentRuntime, SpeechModels
 from agent.server.app import create_app
 from agent.settings import Settings
 from agent.telephony.registry import CARRIERS
-from bench.audio import word_error_rate
-from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers, read_fixture
+from bench.audio import load, word_error_rate
+from bench.calls import PAUSED, QUESTIONS, Call, build_call, hear_answers
 from bench.provider_sim import ProviderSim
 from bench.serving import serving
 from bench.speech_doubles.base import Faults
@@ -269,7 +269,7 @@ async def run_baseline(speech: SpeechModels, calls: list[Call], tts: str) -> dic
 def whole_file_wer(speech: SpeechModels, calls: list[Call]) -> float:
     """Today's transcription, for comparison: Whisper on each fixture utterance as one whole file."""
     utterances = {u.name: u.reference for c in calls for u in c.utterances}
-    hypotheses = [speech.transcriber.transcribe(read_fixture(name).tobytes(), 16000) for name in utterances]
+    hypotheses = [speech.transcriber.transcribe(load(name).tobytes(), 16000) for name in utterances]
     return round(word_error_rate(" ".join(utterances.values()), " ".join(hypotheses)), 3)
 
 
