@@ -32,6 +32,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.filters.function_filter import FunctionFilter
 from pipecat.transports.base_transport import BaseTransport
+from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
@@ -50,6 +51,7 @@ from agent.turns.onset_hold import AnswerOnsetHold
 from agent.turns.vad import build_vad
 
 ONSET_HOLD_MARGIN_S = 0.1  # the answer's first audio is held at most the VAD's start time and this
+EMPTY_TURNS_RESUMED = 5  # turns of no words in a row after which pipecat leaves the next unanswered
 
 
 @dataclass
@@ -94,6 +96,9 @@ def build_voice_call(
         context,
         user_params=LLMUserAggregatorParams(
             user_turn_strategies=UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=[end_of_turn]),
+            # A turn of no words (a cough) over the answer runs the LLM with pipecat's prompt for it, and the LLM
+            # service resumes the cut answer instead (turns/backchannel.py): not only for the first such turn.
+            empty_user_turn=EmptyUserTurnConfig(max_consecutive_recoveries=EMPTY_TURNS_RESUMED),
         ),
     )
     speech = runtime.speech

@@ -21,10 +21,12 @@ from agent.frames import BackchannelFrame, TurnVerdictFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.turns.backchannel import acknowledgement, is_backchannel, unheard_rest
+from agent.turns.end_of_turn import EndOfTurnStrategy
 from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
 from tests.conftest import sim_settings
 from tests.llm_stage import run_llm_stage, spoken
+from tests.turn_strategy import strategy_events
 
 LONG_ANSWER = "Well, that is a question I have thought about for a long time, and the answer takes a while to tell."
 
@@ -59,6 +61,23 @@ def test_a_turn_of_no_words_is_known_by_pipecats_prompt_for_it():
 )
 def test_the_answer_goes_on_after_the_words_heard(heard, rest):
     assert unheard_rest(LONG_ANSWER, heard) == rest
+
+
+async def test_a_turn_of_no_words_over_the_answer_ends_after_the_shortest_wait():
+    """A cough over the answer: no words, so no decision on words; the turn ends (and the LLM service, asked with
+    pipecat's prompt for an empty turn, resumes the answer) instead of waiting for pipecat's stop timeout."""
+    strategy = EndOfTurnStrategy(shortest_s=0.3, longest_s=1.1, budget_s=0.8)
+    async with strategy_events(strategy) as events:
+        await strategy.process_frame(BotStartedSpeakingFrame())
+        await events.caller_says("")
+    assert events.events == [("ask", 0.3), ("end", 0.3)], events.events
+
+
+async def test_no_words_while_the_agent_is_silent_decide_nothing():
+    strategy = EndOfTurnStrategy(shortest_s=0.3, longest_s=1.1, budget_s=0.8)
+    async with strategy_events(strategy) as events:
+        await events.caller_says("")
+    assert events.events == [], events.events
 
 
 @pytest.fixture(scope="module")

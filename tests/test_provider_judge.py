@@ -7,26 +7,19 @@ These test the mechanics only: how well a real model judges turns can only be me
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import (
-    InputAudioRawFrame,
     LLMContextFrame,
     LLMTextFrame,
     UserStoppedSpeakingFrame,
-    VADUserStartedSpeakingFrame,
-    VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.tests.utils import SleepFrame
 from pipecat.turns.user_turn_completion_mixin import USER_TURN_COMPLETION_INSTRUCTIONS
-from pipecat.utils.asyncio.task_manager import TaskManager
 
-from agent.frames import SpeakPhraseFrame, TurnTranscriptionFrame, TurnVerdict, TurnVerdictFrame
+from agent.frames import SpeakPhraseFrame, TurnVerdict, TurnVerdictFrame
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.settings import SettingsError
@@ -37,6 +30,7 @@ from bench.calls import build_call as build_paused_call
 from pipelines.replay import replay_call
 from tests.conftest import local_settings, sim_settings
 from tests.llm_stage import run_llm_stage, spoken, stats_of
+from tests.turn_strategy import strategy_events
 
 INVITATION = "● Go ahead, I'm listening."
 
@@ -147,52 +141,12 @@ async def test_a_confirmed_turn_judged_unfinished_gets_an_invitation_to_go_on(si
     assert sim.requests[-1]["body"]["messages"][-1] == {"role": "user", "content": reprompt}
 
 
-class StrategyEvents:
-    """An end-of-turn strategy judged by the provider, fed frames by hand; what it decided, and after how much
-    silence (counted in the 20 ms audio frames fed, faster than real time)."""
-
-    def __init__(self, strategy: EndOfTurnStrategy) -> None:
-        self.strategy = strategy
-        self.silence_s = 0.0
-        self.events: list[tuple[str, float]] = []
-        strategy.add_event_handler("on_user_turn_inference_triggered", self._inferred)
-        strategy.add_event_handler("on_user_turn_speculation_cancelled", self._withdrawn)
-        strategy.add_event_handler("on_user_turn_stopped", self._stopped)
-
-    async def _inferred(self, _strategy, speculation) -> None:
-        self.events.append(("speculate" if speculation else "ask", round(self.silence_s, 2)))
-
-    async def _withdrawn(self, _strategy) -> None:
-        self.events.append(("withdraw", round(self.silence_s, 2)))
-
-    async def _stopped(self, _strategy, params) -> None:
-        self.events.append(("end, confirming" if params.confirms_speculation else "end", round(self.silence_s, 2)))
-
-    async def caller_says(self, text: str, *, verdict: TurnVerdict | None, verdict_text: str | None = None) -> None:
-        """The caller says `text` and falls silent; the provider's verdict comes 0.1 s into the silence."""
-        strategy = self.strategy
-        await strategy.process_frame(VADUserStartedSpeakingFrame())
-        await strategy.process_frame(VADUserStoppedSpeakingFrame())
-        await strategy.process_frame(
-            TurnTranscriptionFrame(text=text, user_id="", timestamp="", turn_text=text, segment=1)
-        )
-        silence = InputAudioRawFrame(audio=b"\0\0" * 160, sample_rate=8000, num_channels=1)
-        while not any(name.startswith("end") for name, _ in self.events) and self.silence_s < 5:
-            if verdict and abs(self.silence_s - 0.1) < 0.01:
-                await strategy.process_frame(TurnVerdictFrame(verdict=verdict, text=verdict_text or text))
-            self.silence_s += 0.02
-            await strategy.process_frame(silence)
-            await asyncio.sleep(0.004)
-
-
 @pytest.fixture
 async def judged_strategy():
     judge = ProviderJudge(cut_off_wait_s=1.5, needs_time_wait_s=2.5)
     strategy = EndOfTurnStrategy(shortest_s=0.3, longest_s=1.1, budget_s=0.8, judge=judge)
-    task_manager = TaskManager(loop=asyncio.get_running_loop())
-    await strategy.setup(FrameProcessorSetup(clock=SystemClock(), task_manager=task_manager, pipeline_worker=None))
-    yield StrategyEvents(strategy)
-    await strategy.cleanup()
+    async with strategy_events(strategy) as events:
+        yield events
 
 
 @pytest.mark.parametrize(
