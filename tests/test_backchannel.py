@@ -18,8 +18,10 @@ from pipecat.tests.utils import SleepFrame
 from pipecat.turns.empty_user_turn import DEFAULT_EMPTY_USER_TURN_INTERRUPTED_PROMPT
 
 from agent.frames import BackchannelFrame, TurnVerdictFrame
+from agent.latency.turns import LatencyBudget, Turn
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
+from agent.server.metrics import TurnMetrics
 from agent.turns.backchannel import acknowledgement, is_backchannel, unheard_rest
 from agent.turns.end_of_turn import EndOfTurnStrategy
 from bench.audio import build_call, voiced_spans
@@ -78,6 +80,12 @@ async def test_no_words_while_the_agent_is_silent_decide_nothing():
     async with strategy_events(strategy) as events:
         await events.caller_says("")
     assert events.events == [], events.events
+
+
+def test_metrics_count_back_channels():
+    metrics = TurnMetrics()
+    metrics.record("phone", "closed", Turn(index=1, bot_text=LONG_ANSWER, backchannels=2).report(LatencyBudget()))
+    assert 'voice_agent_backchannels_total{channel="phone"} 2.0' in metrics.exposition().decode()
 
 
 @pytest.fixture(scope="module")

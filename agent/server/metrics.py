@@ -69,6 +69,13 @@ class TurnMetrics:
             ["channel"],
             registry=self.registry,
         )
+        self.backchannels = Counter(
+            "voice_agent_backchannels_total",
+            'A caller\'s back-channel ("yeah", "mm-hm") or a noise over an answer: it stopped the agent, and the '
+            "answer went on instead of being dropped.",
+            ["channel"],
+            registry=self.registry,
+        )
         self.llm_requests = Counter(
             "voice_agent_llm_requests_total",
             "Chat completion requests, speculative ones included (they count against provider rate limits).",
@@ -149,6 +156,7 @@ class TurnMetrics:
                 self.filler.labels(channel).observe(report["filler_ms"] / 1000)
             if report["false_start"]:
                 self.false_starts.labels(channel).inc()
+            self.backchannels.labels(channel).inc(report.get("backchannels", 0))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
