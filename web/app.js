@@ -664,6 +664,10 @@ registerProcessor("mic-frames", MicFrames);
     foot.append(el("span", `verdict ${within ? "ok" : "over"}`, text));
     if (t.filler_ms != null) foot.append(el("span", "tag", `filler at ${fmtMs(t.filler_ms)}`));
     if (t.cut && !t.false_start) foot.append(el("span", "tag", "cut off"));
+    if (t.backchannels) {  // the caller's "yeah" (or a noise) stopped the answer, and it went on
+      const times = t.backchannels === 1 ? "a back-channel" : `${t.backchannels} back-channels`;
+      foot.append(el("span", "tag", `went on after ${times}`));
+    }
     return foot;
   }
 
