@@ -9,7 +9,7 @@ from pipecat.frames.frames import LLMFullResponseEndFrame, LLMFullResponseStartF
 from pydantic import SecretStr
 
 from agent.frames import CompletionStatsFrame, SpeakPhraseFrame
-from agent.llm.simulator import ProviderSim
+from agent.llm.simulator import DEFAULT_ANSWER, ProviderSim
 from agent.runtime import AgentRuntime
 from bench.audio import build_call, voiced_spans
 from pipelines.replay import replay_call
@@ -192,3 +192,20 @@ async def test_a_stream_broken_mid_answer_keeps_its_words_then_apologises_at_fra
     assert down[apology].kind == "apology" and not [f for f in down[apology:] if isinstance(f, LLMTextFrame)]
     [stats] = stats_of(down)  # ... then the apology, and the error kept for the turn's report
     assert error in stats.error, stats
+
+
+@pytest.mark.parametrize(("scenario", "error"), BROKEN_STREAMS)
+async def test_a_stream_broken_after_the_answer_was_said_leaves_the_answer_standing(
+    sim, cerebras_runtime, scenario, error
+):
+    """The voice answer is one sentence here; the rest of the stream is only read. It breaking then is no failure
+    the caller could hear: no apology, no error."""
+    sim.scenario, sim.answer = scenario, "Sure. And here is more that is read but never spoken."
+    try:
+        down = await answer_frames(cerebras_runtime, "What is ten of clubs?")
+    finally:
+        sim.scenario, sim.answer = "ok", DEFAULT_ANSWER
+    assert spoken(down) == "Sure.", down
+    assert not [f for f in down if isinstance(f, SpeakPhraseFrame)], down
+    [stats] = stats_of(down)
+    assert stats.error is None, stats

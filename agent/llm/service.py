@@ -58,7 +58,7 @@ from agent.text import count_sentences
 from agent.tools.calls import ToolCall
 from agent.tools.registry import ToolRegistry, ToolResult
 from agent.turns.backchannel import acknowledgement, unheard_rest
-from agent.turns.judge import ProviderJudge
+from agent.turns.judge import MarkerReader, ProviderJudge
 
 REASONING_RETRY_FACTOR = 4  # the token budget for the one retry after reasoning used up all of it
 MAX_TOOL_ROUNDS = 3  # completions that may ask for tools before one has to answer
@@ -246,25 +246,12 @@ class StreamingChatLLMService(LLMService):
         completion = Completion()
         marker = self._judge.reader() if self._judge else None
         try:
-            async for chunk in race.chunks():
-                completion.tool_calls += chunk.tool_calls
-                text = chunk.content
-                if text and marker is not None:
-                    undecided = not marker.decided
-                    text = marker.feed(text)
-                    if undecided and marker.verdict is not None:
-                        await self._judged(marker.verdict, messages, completion, stats)
-                        if marker.verdict != "complete":
-                            break
-                if not text or count_sentences(completion.spoken) >= self._max_sentences:
-                    continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
-                if not completion.spoken:
-                    await self.stop_ttfb_metrics()
-                completion.spoken += text
-                self._answer_text += text
-                await self._push_llm_text(text)
-            if marker is not None and not marker.decided and completion.tool_calls:
-                await self._judged("complete", messages, completion, stats)  # a tool call: the caller is done
+            await self._read(race, messages, completion, marker, stats)
+        except ProviderError as error:
+            if count_sentences(completion.spoken) < self._max_sentences:
+                raise
+            # The answer was said in full; only the unspoken rest was being read. The caller heard an answer.
+            logger.warning(f"LLM: the stream broke after the answer was said ({error}); the answer stands")
         finally:
             await race.close()
             stats.provider, stats.hedged = race.provider, stats.hedged or race.hedged
@@ -275,6 +262,36 @@ class StreamingChatLLMService(LLMService):
             stats.usage, stats.time_info = s.usage, s.time_info
         completion.finish_reason = race.finish_reason
         return completion
+
+    async def _read(
+        self,
+        race: AnswerRace,
+        messages: list[dict[str, Any]],
+        completion: Completion,
+        marker: MarkerReader | None,
+        stats: CompletionStatsFrame,
+    ) -> None:
+        """Push the spoken text of the race's chunks into `completion`, up to the sentence limit (the rest is read,
+        not spoken, to keep the connection); with a judge, after the marker, and no further than a "not done" one."""
+        async for chunk in race.chunks():
+            completion.tool_calls += chunk.tool_calls
+            text = chunk.content
+            if text and marker is not None:
+                undecided = not marker.decided
+                text = marker.feed(text)
+                if undecided and marker.verdict is not None:
+                    await self._judged(marker.verdict, messages, completion, stats)
+                    if marker.verdict != "complete":
+                        break
+            if not text or count_sentences(completion.spoken) >= self._max_sentences:
+                continue  # a voice answer stays short; the rest is read (not spoken) to keep the connection
+            if not completion.spoken:
+                await self.stop_ttfb_metrics()
+            completion.spoken += text
+            self._answer_text += text
+            await self._push_llm_text(text)
+        if marker is not None and not marker.decided and completion.tool_calls:
+            await self._judged("complete", messages, completion, stats)  # a tool call: the caller is done
 
     async def _judged(
         self, verdict: TurnVerdict, messages: list[dict[str, Any]], completion: Completion, stats: CompletionStatsFrame
