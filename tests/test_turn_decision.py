@@ -8,10 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import InputAudioRawFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
-from pipecat.processors.frame_processor import FrameProcessorSetup
-from pipecat.utils.asyncio.task_manager import TaskManager
 
 from agent.frames import TurnTranscriptionFrame
 from agent.llm.simulator import ProviderSim
@@ -25,6 +22,7 @@ from bench.calls import build_call as build_paused_call
 from bench.turn_corpus import PHONE_RATE, phone_line
 from pipelines.replay import replay_call
 from tests.conftest import local_settings, sim_settings
+from tests.turn_strategy import strategy_events
 
 DEFAULT = replace(RULE, threshold=local_settings().end_of_turn_threshold)
 # A finished reply is answered within the 800 ms budget: its wait, plus the VAD's ~0.1 s let-go and the answer's
@@ -109,8 +107,6 @@ async def test_the_words_are_scored_only_once_the_caller_has_been_silent_a_while
     assert 0.04 < SCORE_AFTER_S < 0.3
     words = ScoresSeen(speech.turn_words)
     strategy = EndOfTurnStrategy(shortest_s=5.0, longest_s=5.0, budget_s=0.8, words=words, speculate=False)
-    task_manager = TaskManager(loop=asyncio.get_running_loop())
-    await strategy.setup(FrameProcessorSetup(clock=SystemClock(), task_manager=task_manager, pipeline_worker=None))
     silence = InputAudioRawFrame(audio=b"\0\0" * 160, sample_rate=8000, num_channels=1)
 
     async def stop_then_silence(text: str, segment: int, silence_s: float) -> None:
@@ -122,13 +118,11 @@ async def test_the_words_are_scored_only_once_the_caller_has_been_silent_a_while
             await strategy.process_frame(silence)
             await asyncio.sleep(0.02)
 
-    try:
+    async with strategy_events(strategy):
         await strategy.process_frame(VADUserStartedSpeakingFrame())
         await stop_then_silence("I need to", 1, 0.04)  # a gap between words
         await strategy.process_frame(VADUserStartedSpeakingFrame())
         await stop_then_silence("I need to book a table", 2, 0.3)
-    finally:
-        await strategy.cleanup()
     assert words.scored == ["I need to book a table"]
 
 

@@ -157,7 +157,7 @@ class TurnLatencyObserver(BaseObserver):
             if not turn.answered:
                 turn.mark("llm_request", at, overwrite=True)
         elif isinstance(frame, BackchannelFrame) and turn:
-            await self._resumed(turn)
+            self._resumed(turn)
         elif isinstance(frame, LLMTextFrame) and isinstance(data.source, LLMService) and turn and turn.confirmed:
             await self._close_cut()  # the caller's words over the last answer were a turn: it is answered
             turn.mark("llm_first_token", at)
@@ -194,7 +194,7 @@ class TurnLatencyObserver(BaseObserver):
         self.turns.append(self._turn)
         return self._turn
 
-    async def _resumed(self, backchannel: Turn) -> None:
+    def _resumed(self, backchannel: Turn) -> None:
         """The turn that cut the answer off was a back-channel: the answer goes on, and its turn was not cut."""
         answered = self._cut
         if answered is None:
