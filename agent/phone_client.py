@@ -216,7 +216,10 @@ async def place_call(
                     break
             closed_by_server = receiver.done()
             if stop and not closed_by_server and (goodbye := line.stop(ids)) is not None:
-                await ws.send(goodbye)
+                try:
+                    await ws.send(goodbye)
+                except websockets.ConnectionClosed:  # the server hung up first, just now
+                    closed_by_server = True
         finally:
             for task in [*tasks, *([ended] if ended else [])]:
                 task.cancel()
