@@ -21,7 +21,7 @@ from agent.server.app import create_app
 from agent.server.lifecycle import drain
 from agent.server.machine import CpuMeter
 from agent.speech.phrases import DRAIN_GOODBYE
-from bench.audio import build_call, voiced_spans, word_error_rate
+from bench.audio import build_call, word_error_rate
 from bench.serving import serving
 from tests.conftest import local_settings, sim_settings
 from tests.servers import wait_for
@@ -285,6 +285,7 @@ async def http(method: str, url: str, **kwargs) -> httpx.Response:
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # admission by load reads the machine's CPU
 async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, tmp_path):
     """A budget no answer can meet and one turn enough to judge: after two calls answered side by side, the
     server takes a lone call but answers a second concurrent one with Twilio's busy Reject, and /ready says 503.
@@ -326,24 +327,34 @@ async def test_measured_slow_answers_turn_the_next_caller_away_politely(speech, 
 
 
 @pytest.mark.slow
-async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(local_runtime, speech, tmp_path):
-    async with serving(create_app(local_settings(), runtime=local_runtime)) as server:
-        state = server.app.state
-        call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 15.0])
-        live = asyncio.create_task(place_call(call, f"{server.ws}/twilio/stream", max_tail_s=5))
-        await wait_for(lambda: any(e == "closed" for _, e, _ in state.recent_turns), 20)  # answered, in full
-        draining = asyncio.create_task(drain(state.admission, state.calls, 1.0, asyncio.Event()))
-        await wait_for(lambda: state.admission.draining)
-        assert (await http("GET", f"{server.http}/ready")).status_code == 503
-        assert (await http("GET", f"{server.http}/health")).status_code == 200
-        busy = await http("POST", f"{server.http}/twilio/voice", data={"CallSid": "CA" + "1" * 32})
-        assert '<Reject reason="busy"/>' in busy.text
-        await asyncio.wait_for(draining, 30)
-        result = await live
-    assert result.closed_by_server  # the agent ended the call (before the caller's 15 s of silence ran out)
+async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(speech, tmp_path):
+    """The LLM is the provider simulator: what is under test is the drain, not the answer."""
+    sim = ProviderSim(first_token_s=0.05, answer="Sure. That is easy.").start()
+    settings = sim_settings(sim)
+    try:
+        async with (
+            AgentRuntime.start(settings, speech=speech) as runtime,
+            serving(create_app(settings, runtime=runtime)) as server,
+        ):
+            state = server.app.state
+            call = build_call(tmp_path / "long.wav", [0.3, "ten_of_clubs.wav", 30.0])
+            live = asyncio.create_task(place_call(call, f"{server.ws}/twilio/stream", max_tail_s=5))
+            await wait_for(lambda: any(e == "closed" for _, e, _ in state.recent_turns), 20)  # answered, in full
+            draining = asyncio.create_task(drain(state.admission, state.calls, 1.0, asyncio.Event()))
+            await wait_for(lambda: state.admission.draining)
+            assert (await http("GET", f"{server.http}/ready")).status_code == 503
+            assert (await http("GET", f"{server.http}/health")).status_code == 200
+            busy = await http("POST", f"{server.http}/twilio/voice", data={"CallSid": "CA" + "1" * 32})
+            assert '<Reject reason="busy"/>' in busy.text
+            await asyncio.wait_for(draining, 30)
+            result = await live
+    finally:
+        sim.stop()
+    assert result.closed_by_server  # the agent ended the call (before the caller's 30 s of silence ran out)
     assert state.admission.active == 0
-    # What the caller heard last, before the line closed, was the goodbye.
-    last = voiced_spans(result.heard_audio, 8000)[-1]
-    tail = np.frombuffer(result.heard_audio[int(last[0] * 8000) * 2 - 8000 :], np.int16).astype(np.float32)
-    heard = speech.transcriber.transcribe(soxr.resample(tail, 8000, 16000).astype(np.int16).tobytes(), 16000)
-    assert word_error_rate(DRAIN_GOODBYE, heard) <= 0.35, heard
+    # What the caller heard last, before the line closed, was the goodbye (transcribed with the answer before it:
+    # where the goodbye's clauses part is for the voice to say, and on a busy machine the pause can be long).
+    audio = np.frombuffer(result.heard_audio, np.int16).astype(np.float32)
+    heard = speech.transcriber.transcribe(soxr.resample(audio, 8000, 16000).astype(np.int16).tobytes(), 16000)
+    last_words = " ".join(heard.split()[-len(DRAIN_GOODBYE.split()) :])
+    assert word_error_rate(DRAIN_GOODBYE, last_words) <= 0.35, heard
