@@ -1,4 +1,5 @@
-"""Shared, session-scoped heavy parts: the speech models and a runtime on the embedded local LLM."""
+"""Shared, session-scoped heavy parts (the speech models, a runtime on the embedded local LLM) and the lock that
+lets a `timing` test run alone while the others run side by side."""
 
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ from pydantic import SecretStr
 from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime, SpeechModels
 from agent.settings import Settings
+from tests.parallel import SuiteLock
 
 TEST_BOOKINGS = Path(tempfile.mkdtemp(prefix="voice-agent-tests-")) / "bookings.sqlite3"  # never in the checkout
+
+
+SUITE_LOCK = SuiteLock.for_this_run()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Setup, call and teardown of each test under the suite lock: a `timing` test runs alone (tests/parallel.py)."""
+    if SUITE_LOCK is None:
+        return (yield)
+    with SUITE_LOCK.held(alone=item.get_closest_marker("timing") is not None):
+        return (yield)
 
 
 def local_settings(**overrides) -> Settings:

@@ -86,6 +86,7 @@ async def test_speculation_is_thrown_away_when_the_caller_goes_on(sims, speech, 
 
 
 @pytest.mark.slow
+@pytest.mark.timing  # whether an answer lands in a 0.5 s pause depends on how fast it comes
 async def test_a_caller_who_pauses_mid_sentence_is_waited_for_once_they_have_talked_over_an_answer(
     sims, speech, tmp_path
 ):

@@ -8,7 +8,7 @@ from agent.speech.energy import speech_spans
 from bench.audio import build_call, transcripts, voiced_spans, word_error_rate
 from pipelines.replay import read_call_wav, replay_call
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]  # the local LLM shares 2 cores with nothing else
 
 # Each question is one stretch of speech: "five five" (0.1 s between the words) could be answered after the first
 # "five" (alone, a complete reply) and split into two turns; "seven of clubs" has no gap inside it.
