@@ -13,17 +13,21 @@ the voice chain is the one every entry runs. Around it, this call's phone parts:
 - the end: the agent ending the call (time limit, a drain's goodbye through `live`) or the line going dead hangs up
   through the carrier's REST API; the carrier stopping the stream (the caller hung up, or the call was put
   through) does not.
+
+Each part is a small object below (`LineEnding`, `KeypadEntries`, `AgentLine`, `Greeting`), built before the
+pipeline and reaching it through a `CallSlot`; `tests/test_phone_parts.py` tries each alone on a pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from typing import Any
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.frames.frames import InterruptionFrame, TTSSpeakFrame
+from pipecat.frames.frames import Frame, InterruptionFrame, TTSSpeakFrame
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 
 from agent.frames import KeypadEntryFrame, PhraseAudioFrame
@@ -31,11 +35,14 @@ from agent.latency.observer import TurnLatencyObserver, TurnListener
 from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
+from agent.speech.voices import Voice
+from agent.telephony.carrier import Carrier
 from agent.telephony.gate import StreamOpening
 from agent.telephony.keypad import Keypad, KeypadObserver
 from agent.telephony.line import PhoneLineSerializer
 from agent.telephony.marks import UtteranceMarks
 from agent.telephony.registry import CARRIER_RATE, CARRIERS
+from agent.telephony.rest import CallControl
 from agent.telephony.transfer import Transfer
 from agent.tools.phone import phone_tools
 from pipelines.live import LiveCalls
@@ -45,6 +52,98 @@ from pipelines.voice import build_voice_call, run_voice_call
 def keypad_message(digits: str) -> str:
     """The user message a keypad entry becomes."""
     return f"(The caller pressed {' '.join(digits)} on the phone keypad.)"
+
+
+class CallSlot:
+    """The call's pipeline worker, for the parts that are built before it (the serializer's and the transport's
+    callbacks need the worker; the worker needs the transport): filled in once the pipeline exists."""
+
+    def __init__(self) -> None:
+        self.worker: PipelineWorker | None = None
+
+    async def queue(self, frame: Frame) -> None:
+        await self._worker().queue_frame(frame)
+
+    async def cancel(self, reason: str) -> None:
+        await self._worker().cancel(reason=reason)
+
+    def _worker(self) -> PipelineWorker:
+        if self.worker is None:
+            raise RuntimeError("the call's pipeline is not built yet")
+        return self.worker
+
+
+class LineEnding:
+    """Who ended the call decides the hang-up. The carrier stopping the stream (the caller hung up, or the call was
+    put through; for some carriers the socket closing is the stop) ends the pipeline and is not hung up on; the agent
+    ending the call, or the line dropping without a stop, hangs up through the carrier's REST API."""
+
+    def __init__(self, carrier: Carrier, opening: StreamOpening, control: CallControl, call: CallSlot) -> None:
+        self._carrier = carrier
+        self._opening = opening
+        self._control = control
+        self._call = call
+        self.stopped = False
+
+    async def carrier_stopped(self) -> None:
+        self.stopped = True
+        await self._call.cancel(f"{self._carrier.name} stopped the stream")
+
+    async def socket_closed(self, _transport: object = None, _websocket: object = None) -> None:
+        """The transport's `on_client_disconnected`."""
+        if self._carrier.close_is_stop:
+            self.stopped = True
+        elif not self.stopped:
+            logger.warning(f"{self._carrier.name}: call {self._opening.call_id} dropped without a 'stop'")
+        await self._call.cancel(f"{self._carrier.name} socket closed")
+
+    async def pipeline_ended(self) -> None:
+        if not self.stopped:
+            await self._control.hang_up()
+
+
+class KeypadEntries:
+    """What the caller types: the first key pressed while the agent talks stops it, as an IVR does; a finished
+    entry goes into the conversation as the caller's message, and is answered."""
+
+    def __init__(self, call: CallSlot, marks: UtteranceMarks) -> None:
+        self._call = call
+        self._marks = marks
+
+    async def first_digit(self) -> None:
+        if self._marks.speaking:
+            await self._call.queue(InterruptionFrame())
+
+    async def entered(self, digits: str) -> None:
+        message = {"role": "user", "content": keypad_message(digits)}
+        await self._call.queue(KeypadEntryFrame(messages=[message], run_llm=True, digits=digits))
+
+
+class AgentLine:
+    """A line said in the agent's voice after what is already queued (the transfer's notice), synthesised whole."""
+
+    def __init__(self, voice: Voice, output: FrameProcessor) -> None:
+        self._voice = voice
+        self._output = output
+
+    async def say(self, text: str) -> float:
+        """Queue `text` in the agent's voice; its length in seconds."""
+        pcm = b"".join(await asyncio.to_thread(lambda: list(self._voice.synthesize(text))))
+        rate = self._voice.sample_rate
+        await self._output.queue_frame(PhraseAudioFrame(audio=pcm, sample_rate=rate, num_channels=1))
+        return len(pcm) / 2 / rate
+
+
+class Greeting:
+    """An outbound call's first words, said as soon as the stream is up (the transport's `on_client_connected`)."""
+
+    def __init__(self, call: CallSlot, text: str) -> None:
+        self._call = call
+        self._text = text
+
+    async def say(self, _transport: object = None, _websocket: object = None) -> None:
+        if self._text:
+            await self._call.queue(TTSSpeakFrame(self._text))
 
 
 async def run_phone_call(
@@ -64,40 +163,25 @@ async def run_phone_call(
     control = carrier.control(settings, opening.call_id)
     latency = TurnLatencyObserver(runtime.budget)
     latency.add_listener(on_turn)
+    call_slot = CallSlot()
+    ending = LineEnding(carrier, opening, control, call_slot)
 
     async def send_mark(name: str) -> None:
         await send_text_if_open(websocket, carrier.mark_message(opening, name))
 
     marks = UtteranceMarks(send_mark, latency)
-    stopped: list[bool] = []
-
-    async def on_stop() -> None:
-        stopped.append(True)
-        await call.worker.cancel(reason=f"{carrier.name} stopped the stream")
-
-    async def on_end() -> None:
-        if not stopped:
-            await control.hang_up()
-
-    async def interrupt() -> None:
-        if marks.speaking:  # a key pressed while the agent talks stops it, as an IVR does
-            await call.worker.queue_frame(InterruptionFrame())
-
-    async def enter_digits(digits: str) -> None:
-        message = {"role": "user", "content": keypad_message(digits)}
-        await call.worker.queue_frame(KeypadEntryFrame(messages=[message], run_llm=True, digits=digits))
-
+    entries = KeypadEntries(call_slot, marks)
     keypad = Keypad(
         settings.dtmf_interdigit_ms / 1000,
-        on_entry=enter_digits,
-        on_first_digit=interrupt,
+        on_entry=entries.entered,
+        on_first_digit=entries.first_digit,
         max_digits=settings.keypad_max_digits,
     )
     serializer = PhoneLineSerializer(
-        carrier.serializer(opening, on_mark=marks.echoed_back, on_stop=on_stop),
+        carrier.serializer(opening, on_mark=marks.echoed_back, on_stop=ending.carrier_stopped),
         on_digit=keypad.press,
         on_clear=marks.cleared,
-        on_end=on_end,
+        on_end=ending.pipeline_ended,
     )
     transport = VoiceWebsocketTransport(
         websocket,
@@ -112,15 +196,8 @@ async def run_phone_call(
         on_audio_written=marks.audio_written,
         on_utterance_end=marks.utterance_ended,
     )
-
-    async def say(text: str) -> float:
-        """Play `text` in the agent's voice, after what is already queued; its length in seconds."""
-        voice = runtime.speech.voice
-        pcm = b"".join(await asyncio.to_thread(lambda: list(voice.synthesize(text))))
-        await transport.output().queue_frame(PhraseAudioFrame(audio=pcm, sample_rate=voice.sample_rate, num_channels=1))
-        return len(pcm) / 2 / voice.sample_rate
-
-    transfer = Transfer(settings, control, marks, say, on_transferred=latency.transferred)
+    line = AgentLine(runtime.speech.voice, transport.output())
+    transfer = Transfer(settings, control, marks, line.say, on_transferred=latency.transferred)
     tools = runtime.tools.extended(phone_tools(settings, keypad, transfer))
     call = build_voice_call(
         replace(runtime, tools=tools),
@@ -130,19 +207,9 @@ async def run_phone_call(
         sample_rate_out=CARRIER_RATE,
         observers=[KeypadObserver(keypad)],
     )
-
-    @transport.event_handler("on_client_connected")
-    async def _connected(_transport: Any, _websocket: WebSocket) -> None:
-        if greeting:
-            await call.worker.queue_frame(TTSSpeakFrame(greeting))
-
-    @transport.event_handler("on_client_disconnected")
-    async def _dropped(_transport: Any, _websocket: WebSocket) -> None:
-        if carrier.close_is_stop:
-            stopped.append(True)
-        elif not stopped:
-            logger.warning(f"{carrier.name}: call {opening.call_id} dropped without a 'stop'")
-        await call.worker.cancel(reason=f"{carrier.name} socket closed")
+    call_slot.worker = call.worker
+    transport.add_event_handler("on_client_connected", Greeting(call_slot, greeting).say)
+    transport.add_event_handler("on_client_disconnected", ending.socket_closed)
 
     logger.info(f"{carrier.name}: call {opening.call_id} stream {opening.stream_id} started")
     try:
