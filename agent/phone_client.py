@@ -118,6 +118,113 @@ def caller_for(carrier: str, **credentials: Any) -> Dialect:
     return CARRIERS[carrier].caller(**credentials)
 
 
+class CallerStream:
+    """The caller's side of one open media stream: sends the recording in real time (then silence), the keypad
+    digits at their times, echoes each mark once the audio before it has played on the handset, honours `clear`,
+    and ends the call as the carrier does."""
+
+    def __init__(
+        self,
+        ws: websockets.ClientConnection,
+        line: Dialect,
+        ids: CallIds,
+        caller_audio: bytes,
+        digits: Sequence[tuple[float, str]] = (),
+    ) -> None:
+        self._ws = ws
+        self._line = line
+        self._ids = ids
+        self._audio = caller_audio  # in the codec the answer asked for
+        self._digits = sorted(digits)
+        self.handset = Handset(origin=time.monotonic())
+        self.marks_echoed: list[str] = []
+        self.clears = 0
+        self._pending_marks: list[tuple[float, str]] = []  # (handset time it is heard, name)
+        self._recording_done = asyncio.Event()
+
+    async def run(self, *, hang_up: asyncio.Event | None, tail_s: float, max_tail_s: float, stop: bool) -> bool:
+        """Play the call out; True when the server closed the stream (rather than the caller or the carrier)."""
+        tasks = [asyncio.create_task(t()) for t in (self._echo_marks, self._send_audio, self._receive, self._keys)]
+        sender, receiver = tasks[1], tasks[2]
+        ended = asyncio.create_task(hang_up.wait()) if hang_up else None
+        try:
+            # The recording plays out, unless the server or the carrier ends the call first.
+            done = asyncio.create_task(self._recording_done.wait())
+            await asyncio.wait([t for t in (done, sender, receiver, ended) if t], return_when=asyncio.FIRST_COMPLETED)
+            done.cancel()
+            await self._hear_the_tail(receiver, ended, tail_s, max_tail_s)
+            closed_by_server = receiver.done()
+            if stop and not closed_by_server and (goodbye := self._line.stop(self._ids)) is not None:
+                try:
+                    await self._ws.send(goodbye)
+                except websockets.ConnectionClosed:  # the server hung up first, just now
+                    closed_by_server = True
+            return closed_by_server
+        finally:
+            for task in [*tasks, *([ended] if ended else [])]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _hear_the_tail(
+        self, receiver: asyncio.Task, ended: asyncio.Task | None, tail_s: float, max_tail_s: float
+    ) -> None:
+        """After the recording: stay on until the agent has been quiet `tail_s` with every mark echoed (at most
+        `max_tail_s`), or the stream ends."""
+        handset = self.handset
+        quiet_from = handset.now()
+        while handset.now() - quiet_from < max_tail_s and not receiver.done() and not (ended and ended.done()):
+            await asyncio.sleep(0.05)
+            quiet = handset.now() - max(handset.play_until, handset.last_audio_at, quiet_from)
+            if quiet > tail_s and not self._pending_marks:
+                return
+
+    async def _echo_marks(self) -> None:
+        while True:
+            now = self.handset.now()
+            while self._pending_marks and self._pending_marks[0][0] <= now:
+                _, name = self._pending_marks.pop(0)
+                self.marks_echoed.append(name)
+                await self._ws.send(self._line.mark_echo(self._ids, name))
+            await asyncio.sleep(0.005)
+
+    async def _send_audio(self) -> None:
+        frames = (len(self._audio) + FRAME_BYTES - 1) // FRAME_BYTES
+        index = 0
+        while True:
+            chunk = self._audio[index * FRAME_BYTES : (index + 1) * FRAME_BYTES] if index < frames else b""
+            if index == frames:
+                self._recording_done.set()
+            await self._ws.send(self._line.media(self._ids, chunk + self._line.silence[len(chunk) :], index))
+            index += 1
+            await asyncio.sleep(max(0.0, index * FRAME_S - self.handset.now()))
+
+    async def _keys(self) -> None:
+        for at, digit in self._digits:
+            await asyncio.sleep(max(0.0, at - self.handset.now()))
+            await self._ws.send(self._line.dtmf(self._ids, digit))
+
+    async def _receive(self) -> None:
+        async for message in self._ws:
+            incoming = self._line.read(json.loads(message))
+            if incoming.kind == "media":
+                self.handset.play(incoming.audio)
+            elif incoming.kind == "mark":
+                self._pending_marks.append((self.handset.play_until, incoming.name))
+                self._pending_marks.sort()
+            elif incoming.kind == "clear":
+                await self._clear()
+
+    async def _clear(self) -> None:
+        self.clears += 1
+        self.handset.clear()
+        if self._line.marks_survive_clear():  # echoed at once
+            self._pending_marks[:] = [(0.0, name) for _, name in self._pending_marks]
+        else:
+            self._pending_marks.clear()
+        if (echo := self._line.clear_echo(self._ids)) is not None:
+            await self._ws.send(echo)
+
+
 async def place_call(
     wav: str | Path,
     url: str,
@@ -143,96 +250,22 @@ async def place_call(
     invite = StreamInvite(url)
     if url.startswith(("http://", "https://")):
         invite = await line.invite(url, ids, direction)
-    caller = line.encode(to_phone_rate(pcm, rate))  # in the codec the answer asked for
-    marks: list[str] = []
-    clears = 0
-    pending_marks: list[tuple[float, str]] = []
-    closed_by_server = False
-
     headers = line.upgrade_headers(invite.url)
     async with websockets.connect(invite.url, max_size=2**20, additional_headers=headers) as ws:
         for message in line.opening(ids, invite):
             await ws.send(message)
-        handset = Handset(origin=time.monotonic())
-        recording_done = asyncio.Event()
+        stream = CallerStream(ws, line, ids, line.encode(to_phone_rate(pcm, rate)), digits)
+        closed_by_server = await stream.run(hang_up=hang_up, tail_s=tail_s, max_tail_s=max_tail_s, stop=stop)
 
-        async def echo_marks() -> None:
-            while True:
-                now = handset.now()
-                while pending_marks and pending_marks[0][0] <= now:
-                    _, name = pending_marks.pop(0)
-                    marks.append(name)
-                    await ws.send(line.mark_echo(ids, name))
-                await asyncio.sleep(0.005)
-
-        async def send_audio() -> None:
-            frames = (len(caller) + FRAME_BYTES - 1) // FRAME_BYTES
-            index = 0
-            while True:
-                chunk = caller[index * FRAME_BYTES : (index + 1) * FRAME_BYTES] if index < frames else b""
-                if index == frames:
-                    recording_done.set()
-                await ws.send(line.media(ids, chunk + line.silence[len(chunk) :], index))
-                index += 1
-                await asyncio.sleep(max(0.0, index * FRAME_S - handset.now()))
-
-        async def press_keys() -> None:
-            for at, digit in sorted(digits):
-                await asyncio.sleep(max(0.0, at - handset.now()))
-                await ws.send(line.dtmf(ids, digit))
-
-        async def receive() -> None:
-            nonlocal clears
-            async for message in ws:
-                incoming = line.read(json.loads(message))
-                if incoming.kind == "media":
-                    handset.play(incoming.audio)
-                elif incoming.kind == "mark":
-                    pending_marks.append((handset.play_until, incoming.name))
-                    pending_marks.sort()
-                elif incoming.kind == "clear":
-                    clears += 1
-                    handset.clear()
-                    if line.marks_survive_clear():  # echoed at once
-                        pending_marks[:] = [(0.0, name) for _, name in pending_marks]
-                    else:
-                        pending_marks.clear()
-                    if (echo := line.clear_echo(ids)) is not None:
-                        await ws.send(echo)
-
-        tasks = [asyncio.create_task(t()) for t in (echo_marks, send_audio, receive, press_keys)]
-        sender, receiver = tasks[1], tasks[2]
-        ended = asyncio.create_task(hang_up.wait()) if hang_up else None
-        try:
-            # The recording plays out, unless the server or the carrier ends the call first.
-            done = asyncio.create_task(recording_done.wait())
-            await asyncio.wait([t for t in (done, sender, receiver, ended) if t], return_when=asyncio.FIRST_COMPLETED)
-            done.cancel()
-            quiet_from = handset.now()
-            while handset.now() - quiet_from < max_tail_s and not receiver.done() and not (ended and ended.done()):
-                await asyncio.sleep(0.05)
-                quiet = handset.now() - max(handset.play_until, handset.last_audio_at, quiet_from)
-                if quiet > tail_s and not pending_marks:
-                    break
-            closed_by_server = receiver.done()
-            if stop and not closed_by_server and (goodbye := line.stop(ids)) is not None:
-                try:
-                    await ws.send(goodbye)
-                except websockets.ConnectionClosed:  # the server hung up first, just now
-                    closed_by_server = True
-        finally:
-            for task in [*tasks, *([ended] if ended else [])]:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
+    handset = stream.handset
     turns = pair_replies(speech_spans(pcm, rate), handset.reply_starts)
     latencies = [t["first_sound_ms"] for t in turns if t["first_sound_ms"] is not None]
     return PhoneCallResult(
         turns=turns,
         reply_starts=handset.reply_starts,
         heard_audio=bytes(handset.heard),
-        marks_echoed=marks,
-        clears=clears,
+        marks_echoed=stream.marks_echoed,
+        clears=stream.clears,
         summary=summarize(latencies),
         ids=ids,
         closed_by_server=closed_by_server,
