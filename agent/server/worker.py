@@ -28,14 +28,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soxr
 import uvicorn
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from loguru import logger
 
 from agent.latency.observer import TurnListener
@@ -75,95 +75,137 @@ async def rehearse(runtime: AgentRuntime) -> None:
     logger.info(f"rehearsal call: {sum(t['outcome'] == 'answered' for t in result.turns)} turn(s) answered")
 
 
+class FrontLine:
+    """What the worker tells the front over `/control`, queued until the control line sends it: every turn report,
+    the input bounds callers broke, the LLM providers' state (after every turn and call), `idle` after each call."""
+
+    def __init__(self) -> None:
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def providers(self, calls: InProcessCalls) -> None:
+        readings = [asdict(reading) for reading in calls.providers()]
+        self._outbox.put_nowait({"type": "providers", "at": time.monotonic(), "readings": readings})
+
+    def reports(self, channel: str, calls: InProcessCalls) -> ChannelReports:
+        return ChannelReports(self, channel, calls)
+
+    def call_over(self, calls: InProcessCalls) -> None:
+        _release_memory()
+        self.providers(calls)
+        self._outbox.put_nowait({"type": "idle"})
+
+    def put(self, message: dict[str, Any]) -> None:
+        self._outbox.put_nowait(message)
+
+    async def next_message(self) -> dict[str, Any]:
+        return await self._outbox.get()
+
+    async def send_all(self, websocket: WebSocket) -> None:
+        """Send what is queued, as it comes, until cancelled."""
+        while True:
+            await websocket.send_json(await self.next_message())
+
+
+@dataclass
+class ChannelReports:
+    """One call's listeners: its turns and broken input bounds, reported to the front under its channel."""
+
+    front: FrontLine
+    channel: str
+    calls: InProcessCalls
+
+    def turn(self, event: str, report: dict[str, Any]) -> None:
+        self.front.put({"type": "turn", "channel": self.channel, "event": event, "report": report})
+        if event == "closed":
+            self.front.providers(self.calls)
+
+    def violation(self, reason: str) -> None:
+        self.front.put({"type": "violation", "channel": self.channel, "reason": reason})
+
+    @property
+    def listeners(self) -> tuple[TurnListener, ViolationListener]:
+        return self.turn, self.violation
+
+
+routes = APIRouter()
+
+
+@routes.websocket("/control")
+async def control(websocket: WebSocket) -> None:
+    """The front's line: `ready` first, then the queued reports; `end_call` in; closed by the front = exit."""
+    await websocket.accept()
+    state = websocket.app.state
+    calls: InProcessCalls = state.calls
+    front: FrontLine = state.front
+    provider = calls.runtime.provider
+    await websocket.send_json({"type": "ready", "provider": provider.name, "model": provider.model})
+    front.providers(calls)
+    sender = asyncio.create_task(front.send_all(websocket))
+    try:
+        while True:
+            message = await websocket.receive_json()
+            if message.get("type") == "end_call":
+                await calls.end_all()
+    except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
+        logger.info("the front closed the control line: exiting")
+        state.on_orphaned()
+    finally:
+        sender.cancel()
+
+
+@routes.websocket("/ws")
+async def browser_call(websocket: WebSocket) -> None:
+    await websocket.accept()
+    calls: InProcessCalls = websocket.app.state.calls
+    front: FrontLine = websocket.app.state.front
+    try:
+        await calls.run_browser(websocket, *front.reports("browser", calls).listeners)
+    except Exception:
+        logger.exception("browser: call failed")
+    finally:
+        front.call_over(calls)
+
+
+@routes.websocket("/phone/{carrier}")
+async def phone_call(websocket: WebSocket, carrier: str) -> None:
+    await websocket.accept()
+    calls: InProcessCalls = websocket.app.state.calls
+    front: FrontLine = websocket.app.state.front
+    greeting = websocket.query_params.get("greeting", "")
+    try:
+        if carrier not in CARRIERS:
+            raise GateRefused("carrier", f"no carrier {carrier[:20]!r}")
+        async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
+            opening = await CARRIERS[carrier].serializer.read_opening(websocket)
+        await calls.run_phone(websocket, PhoneCall(opening, greeting), *front.reports("phone", calls).listeners)
+    except (GateRefused, TimeoutError) as e:
+        logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
+        await websocket.close(code=1008)
+    except Exception:
+        logger.exception(f"{carrier[:20]}: call failed")
+    finally:
+        front.call_over(calls)
+
+
+@asynccontextmanager
+async def warm_runtime(app: FastAPI) -> AsyncIterator[None]:
+    """The worker's lifespan: its runtime started, rehearsed and frozen before the first call."""
+    async with AgentRuntime.start(app.state.settings, local_llm_url=app.state.local_llm_url) as runtime:
+        app.state.calls = InProcessCalls(runtime)
+        await rehearse(runtime)
+        gc.collect()
+        gc.freeze()  # the models and everything loaded so far stay: later collections skip them
+        yield
+
+
 def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
     """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit)."""
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with AgentRuntime.start(settings, local_llm_url=local_llm_url) as runtime:
-            app.state.calls = InProcessCalls(runtime)
-            await rehearse(runtime)
-            gc.collect()
-            gc.freeze()  # the models and everything loaded so far stay: later collections skip them
-            yield
-
-    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-
-    def report_providers(calls: InProcessCalls) -> None:
-        readings = [asdict(reading) for reading in calls.providers()]
-        outbox.put_nowait({"type": "providers", "at": time.monotonic(), "readings": readings})
-
-    def report_to_front(channel: str, calls: InProcessCalls) -> tuple[TurnListener, ViolationListener]:
-        def turn(event: str, report: dict[str, Any]) -> None:
-            outbox.put_nowait({"type": "turn", "channel": channel, "event": event, "report": report})
-            if event == "closed":
-                report_providers(calls)
-
-        def violation(reason: str) -> None:
-            outbox.put_nowait({"type": "violation", "channel": channel, "reason": reason})
-
-        return turn, violation
-
-    def call_over(calls: InProcessCalls) -> None:
-        _release_memory()
-        report_providers(calls)
-        outbox.put_nowait({"type": "idle"})
-
-    @app.websocket("/control")
-    async def control(websocket: WebSocket) -> None:
-        await websocket.accept()
-        calls: InProcessCalls = websocket.app.state.calls
-        provider = calls.runtime.provider
-        await websocket.send_json({"type": "ready", "provider": provider.name, "model": provider.model})
-        report_providers(calls)
-
-        async def send_reports() -> None:
-            while True:
-                await websocket.send_json(await outbox.get())
-
-        sender = asyncio.create_task(send_reports())
-        try:
-            while True:
-                message = await websocket.receive_json()
-                if message.get("type") == "end_call":
-                    await calls.end_all()
-        except (WebSocketDisconnect, json.JSONDecodeError, RuntimeError):
-            logger.info("the front closed the control line: exiting")
-            on_orphaned()
-        finally:
-            sender.cancel()
-
-    @app.websocket("/ws")
-    async def browser_call(websocket: WebSocket) -> None:
-        await websocket.accept()
-        calls: InProcessCalls = websocket.app.state.calls
-        try:
-            await calls.run_browser(websocket, *report_to_front("browser", calls))
-        except Exception:
-            logger.exception("browser: call failed")
-        finally:
-            call_over(calls)
-
-    @app.websocket("/phone/{carrier}")
-    async def phone_call(websocket: WebSocket, carrier: str) -> None:
-        await websocket.accept()
-        calls: InProcessCalls = websocket.app.state.calls
-        greeting = websocket.query_params.get("greeting", "")
-        try:
-            if carrier not in CARRIERS:
-                raise GateRefused("carrier", f"no carrier {carrier[:20]!r}")
-            async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
-                opening = await CARRIERS[carrier].serializer.read_opening(websocket)
-            await calls.run_phone(websocket, PhoneCall(opening, greeting), *report_to_front("phone", calls))
-        except (GateRefused, TimeoutError) as e:
-            logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
-            await websocket.close(code=1008)
-        except Exception:
-            logger.exception(f"{carrier[:20]}: call failed")
-        finally:
-            call_over(calls)
-
+    app = FastAPI(lifespan=warm_runtime, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = settings
+    app.state.local_llm_url = local_llm_url
+    app.state.on_orphaned = on_orphaned
+    app.state.front = FrontLine()
+    app.include_router(routes)
     return app
 
 
