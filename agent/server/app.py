@@ -14,20 +14,22 @@ first caller is accepted. Every socket's frames are limited to 64 KiB and every 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import uvicorn
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import APIRouter, FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
+from agent.latency.observer import TurnListener
 from agent.protocols.websocket_transport import close_if_open
 from agent.runtime import AgentRuntime, check_providers
 from agent.server.access import PAGE_SUBPROTOCOL, Access
@@ -36,7 +38,7 @@ from agent.server.admission import Admission
 from agent.server.calls import CallRunner, InProcessCalls
 from agent.server.carriers import add_carrier_routes
 from agent.server.lifecycle import DrainingServer
-from agent.server.metrics import TurnMetrics
+from agent.server.metrics import ProviderReading, TurnMetrics
 from agent.server.workers import WorkerPool
 from agent.settings import Settings
 
@@ -60,97 +62,138 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
     return bool(host) and urlsplit(origin).netloc == host
 
 
+class CallsSlot:
+    """Where calls run, for the parts built before the lifespan starts it (the admission asks how many workers are
+    idle and what the calls cost the CPU; /metrics reads the providers): nothing until then."""
+
+    def __init__(self) -> None:
+        self.runner: CallRunner | None = None
+
+    def idle(self) -> int:
+        return self.runner.idle() if self.runner else 0
+
+    def calls_cpu_seconds(self) -> dict[str, float] | None:
+        return self.runner.calls_cpu_seconds() if self.runner else None
+
+    def providers(self) -> list[ProviderReading]:
+        return self.runner.providers() if self.runner else []
+
+
+@dataclass
+class TurnRecorder:
+    """Where the front keeps every turn report: /metrics, the admission's record of answers, and the recent turns
+    (channel, event, report; newest last) that operators and tests read."""
+
+    metrics: TurnMetrics
+    admission: Admission
+    recent: deque[tuple[str, str, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=500))
+
+    def listener(self, channel: str) -> TurnListener:
+        return functools.partial(self.record, channel)
+
+    def record(self, channel: str, event: str, report: dict[str, Any]) -> None:
+        self.metrics.record(channel, event, report)
+        if event == "answered":
+            self.admission.record_answer(report)
+        self.recent.append((channel, event, report))
+
+
+routes = APIRouter()
+
+
+@routes.get("/")
+async def page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
+
+
+@routes.get("/health")
+async def health(request: Request) -> JSONResponse:
+    state = request.app.state
+    return JSONResponse({"status": "ok", **state.calls.describe(), "sessions": state.admission.active})
+
+
+@routes.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    admission: Admission = request.app.state.admission
+    refusal = admission.refusal()
+    body = {"ready": refusal is None, "active": admission.active, "capacity": admission.capacity()}
+    return JSONResponse({**body, "reason": refusal} if refusal else body, status_code=503 if refusal else 200)
+
+
+@routes.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    state = request.app.state
+    if not state.access.bearer_allowed(request):
+        state.metrics.refused.labels("metrics", "access").inc()
+        return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return Response(state.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@routes.websocket("/ws")
+async def browser_call(websocket: WebSocket) -> None:
+    """The page's call: origin, then the access token, then admission; the call runs where calls run."""
+    state = websocket.app.state
+    metrics: TurnMetrics = state.metrics
+    if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), state.settings.origins):
+        logger.warning(f"browser: refused a websocket from origin {websocket.headers.get('origin')!r}")
+        metrics.refused.labels("browser", "origin").inc()
+        await websocket.close(code=1008)
+        return
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=PAGE_SUBPROTOCOL if PAGE_SUBPROTOCOL in offered else None)
+    if refusal := state.access.websocket_refusal(websocket):
+        logger.warning(f"browser: refused a websocket from {websocket.client}: {refusal}")
+        metrics.refused.labels("browser", "access").inc()
+        await close_if_open(websocket, 1008, refusal)
+        return
+    slot = state.admission.admit("browser")
+    if slot is None:
+        await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
+        await websocket.close(code=1013)
+        return
+    with slot:
+        try:
+            await state.calls.run_browser(
+                websocket, state.turns.listener("browser"), metrics.disconnect_counter("browser")
+            )
+        except Exception:
+            logger.exception("browser: call failed")
+
+
+@asynccontextmanager
+async def serving_calls(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: calls' runtime (or workers) started and warm, the CPU measured for the admission."""
+    state = app.state
+    async with run_calls(state.settings, state.runtime) as runner, measure_cpu(state.admission):
+        state.calls = state.calls_slot.runner = runner
+        logger.info(f"serving on http://{state.settings.host}:{state.settings.port} ({state.settings.instance})")
+        yield
+
+
 def create_app(settings: Settings, runtime: AgentRuntime | None = None) -> FastAPI:
     """The app. With `runtime` given (tests), its models and LLM client are reused instead of being started in the
     lifespan, under this app's `settings`."""
+    calls = CallsSlot()
+    admission = Admission(settings, idle_workers=calls.idle, calls_cpu_seconds=calls.calls_cpu_seconds)
     metrics = TurnMetrics()
-
-    def calls() -> CallRunner | None:
-        return getattr(app.state, "calls", None)  # set in the lifespan
-
-    admission = Admission(
-        settings,
-        idle_workers=lambda: runner.idle() if (runner := calls()) else 0,
-        calls_cpu_seconds=lambda: runner.calls_cpu_seconds() if (runner := calls()) else None,
-    )
     metrics.watch_capacity(admission)
-    metrics.watch_providers(lambda: runner.providers() if (runner := calls()) else [])
+    metrics.watch_providers(calls.providers)
     access = Access(settings.access_token)
     logger.info(f"access: {access.description}")
+    turns = TurnRecorder(metrics, admission)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_calls(settings, runtime) as runner, measure_cpu(admission):
-            app.state.calls = runner
-            logger.info(f"serving on http://{settings.host}:{settings.port} ({settings.instance})")
-            yield
-
-    app = FastAPI(title="voice-agent", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="voice-agent", lifespan=serving_calls, docs_url=None, redoc_url=None)
     app.state.settings = settings
+    app.state.runtime = runtime
+    app.state.calls_slot = calls
     app.state.admission = admission
     app.state.metrics = metrics
-    app.state.recent_turns = deque(maxlen=500)  # (channel, event, report), newest last: for operators and tests
-
-    def record_turn(channel: str) -> Callable[[str, dict[str, Any]], None]:
-        def record(event: str, report: dict[str, Any]) -> None:
-            metrics.record(channel, event, report)
-            if event == "answered":
-                admission.record_answer(report)
-            app.state.recent_turns.append((channel, event, report))
-
-        return record
-
+    app.state.access = access
+    app.state.turns = turns
+    app.state.recent_turns = turns.recent
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
-
-    @app.get("/")
-    async def page() -> FileResponse:
-        return FileResponse(WEB_DIR / "index.html", headers=PAGE_HEADERS)
-
-    @app.get("/health")
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", **request.app.state.calls.describe(), "sessions": admission.active})
-
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
-        refusal = admission.refusal()
-        body = {"ready": refusal is None, "active": admission.active, "capacity": admission.capacity()}
-        return JSONResponse({**body, "reason": refusal} if refusal else body, status_code=503 if refusal else 200)
-
-    @app.get("/metrics")
-    async def prometheus(request: Request) -> Response:
-        if not access.bearer_allowed(request):
-            metrics.refused.labels("metrics", "access").inc()
-            return Response("access token required", status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.websocket("/ws")
-    async def browser_call(websocket: WebSocket) -> None:
-        if not origin_allowed(websocket.headers.get("origin"), websocket.headers.get("host"), settings.origins):
-            logger.warning(f"browser: refused a websocket from origin {websocket.headers.get('origin')!r}")
-            metrics.refused.labels("browser", "origin").inc()
-            await websocket.close(code=1008)
-            return
-        offered = websocket.scope.get("subprotocols") or []
-        await websocket.accept(subprotocol=PAGE_SUBPROTOCOL if PAGE_SUBPROTOCOL in offered else None)
-        if refusal := access.websocket_refusal(websocket):
-            logger.warning(f"browser: refused a websocket from {websocket.client}: {refusal}")
-            metrics.refused.labels("browser", "access").inc()
-            await close_if_open(websocket, 1008, refusal)
-            return
-        slot = admission.admit("browser")
-        if slot is None:
-            await websocket.send_json({"type": "busy", "message": BUSY_MESSAGE})
-            await websocket.close(code=1013)
-            return
-        with slot:
-            try:
-                await websocket.app.state.calls.run_browser(
-                    websocket, record_turn("browser"), metrics.disconnect_counter("browser")
-                )
-            except Exception:
-                logger.exception("browser: call failed")
-
-    add_carrier_routes(app, settings, admission, metrics, record_turn("phone"))
+    app.include_router(routes)
+    add_carrier_routes(app, settings, admission, metrics, turns.listener("phone"))
     return app
 
 
