@@ -66,6 +66,31 @@ class PageEvents(BaseObserver):
             await self.send({"type": "bot_stopped"})
 
 
+class PageSession:
+    """The page's side of a call beyond the pipeline's frames: the page's reports in (when its playout started),
+    each turn's report with the session's summary out, and the answer's start right behind its first chunk."""
+
+    def __init__(self, events: PageEvents, latency: TurnLatencyObserver, on_turn: TurnListener) -> None:
+        self._events = events
+        self._latency = latency
+        self._on_turn = on_turn
+
+    async def client_event(self, event: dict[str, Any]) -> None:
+        if event["type"] == "playout_started":
+            await self._latency.playout_started()
+        else:
+            logger.debug(f"browser: ignored client event {event['type']!r}")
+
+    async def turn_reported(self, event: str, report: dict[str, Any]) -> None:
+        if (result := self._on_turn(event, report)) is not None:
+            await result
+        await self._events.send({"type": "turn", "report": report, "session": summarize_turns(self._latency.reports)})
+
+    async def audio_written(self, kind: AudioKind) -> None:
+        if await self._latency.audio_sent(kind):
+            await self._events.send({"type": "answer_start"})
+
+
 async def run_browser_call(
     websocket: WebSocket,
     runtime: AgentRuntime,
@@ -77,23 +102,8 @@ async def run_browser_call(
     gets every turn report (for /metrics); `live` lists the call while it runs (so a drain can end it)."""
     latency = TurnLatencyObserver(runtime.budget)
     events = PageEvents(websocket)
-
-    async def on_client_event(event: dict[str, Any]) -> None:
-        if event["type"] == "playout_started":
-            await latency.playout_started()
-        else:
-            logger.debug(f"browser: ignored client event {event['type']!r}")
-
-    async def send_turn(event: str, report: dict[str, Any]) -> None:
-        if (result := on_turn(event, report)) is not None:
-            await result
-        await events.send({"type": "turn", "report": report, "session": summarize_turns(latency.reports)})
-
-    async def audio_written(kind: AudioKind) -> None:
-        if await latency.audio_sent(kind):
-            await events.send({"type": "answer_start"})  # right behind the answer's first chunk
-
-    latency.add_listener(send_turn)
+    page = PageSession(events, latency, on_turn)
+    latency.add_listener(page.turn_reported)
     transport = VoiceWebsocketTransport(
         websocket,
         FastAPIWebsocketParams(
@@ -102,9 +112,9 @@ async def run_browser_call(
             audio_out_enabled=True,
             audio_out_sample_rate=BROWSER_SAMPLE_RATE,
             add_wav_header=False,
-            serializer=GuardedSerializer(BrowserSerializer(on_client_event), guard),
+            serializer=GuardedSerializer(BrowserSerializer(page.client_event), guard),
         ),
-        on_audio_written=audio_written,
+        on_audio_written=page.audio_written,
     )
     call = build_voice_call(
         runtime,
