@@ -13,6 +13,7 @@ from bench.audio import build_call
 pytestmark = [pytest.mark.slow, pytest.mark.process]
 
 
+@pytest.mark.timing  # a replay on the local LLM, which shares 2 cores with nothing else
 def test_replay_command_prints_each_turn_and_writes_report_and_audio(tmp_path):
     call = build_call(tmp_path / "two.wav", [0.4, "ill_disposed.wav", 7.0, "ten_of_clubs.wav", 0.4])
     report, out = tmp_path / "report.json", tmp_path / "reply.wav"
