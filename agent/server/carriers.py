@@ -12,7 +12,7 @@ from agent.latency.observer import TurnListener
 from agent.server.admission import Admission
 from agent.server.dial import ANSWER_MARGIN_S, add_dial_route
 from agent.server.metrics import TurnMetrics
-from agent.server.phone_routes import add_phone_routes
+from agent.server.phone_routes import CarrierRoutes
 from agent.server.phone_slots import PhoneSlots
 from agent.settings import Settings
 from agent.telephony.registry import CARRIERS
@@ -32,5 +32,6 @@ def add_carrier_routes(
     app.add_exception_handler(GateRefused, refused_webhook)
     on_refused = metrics.refusal_counter("phone")
     for carrier in CARRIERS.values():
-        add_phone_routes(app, carrier.bridge(settings, tokens, on_refused), settings, slots, metrics, record_turn)
+        bridge = carrier.bridge(settings, tokens, on_refused)
+        CarrierRoutes(bridge, settings, slots, metrics, record_turn).add_to(app)
     add_dial_route(app, settings, slots, metrics)
