@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from agent.latency.observer import TurnListener
 from agent.server.admission import Admission
-from agent.server.dial import ANSWER_MARGIN_S, add_dial_route
+from agent.server.dial import ANSWER_MARGIN_S, DialRoute
 from agent.server.metrics import TurnMetrics
 from agent.server.phone_routes import CarrierRoutes
 from agent.server.phone_slots import PhoneSlots
@@ -34,4 +34,4 @@ def add_carrier_routes(
     for carrier in CARRIERS.values():
         bridge = carrier.bridge(settings, tokens, on_refused)
         CarrierRoutes(bridge, settings, slots, metrics, record_turn).add_to(app)
-    add_dial_route(app, settings, slots, metrics)
+    DialRoute(settings, slots, metrics).add_to(app)

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -40,58 +41,98 @@ MAX_GREETING_CHARS = 500
 ANSWER_MARGIN_S = 30.0  # after the ring timeout: the answer webhook and the stream still have to arrive
 
 
-def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics: TurnMetrics) -> None:
-    operator = Access(settings.operator_token)
-    rate = RateLimit(
-        burst=settings.dial_burst,
-        per_minute=settings.dial_rate_per_minute,
-        total_burst=max(1, int(settings.dial_total_per_minute / 4)),
-        total_per_minute=settings.dial_total_per_minute,
-    )
+class DialRefused(Exception):
+    """A dial request refused: its HTTP status, the reason counted on /metrics, and the message the client reads."""
 
-    def refused(status: int, reason: str, message: str) -> JSONResponse:
-        logger.warning(f"dial: refused ({reason}): {message}")
-        metrics.dials.labels("none", reason).inc()
-        return JSONResponse({"error": message}, status_code=status)
+    def __init__(self, status: int, reason: str, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after_s = retry_after_s
 
-    @app.post("/calls")
-    async def place_call(request: Request) -> JSONResponse:
-        if not operator.bearer_allowed(request):
-            return refused(401, "operator_token", "operator token required")
-        body = await bounded_body(request, MAX_BODY_BYTES)
+
+@dataclass(frozen=True)
+class DialOrder:
+    """What a `POST /calls` asks for, read and checked: the number (E.164, within DIAL_ALLOWLIST), the carrier (of
+    the registry) and the greeting (the request's, or DIAL_GREETING)."""
+
+    to: str
+    carrier: str
+    greeting: str
+
+    @classmethod
+    def read(cls, body: bytes | None, settings: Settings) -> DialOrder:
+        """The order in `body` (None: over the size bound); DialRefused with what is wrong."""
         try:
             order: Any = json.loads(body) if body is not None else None
         except (ValueError, RecursionError):
             order = None
         if not isinstance(order, dict):
-            return refused(400, "request", f'expected a JSON object (at most {MAX_BODY_BYTES} bytes) with "to"')
+            raise DialRefused(400, "request", f'expected a JSON object (at most {MAX_BODY_BYTES} bytes) with "to"')
         to, name, greeting = order.get("to"), order.get("carrier", DEFAULT_CARRIER), order.get("greeting")
         greeting = settings.dial_greeting if greeting is None else greeting
         if not isinstance(to, str) or not E164.fullmatch(to):
-            return refused(400, "number", '"to" must be a phone number in E.164 form, e.g. +15551234567')
+            raise DialRefused(400, "number", '"to" must be a phone number in E.164 form, e.g. +15551234567')
         if not isinstance(name, str) or name not in CARRIERS:
-            return refused(400, "carrier", f'"carrier" must be one of {", ".join(CARRIERS)}')
+            raise DialRefused(400, "carrier", f'"carrier" must be one of {", ".join(CARRIERS)}')
         if not isinstance(greeting, str) or len(greeting) > MAX_GREETING_CHARS:
-            return refused(400, "greeting", f'"greeting" must be text of at most {MAX_GREETING_CHARS} characters')
+            raise DialRefused(400, "greeting", f'"greeting" must be text of at most {MAX_GREETING_CHARS} characters')
         if not number_allowed(to, settings.dial_prefixes):
-            return refused(403, "dial_allowlist", f"{to} does not match DIAL_ALLOWLIST")
+            raise DialRefused(403, "dial_allowlist", f"{to} does not match DIAL_ALLOWLIST")
+        return cls(to=to, carrier=name, greeting=greeting)
+
+
+class DialRoute:
+    """`POST /calls` (see the module docstring): the operator's token, the order, the carrier's setup, the rate
+    limits and the outbound share, a line reserved, then the carrier asked to call."""
+
+    def __init__(self, settings: Settings, slots: PhoneSlots, metrics: TurnMetrics) -> None:
+        self._settings = settings
+        self._slots = slots
+        self._metrics = metrics
+        self._operator = Access(settings.operator_token)
+        self._rate = RateLimit(
+            burst=settings.dial_burst,
+            per_minute=settings.dial_rate_per_minute,
+            total_burst=max(1, int(settings.dial_total_per_minute / 4)),
+            total_per_minute=settings.dial_total_per_minute,
+        )
+
+    def add_to(self, app: FastAPI) -> None:
+        app.add_api_route("/calls", self.place_call, methods=["POST"])
+
+    async def place_call(self, request: Request) -> JSONResponse:
+        try:
+            return await self._place(request)
+        except DialRefused as refusal:
+            logger.warning(f"dial: refused ({refusal.reason}): {refusal.message}")
+            self._metrics.dials.labels("none", refusal.reason).inc()
+            headers = {"Retry-After": str(refusal.retry_after_s)} if refusal.retry_after_s is not None else None
+            return JSONResponse({"error": refusal.message}, status_code=refusal.status, headers=headers)
+
+    async def _place(self, request: Request) -> JSONResponse:
+        settings, slots = self._settings, self._slots
+        if not self._operator.bearer_allowed(request):
+            raise DialRefused(401, "operator_token", "operator token required")
+        order = DialOrder.read(await bounded_body(request, MAX_BODY_BYTES), settings)
+        name = order.carrier
         carrier = CARRIERS[name]
         api, from_number = carrier.api(settings), carrier.from_number(settings)
         if api is None or not from_number or not settings.public_url:
             missing = "its credentials" if api is None else "its From number" if not from_number else "PUBLIC_URL"
-            return refused(409, "not_configured", f"{name} cannot place calls: set {missing}")
-        if wait_s := rate.take(credential(request)):
-            response = refused(429, "rate", f"too many calls placed: try again in {math.ceil(wait_s)} s")
-            response.headers["Retry-After"] = str(math.ceil(wait_s))
-            return response
+            raise DialRefused(409, "not_configured", f"{name} cannot place calls: set {missing}")
+        if wait_s := self._rate.take(credential(request)):
+            retry = math.ceil(wait_s)
+            raise DialRefused(429, "rate", f"too many calls placed: try again in {retry} s", retry_after_s=retry)
         if not slots.outbound_room():
-            return refused(503, "outbound_share", "outbound calls already hold their share of the lines")
+            raise DialRefused(503, "outbound_share", "outbound calls already hold their share of the lines")
         dial_id = uuid.uuid4().hex
-        if not slots.reserve_dial(dial_id, greeting):
-            return refused(503, "busy", "no free line: the server is full or draining")
+        if not slots.reserve_dial(dial_id, order.greeting):
+            raise DialRefused(503, "busy", "no free line: the server is full or draining")
         base = settings.public_url.rstrip("/")
         call = Outbound(
-            to=to,
+            to=order.to,
             from_number=from_number,
             answer_url=f"{base}/{name}/voice/{settings.instance}?dial={dial_id}",
             machine_url=f"{base}/{name}/amd" if settings.machine_detection else None,
@@ -102,11 +143,12 @@ def add_dial_route(app: FastAPI, settings: Settings, slots: PhoneSlots, metrics:
         except CarrierError as e:
             slots.cancel(dial_id)
             logger.error(f"dial: {e}")
-            metrics.dials.labels(name, "carrier_error").inc()
+            self._metrics.dials.labels(name, "carrier_error").inc()
             return JSONResponse({"error": f"{name} did not place the call"}, status_code=502)
-        logger.info(f"dial: {name} is calling {to} (dial {dial_id})")
-        metrics.dials.labels(name, "placed").inc()
-        return JSONResponse({"dial_id": dial_id, "carrier": name, "to": to, "reference": reference}, status_code=201)
+        logger.info(f"dial: {name} is calling {order.to} (dial {dial_id})")
+        self._metrics.dials.labels(name, "placed").inc()
+        body = {"dial_id": dial_id, "carrier": name, "to": order.to, "reference": reference}
+        return JSONResponse(body, status_code=201)
 
 
 def credential(request: Request) -> str:
