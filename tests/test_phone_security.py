@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from agent.llm.simulator import ProviderSim
 from agent.phone_client import place_call, to_phone_audio
 from agent.server.app import create_app
 from agent.settings import SettingsError
@@ -34,8 +35,9 @@ from agent.telephony.twilio.stream import twilio_signature
 from bench.audio import build_call, load
 from bench.serving import serving
 from bench.twilio_wire import ACCOUNT_SID, STREAM_SID, media_message, start_message
-from tests.conftest import local_settings
+from tests.conftest import local_settings, sim_settings
 from tests.memory import memory_growth
+from tests.phone_deployment import simulated_runtime
 from tests.servers import send_in_real_time, send_until_cut, wait_for
 
 AUTH_TOKEN = "twilio-auth-token-of-the-test-account"
@@ -83,7 +85,8 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-async def deployment(local_runtime):
+async def deployment(speech):
+    """A signed Twilio deployment; the LLM is the provider simulator (the gates are under test, not the answers)."""
     hangups: list[str] = []
 
     async def call_resource(request: Request) -> JSONResponse:
@@ -91,15 +94,17 @@ async def deployment(local_runtime):
         return JSONResponse({"sid": request.path_params["sid"], "status": "completed"})
 
     route = Route("/2010-04-01/Accounts/{account}/Calls/{sid}.json", call_resource, methods=["POST"])
-    async with serving(Starlette(routes=[route])) as twilio_rest:
-        settings = local_settings(
+    sim = ProviderSim(first_token_s=0.05, answer="Sure. That is easy.")
+    async with serving(Starlette(routes=[route])) as twilio_rest, simulated_runtime(speech, sim) as runtime:
+        settings = sim_settings(
+            sim,
             twilio_account_sid=ACCOUNT_SID,
             twilio_auth_token=SecretStr(AUTH_TOKEN),
             twilio_api_base_url=twilio_rest.http,
             stream_token_secret=SecretStr(TOKEN_SECRET),
             stream_token_ttl_seconds=20,
         )
-        async with serving(create_app(settings, runtime=local_runtime)) as server:
+        async with serving(create_app(settings, runtime=runtime)) as server:
             yield Deployment(server, hangups)
 
 
