@@ -84,7 +84,7 @@ class FrontLine:
 
     def providers(self, calls: InProcessCalls) -> None:
         readings = [asdict(reading) for reading in calls.providers()]
-        self._outbox.put_nowait({"type": "providers", "at": time.monotonic(), "readings": readings})
+        self.put({"type": "providers", "at": time.monotonic(), "readings": readings})
 
     def reports(self, channel: str, calls: InProcessCalls) -> ChannelReports:
         return ChannelReports(self, channel, calls)
@@ -92,7 +92,7 @@ class FrontLine:
     def call_over(self, calls: InProcessCalls) -> None:
         _release_memory()
         self.providers(calls)
-        self._outbox.put_nowait({"type": "idle"})
+        self.put({"type": "idle"})
 
     def put(self, message: dict[str, Any]) -> None:
         self._outbox.put_nowait(message)
