@@ -352,8 +352,9 @@ async def test_drain_refuses_new_calls_then_says_goodbye_to_the_live_one(speech,
         sim.stop()
     assert result.closed_by_server  # the agent ended the call (before the caller's 30 s of silence ran out)
     assert state.admission.active == 0
-    # What the caller heard last, before the line closed, was the goodbye (transcribed with the answer before it:
-    # where the goodbye's clauses part is for the voice to say, and on a busy machine the pause can be long).
+    # What the caller heard last, before the line closed, was the goodbye. All that was heard is transcribed and its
+    # last words compared: the voice may pause between the goodbye's clauses (long, on a busy machine), so the last
+    # voiced stretch alone can be only the goodbye's end.
     audio = np.frombuffer(result.heard_audio, np.int16).astype(np.float32)
     heard = speech.transcriber.transcribe(soxr.resample(audio, 8000, 16000).astype(np.int16).tobytes(), 16000)
     last_words = " ".join(heard.split()[-len(DRAIN_GOODBYE.split()) :])
