@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from loguru import logger
+from threadpoolctl import threadpool_limits
 
 from agent.frames import PhraseKind
 from agent.latency.turns import LatencyBudget
@@ -53,6 +54,10 @@ class SpeechModels:
 
     @classmethod
     def load(cls, settings: Settings) -> SpeechModels:
+        # numpy's BLAS (OpenBLAS) splits a product over every core, and its threads then spin, waiting for the next:
+        # Whisper's feature extraction alone kept a second core busy through each decode, doubling its CPU time. The
+        # products here are small; one thread does them as fast, and the calls in this process share the cores.
+        threadpool_limits(1, user_api="blas")
         transcriber = WhisperTranscriber(threads=settings.stt_threads, min_window_s=settings.stt_min_window_ms / 1000)
         transcriber.warm_up()
         voice = load_voice(settings.tts_engine)
