@@ -30,7 +30,7 @@ from agent.protocols.input_guard import GuardedSerializer, InputGuard
 from agent.protocols.websocket_transport import VoiceWebsocketTransport, send_text_if_open
 from agent.runtime import AgentRuntime
 from pipelines.live import LiveCalls
-from pipelines.voice import build_voice_call, run_voice_call
+from pipelines.voice import build_voice_call, quiet_line, run_voice_call
 
 
 class PageEvents(BaseObserver):
@@ -115,6 +115,7 @@ async def run_browser_call(
             serializer=GuardedSerializer(BrowserSerializer(page.client_event), guard),
         ),
         on_audio_written=page.audio_written,
+        quiet_line=quiet_line(runtime.settings),
     )
     call = build_voice_call(
         runtime,

@@ -46,7 +46,7 @@ from agent.telephony.rest import CallControl
 from agent.telephony.transfer import Transfer
 from agent.tools.phone import phone_tools
 from pipelines.live import LiveCalls
-from pipelines.voice import build_voice_call, run_voice_call
+from pipelines.voice import build_voice_call, quiet_line, run_voice_call
 
 
 def keypad_message(digits: str) -> str:
@@ -195,6 +195,7 @@ async def run_phone_call(
         ),
         on_audio_written=marks.audio_written,
         on_utterance_end=marks.utterance_ended,
+        quiet_line=quiet_line(settings),
     )
     line = AgentLine(runtime.speech.voice, transport.output())
     transfer = Transfer(settings, control, marks, line.say, on_transferred=latency.transferred)

@@ -40,7 +40,9 @@ from pipecat.workers.runner import WorkerRunner
 from agent.frames import SpeakPhraseFrame
 from agent.latency.observer import TurnLatencyObserver
 from agent.llm.service import StreamingChatLLMService
+from agent.protocols.quiet_line import QuietLineBatcher
 from agent.runtime import AgentRuntime
+from agent.settings import Settings
 from agent.speech.clauses import ClauseChunker
 from agent.speech.phrases import PhrasePlayer
 from agent.speech.stages import speech_to_text, text_to_speech
@@ -61,6 +63,16 @@ class VoiceCall:
     worker: PipelineWorker
     latency: TurnLatencyObserver
     context: LLMContext
+
+
+QUIET_LINE_AFTER_WAIT_S = 0.5  # a quiet line is batched this long after the longest end-of-turn wait would be over
+
+
+def quiet_line(settings: Settings) -> QuietLineBatcher:
+    """The caller's frames in batches once their line has been quiet longer than any end-of-turn wait of the local
+    decision: those waits are counted in audio frames, one by one. (The provider judge's longer waits are then
+    counted a batch at a time, 0.1 s.)"""
+    return QuietLineBatcher(after_s=settings.end_of_turn_max_ms / 1000 + QUIET_LINE_AFTER_WAIT_S)
 
 
 def build_voice_call(

@@ -1,6 +1,7 @@
-"""pipecat's FastAPI websocket transport, with an output that reports every bot audio write the moment it has
-gone to the socket, and whether it was the answer or a pre-synthesised phrase (for true voice-to-voice timing),
-and the end of each utterance (for Twilio marks)."""
+"""pipecat's FastAPI websocket transport, with an input that batches the caller's frames while their line is quiet
+(`quiet_line.py`), and an output that reports every bot audio write the moment it has gone to the socket, and
+whether it was the answer or a pre-synthesised phrase (for true voice-to-voice timing), and the end of each
+utterance (for Twilio marks)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import WebSocket
 from loguru import logger
-from pipecat.frames.frames import BotStoppedSpeakingFrame, Frame, OutputAudioRawFrame
+from pipecat.frames.frames import BotStoppedSpeakingFrame, Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.websocket.fastapi import (
+    FastAPIWebsocketInputTransport,
     FastAPIWebsocketOutputTransport,
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
@@ -19,6 +21,7 @@ from starlette.websockets import WebSocketState
 
 from agent.frames import PhraseAudioFrame
 from agent.latency.observer import AudioKind
+from agent.protocols.quiet_line import QuietLineBatcher
 
 Hook = Callable[[], Awaitable[None]]
 AudioHook = Callable[[AudioKind], Awaitable[object]]
@@ -54,6 +57,17 @@ async def close_if_open(websocket: WebSocket, code: int, reason: str = "") -> No
         logger.debug(f"websocket: close not sent, the client went away ({type(e).__name__})")
 
 
+class _QuietBatchingInput(FastAPIWebsocketInputTransport):
+    def __init__(self, *args, quiet_line: QuietLineBatcher, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._quiet_line = quiet_line
+
+    async def push_audio_frame(self, frame: InputAudioRawFrame) -> None:
+        released = self._quiet_line.add(frame)
+        if released is not None:
+            await super().push_audio_frame(released)
+
+
 class _ReportingOutput(FastAPIWebsocketOutputTransport):
     def __init__(self, *args, on_audio_written: AudioHook, on_utterance_end: Hook, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -80,8 +94,13 @@ class VoiceWebsocketTransport(FastAPIWebsocketTransport):
         *,
         on_audio_written: AudioHook = _nothing,
         on_utterance_end: Hook = _nothing,
+        quiet_line: QuietLineBatcher | None = None,
     ) -> None:
         super().__init__(websocket, params)
+        if quiet_line is not None:
+            self._input = _QuietBatchingInput(
+                self, self._client, self._params, quiet_line=quiet_line, name=self._input_name
+            )
         self._output = _ReportingOutput(
             self,
             self._client,

@@ -24,12 +24,13 @@ import numpy as np
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
+from agent.protocols.quiet_line import NEVER_SPEECH_RMS
+
 if TYPE_CHECKING:
     from agent.settings import Settings
 
 QUIET_FRACTION = 0.1  # a frame below this fraction of the recent speech level is silence ...
 NOISE_MARGIN = 2.5  # ... as is one within this factor of the noise floor
-MIN_SPEECH_RMS = 80.0  # 16-bit RMS: anything quieter is never speech
 SPEECH_DECAY = 0.995  # per frame: the speech level forgets a loud moment over ~5 s
 NOISE_RISE = 1.01  # per frame: the noise floor creeps up, so a change of line noise is learnt
 SILERO_RESTS_AFTER = 10  # windows (32 ms) too quiet to be speech in a row, after which Silero is not run
@@ -42,7 +43,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self._speech_level = 0.0
-        self._noise_floor = MIN_SPEECH_RMS / NOISE_MARGIN
+        self._noise_floor = NEVER_SPEECH_RMS / NOISE_MARGIN
         self.voiced_buffers = 0  # buffers judged voice so far
         self.voiced_at = -math.inf  # time.monotonic() of the last one
         self._quiet_windows = 0  # windows too quiet to be speech in a row
@@ -57,7 +58,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         samples = np.frombuffer(buffer, np.int16).astype(np.float32)
         level = float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0
         self._noise_floor = min(self._noise_floor * NOISE_RISE, max(level, 1.0))
-        floor = max(MIN_SPEECH_RMS, self._noise_floor * NOISE_MARGIN)
+        floor = max(NEVER_SPEECH_RMS, self._noise_floor * NOISE_MARGIN)
         if level < max(floor, self._speech_level * SPEECH_DECAY * QUIET_FRACTION):
             # Too quiet to be speech whatever Silero says. In a dip between words Silero still hears it, so its
             # state runs on; after a longer quiet it is not run at all until the audio rises again, and then starts
