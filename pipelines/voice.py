@@ -119,7 +119,9 @@ def build_voice_call(
         [
             transport.input(),
             VADProcessor(vad_analyzer=vad),
-            *speech_to_text(settings, speech.transcriber, speech.voice, interim=live_transcript),
+            *speech_to_text(
+                settings, speech.transcriber, speech.voice, interim=live_transcript, voiced=lambda: vad.voiced_buffers
+            ),
             aggregators.user(),
             FunctionFilter(_not_caller_audio, filter_system_frames=True),
             StreamingChatLLMService(

@@ -3,6 +3,8 @@ model standing by behind it (`STT_PROVIDER`, `TTS_PROVIDER`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipecat.processors.frame_processor import FrameProcessor
 
 from agent.settings import Settings
@@ -15,18 +17,24 @@ from agent.speech.whisper import WhisperTranscriber
 
 
 def speech_to_text(
-    settings: Settings, transcriber: WhisperTranscriber, voice: Voice, *, interim: bool
+    settings: Settings,
+    transcriber: WhisperTranscriber,
+    voice: Voice,
+    *,
+    interim: bool,
+    voiced: Callable[[], int] | None = None,
 ) -> list[FrameProcessor]:
-    """The STT processors, in pipeline order."""
+    """The STT processors, in pipeline order. `voiced`: the VAD's count of voiced buffers (see `stt.py`)."""
     piece_s = settings.stt_piece_ms / 1000
     if settings.stt_provider == "local":
-        return [StreamingWhisperSTTService(transcriber, piece_s=piece_s, interim_results=interim)]
+        return [StreamingWhisperSTTService(transcriber, piece_s=piece_s, interim_results=interim, voiced=voiced)]
     standby = StandbyWhisperSTTService(
         transcriber,
         provider=settings.stt_provider,
         timeout_s=settings.hosted_speech_timeout_ms / 1000,
         piece_s=piece_s,
         interim_results=interim,
+        voiced=voiced,
     )
     return [HOSTED_SPEECH[settings.stt_provider].build(settings, voice), standby]
 

@@ -15,7 +15,11 @@ Whisper is not a streaming model, so the streaming is done around it, on the aud
   prompt. After the caller stops, only the last piece is left to decode, however long they talked;
 - **bounded**: a piece without any pause is cut at `3 * piece_s` anyway, so one caller's monologue costs one
   bounded transcription at a time and never stalls the shared Whisper for the other calls;
-- **interim** transcripts go out about once a second for the live transcript, only when Whisper is idle.
+- **interim** transcripts go out about once a second for the live transcript, only when Whisper is idle;
+- **settled**: most VAD stops are gaps inside a sentence, and the caller's voice is back at once. A stop's decode
+  waits for `SETTLE_S` of audio after it with no voice in it (as the VAD judges voice); when the VAD confirms the
+  caller went on, that stop is not decoded (the next stop's transcript covers its words). The wait fits in what the
+  answer waits for anyway (the LLM's first token, the shortest end-of-turn wait).
 
 It also tells the latency tracker where the speech really ended (`SpeechEndFrame`).
 """
@@ -23,9 +27,10 @@ It also tells the latency tracker where the speech really ended (`SpeechEndFrame
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,6 +60,8 @@ QUIET_FRACTION = 0.05  # a frame below this fraction of the recent speech level 
 SPEECH_DECAY = 0.99  # per frame: the speech level forgets a loud moment over a couple of seconds
 MIN_SPEECH_RMS = 60.0
 TAIL_S = 0.2  # silence after the speech kept for Whisper (the last word's decay)
+SETTLE_S = 0.032  # audio without voice after a VAD stop before it is decoded: one VAD window at 8 kHz
+SETTLE_WALL_S = 0.3  # ... or this long by the wall clock, when the caller's audio stops coming
 
 JobKind = Literal["early", "piece", "interim"]
 
@@ -134,10 +141,19 @@ class StreamingWhisperSTTService(STTService):
     """Transcribes each turn while it is spoken, so the transcript is ready as the caller stops."""
 
     def __init__(
-        self, transcriber: WhisperTranscriber, *, piece_s: float = 3.0, interim_results: bool = True, **kwargs
+        self,
+        transcriber: WhisperTranscriber,
+        *,
+        piece_s: float = 3.0,
+        interim_results: bool = True,
+        voiced: Callable[[], int] | None = None,
+        **kwargs,
     ) -> None:
+        """`voiced` counts the buffers the VAD has judged voice so far; without it every VAD stop is decoded."""
         super().__init__(settings=STTSettings(model="tiny.en", language="en"), ttfs_p99_latency=0.3, **kwargs)
         self._whisper = transcriber
+        self._voiced = voiced
+        self._audio_came = asyncio.Event()
         self._piece_s = piece_s
         self._interim_results = interim_results
         self._pre_roll: deque[bytes] = deque()
@@ -160,6 +176,7 @@ class StreamingWhisperSTTService(STTService):
                 self._pre_roll.popleft()
         else:
             self._turn.add(audio)
+            self._audio_came.set()
             if self._speaking:
                 self._maybe_start_job(self._turn)
         yield None
@@ -206,6 +223,10 @@ class StreamingWhisperSTTService(STTService):
                 how = "early transcript"
             elif turn.pieces and turn.voiced_end == 0:
                 tail, how = "", "nothing loud since the last piece"  # Whisper would make words up ("you")
+            elif await self._caller_went_on(turn, segment):
+                logger.debug(f"STT: segment {segment} not decoded: the caller went on")
+                await self.stop_processing_metrics()
+                return
             else:
                 # Past the end of speech Whisper only hears silence, where it makes words up ("you").
                 audio = bytes(turn.audio[: spoken_until + int(TAIL_S * turn.bytes_per_s)])
@@ -228,6 +249,26 @@ class StreamingWhisperSTTService(STTService):
         frame = TurnTranscriptionFrame(turn.new_text(turn_text), self._user_id, time_now_iso8601(), finalized=True)
         frame.turn_text, frame.segment = turn_text, segment
         await self.push_frame(frame)
+
+    async def _caller_went_on(self, turn: TurnSpeech, segment: int) -> bool:
+        """Whether the caller spoke on after this VAD stop, so that its transcript is not needed: False once
+        `SETTLE_S` of their audio has passed with no voice in it, True when the VAD confirms speech first."""
+        if self._voiced is None:
+            return False
+        voiced, seen, quiet = self._voiced(), len(turn.audio), 0
+        deadline = time.monotonic() + SETTLE_WALL_S
+        while quiet < SETTLE_S * turn.bytes_per_s and time.monotonic() < deadline:
+            if self._speaking or self._segments != segment:
+                return True
+            self._audio_came.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._audio_came.wait(), SETTLE_WALL_S)
+            heard, seen = max(0, len(turn.audio) - seen), len(turn.audio)
+            if self._voiced() != voiced:
+                voiced, quiet = self._voiced(), 0
+            else:
+                quiet += heard
+        return self._speaking or self._segments != segment
 
     # -- background transcriptions -------------------------------------------------------------------
     def _maybe_start_job(self, turn: TurnSpeech) -> None:
