@@ -17,6 +17,8 @@ from agent.turns.vad import build_vad
 from bench.audio import build_call, transcripts, word_error_rate
 from pipelines.replay import read_call_wav
 
+pytestmark = pytest.mark.slow  # each plays a 9 s recording in real time
+
 RATE = 8000
 FRAME_BYTES = RATE // 50 * 2
 
