@@ -137,10 +137,11 @@ def _float_audio(pcm: bytes, sample_rate: int) -> np.ndarray:
 
 
 def _loops(tokens: list[int]) -> bool:
-    """Whether the decode repeats itself back to back, Whisper's failure on a short window: a phrase of 4 or more
-    tokens twice, or a shorter run three times ("5 5" is speech, "5 5 5 5 5" is a loop)."""
+    """Whether the decode repeats itself back to back, Whisper's failure on a short window: a phrase of 3 or more
+    tokens twice ("7 of clubs 7 of clubs" for "seven of clubs"), or a shorter run three times ("5 5" is speech,
+    "5 5 5 5 5" is a loop)."""
     for size in range(1, len(tokens) // 2 + 1):
-        repeats = 2 if size >= 4 else 3
+        repeats = 2 if size >= 3 else 3
         for start in range(0, len(tokens) - size * repeats + 1):
             unit = tokens[start : start + size]
             if all(tokens[start + k * size : start + (k + 1) * size] == unit for k in range(1, repeats)):
