@@ -51,7 +51,7 @@ async def transcribe_live(speech, path, *, settle: bool) -> tuple[int, list[Turn
         frames += [InputAudioRawFrame(pcm[start : start + FRAME_BYTES], RATE, 1), SleepFrame(sleep=0.02)]
     down, _ = await run_test(
         Pipeline([VADProcessor(vad_analyzer=vad), stt]),
-        frames_to_send=[*frames, SleepFrame(sleep=0.5)],
+        frames_to_send=[*frames, SleepFrame(sleep=2.0)],  # time for the last decodes on a busy machine
         pipeline_params=PipelineParams(audio_in_sample_rate=RATE),
     )
     stops = sum(isinstance(f, VADUserStoppedSpeakingFrame) for f in down)
