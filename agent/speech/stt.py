@@ -264,10 +264,9 @@ class StreamingWhisperSTTService(STTService):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._audio_came.wait(), SETTLE_WALL_S)
             heard, seen = max(0, len(turn.audio) - seen), len(turn.audio)
-            if self._voiced() != voiced:
-                voiced, quiet = self._voiced(), 0
-            else:
-                quiet += heard
+            now_voiced = self._voiced()
+            quiet = 0 if now_voiced != voiced else quiet + heard
+            voiced = now_voiced
         return self._speaking or self._segments != segment
 
     # -- background transcriptions -------------------------------------------------------------------
