@@ -10,9 +10,9 @@ SAMPLE_S, and attributes each interval to what the call was doing then:
   agent     the agent's voice plays on the caller's handset
 
 and, with py-spy sampling the worker's Python stacks (`--nonblocking`, so the call is not paused), splits each
-thread's CPU by stage: transport (websocket, serializer, relay), vad, resampling, stt, end_of_turn, llm_client, tts,
+thread's CPU by stage: transport (websocket, serializer), vad, resampling, stt, end_of_turn, llm_client, tts,
 pipeline (pipecat's queues, tasks, observers), other; threads py-spy sees no Python in are the models' native thread
-pools (`model_pools`). The front process is all transport (it relays the call to the worker).
+pools (`model_pools`). The front process is all `relay` (it carries the call's messages to the worker and back).
 
 With `--baseline PATH` (another checkout of this project, e.g. a `git worktree` of an older commit) the same calls
 run on that checkout's server too, alternating call by call in the same run, and the report gives the ratio.
@@ -78,7 +78,7 @@ STAGE_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         ("pipeline", r"FrameProcessor|Observer|Queue|queue|Pipeline|task_manager|TaskManager"),
     ]
 ]
-STAGES = ("transport", "vad", "resampling", "stt", "end_of_turn", "llm_client", "tts", "pipeline", "other")
+STAGES = ("relay", "transport", "vad", "resampling", "stt", "end_of_turn", "llm_client", "tts", "pipeline", "other")
 IDLE_LEAF = re.compile(r"epoll_wait|pthread_cond|futex|sem_wait|nanosleep|poll \(|select \(|acquire_lock|do_waitpid")
 
 
@@ -200,7 +200,7 @@ async def measure_call(server: AgentProcess, kind: str, wav: Path, tmp: Path, sp
     stages: Counter[str] = Counter()
     for (pid, tid), seconds in threads.items():
         if pid == front:
-            stages["transport"] += seconds
+            stages["relay"] += seconds
         elif tid in spied:
             busy = sum(spied[tid].values())
             for stage, count in spied[tid].items():
