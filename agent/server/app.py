@@ -37,13 +37,13 @@ from agent.server.access_log import log_config
 from agent.server.admission import Admission
 from agent.server.calls import CallRunner, InProcessCalls
 from agent.server.carriers import add_carrier_routes
+from agent.server.handoff import MAX_WEBSOCKET_MESSAGE_BYTES, HandoffWebSocketProtocol
 from agent.server.lifecycle import DrainingServer
 from agent.server.metrics import ProviderReading, TurnMetrics
 from agent.server.workers import WorkerPool
 from agent.settings import Settings
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"  # in the package (in a checkout: a link to web/)
-MAX_WEBSOCKET_MESSAGE_BYTES = 64 * 1024
 BUSY_MESSAGE = "The agent is busy with other calls right now; please try again in a minute."
 PAGE_HEADERS = {
     "Content-Security-Policy": "frame-ancestors 'self'",
@@ -231,7 +231,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_level="info",
         log_config=log_config(),
-        ws="websockets",
+        ws=HandoffWebSocketProtocol,  # a call's connection is handed to its worker (`handoff.py`)
         ws_max_size=MAX_WEBSOCKET_MESSAGE_BYTES,
         ws_per_message_deflate=False,  # G.711 and PCM do not compress: deflating every 20 ms frame only costs CPU
     )

@@ -8,21 +8,26 @@ directory only this user can enter; only the front talks to it:
 - `/control`: the front's line to the worker. Out: `ready` once, every turn report, the input bound a caller broke
   (`violation`), the LLM providers' state (`providers`, after every turn and call), `idle` after each call.
   In: `end_call` (say the drain goodbye and end the live call). When the front closes it, the worker exits.
-- `/ws`, `/phone/<carrier>` (`?greeting=` for an outbound call): one call each, relayed message for message by
-  the front, which terminated the caller's websocket and checked it (origin, access, signature, stream token,
-  admission) before any worker saw it; a phone stream's opening messages come first, as the carrier sent them.
-  The calls run here exactly as in a single-process server (`calls.py`'s `InProcessCalls`: the same pipelines,
-  the same input bounds).
+
+Calls come on `<socket>.handoff` (`handoff.py`): the caller's connection itself, terminated and checked by the
+front (origin, access, signature, stream token, admission) before any worker saw it, with what the front had read
+of it (a phone stream's opening messages first, as the carrier sent them), headed for `/ws` (the page) or
+`/phone/<carrier>` (`?greeting=` for an outbound call). The calls run here exactly as in a single-process server
+(`calls.py`'s `InProcessCalls`: the same pipelines, the same input bounds).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import json
+import os
+import socket
 import sys
 import tempfile
 import time
@@ -37,10 +42,13 @@ import soxr
 import uvicorn
 from fastapi import APIRouter, FastAPI, WebSocket, WebSocketDisconnect
 from loguru import logger
+from starlette.types import Scope
 
 from agent.latency.observer import TurnListener
 from agent.runtime import AgentRuntime
 from agent.server.calls import InProcessCalls, PhoneCall, ViolationListener
+from agent.server.handed_socket import HandedSocket
+from agent.server.handoff import MAX_WEBSOCKET_MESSAGE_BYTES, Handoff, handoff_path, receive_handoff
 from agent.settings import Settings
 from agent.telephony.gate import OPENING_TIMEOUT_S
 from agent.telephony.registry import CARRIERS
@@ -153,7 +161,6 @@ async def control(websocket: WebSocket) -> None:
         sender.cancel()
 
 
-@routes.websocket("/ws")
 async def browser_call(websocket: WebSocket) -> None:
     await websocket.accept()
     calls: InProcessCalls = websocket.app.state.calls
@@ -166,7 +173,6 @@ async def browser_call(websocket: WebSocket) -> None:
         front.call_over(calls)
 
 
-@routes.websocket("/phone/{carrier}")
 async def phone_call(websocket: WebSocket, carrier: str) -> None:
     await websocket.accept()
     calls: InProcessCalls = websocket.app.state.calls
@@ -175,7 +181,7 @@ async def phone_call(websocket: WebSocket, carrier: str) -> None:
     try:
         if carrier not in CARRIERS:
             raise GateRefused("carrier", f"no carrier {carrier[:20]!r}")
-        async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, relayed as it was sent
+        async with asyncio.timeout(OPENING_TIMEOUT_S):  # the opening the front checked, handed over as it was sent
             opening = await CARRIERS[carrier].serializer.read_opening(websocket)
         await calls.run_phone(websocket, PhoneCall(opening, greeting), *front.reports("phone", calls).listeners)
     except (GateRefused, TimeoutError) as e:
@@ -187,21 +193,109 @@ async def phone_call(websocket: WebSocket, carrier: str) -> None:
         front.call_over(calls)
 
 
+class HandedCalls:
+    """The calls the front hands over (`handoff.py`): each socket received on the handoff channel is served as
+    the websocket it is, by the route it was headed for."""
+
+    def __init__(self, app: FastAPI, path: str) -> None:
+        self._app = app
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(1)
+        self._listener.setblocking(False)
+        self._calls: set[asyncio.Task[None]] = set()
+
+    async def serve(self) -> None:
+        """Take handoffs from the front, over each connection it makes, until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            channel, _ = await loop.sock_accept(self._listener)
+            channel.setblocking(False)
+            self._track(asyncio.create_task(self._receive(channel)))
+
+    async def _receive(self, channel: socket.socket) -> None:
+        with channel:
+            while True:
+                try:
+                    handoff, sock = await receive_handoff(channel)
+                except EOFError:
+                    return
+                self._track(asyncio.create_task(self.run(handoff, sock)))
+
+    async def run(self, handoff: Handoff, sock: socket.socket) -> None:
+        """One handed-over call, from the messages the front read to the socket's close."""
+        handed = await HandedSocket.open(
+            sock, handoff.asgi_messages(), base64.b64decode(handoff.unread), MAX_WEBSOCKET_MESSAGE_BYTES
+        )
+        websocket = WebSocket(self._scope(handoff), handed.receive, handed.send)
+        try:
+            if handoff.path == "/ws":
+                await browser_call(websocket)
+            elif handoff.path.startswith("/phone/"):
+                await phone_call(websocket, handoff.path.removeprefix("/phone/"))
+            else:
+                logger.error(f"handoff: no route {handoff.path[:40]!r}")
+                await websocket.close(code=1011)
+        finally:
+            await handed.finish()
+
+    def _scope(self, handoff: Handoff) -> Scope:
+        return {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "scheme": "ws",
+            "path": handoff.path,
+            "raw_path": handoff.path.encode(),
+            "query_string": handoff.query.encode(),
+            "root_path": "",
+            "headers": [],
+            "client": handoff.client,
+            "server": None,
+            "subprotocols": [],
+            "app": self._app,
+        }
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def close(self) -> None:
+        for task in list(self._calls):
+            task.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
+        self._listener.close()
+
+
 @asynccontextmanager
 async def warm_runtime(app: FastAPI) -> AsyncIterator[None]:
-    """The worker's lifespan: its runtime started, rehearsed and frozen before the first call."""
+    """The worker's lifespan: its runtime started, rehearsed and frozen before the first call; then the handoff
+    channel open (the front connects to it once the worker is ready)."""
     async with AgentRuntime.start(app.state.settings, local_llm_url=app.state.local_llm_url) as runtime:
         app.state.calls = InProcessCalls(runtime)
         await rehearse(runtime)
         gc.collect()
         gc.freeze()  # the models and everything loaded so far stay: later collections skip them
-        yield
+        handed = HandedCalls(app, app.state.handoff_path)
+        serving = asyncio.create_task(handed.serve())
+        try:
+            yield
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            await handed.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(app.state.handoff_path)
 
 
-def create_worker_app(settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None]) -> FastAPI:
-    """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit)."""
+def create_worker_app(
+    settings: Settings, local_llm_url: str | None, on_orphaned: Callable[[], None], handoff_path: str
+) -> FastAPI:
+    """The worker's app. `on_orphaned` is called when the front's control line closes (the worker should exit);
+    the front hands calls over on `handoff_path`."""
     app = FastAPI(lifespan=warm_runtime, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
+    app.state.handoff_path = handoff_path
     app.state.local_llm_url = local_llm_url
     app.state.on_orphaned = on_orphaned
     app.state.front = FrontLine()
@@ -224,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_worker_app(settings, payload.get("local_llm_url"), exit_now)
+    app = create_worker_app(settings, payload.get("local_llm_url"), exit_now, handoff_path(args.socket))
     server = uvicorn.Server(
         uvicorn.Config(app, uds=args.socket, log_level="warning", ws="websockets-sansio", ws_per_message_deflate=False)
     )

@@ -1,24 +1,26 @@
-"""The worker pool: N warm worker processes (`worker.py`), one call each at a time, and the relay that carries a
-call between the caller's websocket (terminated here, in the front process) and the worker running it.
+"""The worker pool: N warm worker processes (`worker.py`), one call each at a time, each given its call's
+connection (`handoff.py`) once the front has checked and admitted it.
 
 Each worker loads its models once, before its first call, and is reused warm (the server serves once one worker per
 core is warm; the rest of the pool warms up behind them); a worker that dies (crash, OOM
 kill) is replaced, and the call it was running ends with its socket closed (1011). The embedded llama.cpp
 server, when the settings ask for it, runs once per machine, started here and shared by every worker.
 
-The relay is a websocket over the worker's Unix socket: every message the caller sends goes to the worker as is,
-every message the worker sends goes to the caller as is; when either side closes, the other is closed too. It
-costs one extra local hop per 20 ms audio frame (README, "CPU per call", has what the relay costs) and keeps each
-call's Whisper, TTS and event loop in a process of its own, so one call's work never stalls another's.
+The caller's websocket is handed over whole: the worker reads and writes the caller's socket itself (no relay in
+between: README, "CPU per call"), and the front waits for the worker to say the call is over, or to die (the
+caller then gets 1011 from the front). Each call's Whisper, TTS and event loop run in a process of its own, so one
+call's work never stalls another's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -32,13 +34,13 @@ import websockets
 from fastapi import WebSocket
 from loguru import logger
 from pydantic import SecretStr
-from websockets.protocol import State
 
 from agent.latency.observer import TurnListener
 from agent.llm.local_server import LocalLLMServer
 from agent.llm.providers import wants_local_llm
 from agent.protocols.websocket_transport import close_if_open
 from agent.server.calls import PhoneCall, ViolationListener
+from agent.server.handoff import HANDOFF, DetachedSocket, Handoff, handoff_path, send_handoff
 from agent.server.machine import process_cpu_seconds
 from agent.server.metrics import ProviderReading, combine_readings
 from agent.settings import Settings
@@ -47,6 +49,7 @@ START_TIMEOUT_S = 180.0  # loading and warming the models on a busy 2-core machi
 START_ATTEMPTS = 3
 RETRY_REPLACE_S = 30.0  # a replacement that failed START_ATTEMPTS times is tried again after this
 ACQUIRE_TIMEOUT_S = 30.0  # an admitted call waits this long for a worker (a crashed one being replaced)
+HANDOFF_TIMEOUT_S = 2.0
 IDLE_TIMEOUT_S = 15.0  # after its call's socket closed, a worker has this long to say it is idle again
 
 
@@ -62,6 +65,7 @@ class Worker:
     socket_path: str
     process: asyncio.subprocess.Process
     control: websockets.ClientConnection
+    handoff: socket.socket  # the channel calls are handed over on
     state: str = "idle"  # idle | busy | dead
     calls: int = 0
     on_turn: TurnListener | None = None
@@ -147,15 +151,14 @@ class WorkerPool:
         return combine_readings(snapshots, time.monotonic())
 
     async def run_browser(self, websocket: WebSocket, on_turn: TurnListener, on_violation: ViolationListener) -> None:
-        await self._run(websocket, "/ws", [], on_turn, on_violation)
+        await self._run(websocket, "/ws", "", [], on_turn, on_violation)
 
     async def run_phone(
         self, websocket: WebSocket, call: PhoneCall, on_turn: TurnListener, on_violation: ViolationListener
     ) -> None:
-        path = f"/phone/{call.opening.carrier}" + (
-            f"?{urlencode({'greeting': call.greeting})}" if call.greeting else ""
-        )
-        await self._run(websocket, path, call.opening.messages, on_turn, on_violation)
+        query = urlencode({"greeting": call.greeting}) if call.greeting else ""
+        path, opening = f"/phone/{call.opening.carrier}", call.opening.messages
+        await self._run(websocket, path, query, opening, on_turn, on_violation)
 
     async def end_all(self) -> None:
         for worker in list(self._workers.values()):
@@ -168,6 +171,7 @@ class WorkerPool:
         self,
         client: WebSocket,
         path: str,
+        query: str,
         opening: Sequence[str],
         on_turn: TurnListener,
         on_violation: ViolationListener,
@@ -180,15 +184,15 @@ class WorkerPool:
             return
         worker.on_turn, worker.on_violation = on_turn, on_violation
         try:
-            async with websockets.unix_connect(
-                worker.socket_path, f"ws://worker{path}", max_size=None, ping_interval=None, compression=None
-            ) as upstream:
-                for text in opening:
-                    await upstream.send(text)
-                await _relay(client, upstream)
-        except (OSError, websockets.WebSocketException) as e:
-            logger.error(f"workers: {worker.name} dropped its call ({type(e).__name__}: {e})")
-            await close_if_open(client, 1011)
+            detach = client.scope.get("extensions", {}).get(HANDOFF)
+            detached: DetachedSocket | None = detach() if detach else None
+            if detached is None:  # the caller is hanging up already (or this is not `voice-agent serve`'s server)
+                logger.warning(f"workers: the caller's connection to {path} could not be handed over; call ended")
+                await close_if_open(client, 1011)
+                return
+            messages = [Handoff.message(m) for m in [*opening, *detached.messages]]
+            unread = base64.b64encode(detached.unread).decode()
+            await _hand_over(worker, detached, Handoff(path, query, client.scope.get("client"), messages, unread))
         finally:
             await self._finished(worker)
 
@@ -254,7 +258,10 @@ class WorkerPool:
         control = await self._connect(name, path, process)
         ready = json.loads(await control.recv())
         self._describe = {"provider": ready.get("provider"), "model": ready.get("model")}
-        worker = Worker(name=name, socket_path=path, process=process, control=control)
+        handoff = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        handoff.settimeout(HANDOFF_TIMEOUT_S)  # a handoff is a small local write; a worker too stuck to read fails
+        handoff.connect(handoff_path(path))  # the worker listens on it before it says it is ready
+        worker = Worker(name=name, socket_path=path, process=process, control=control, handoff=handoff)
         worker.watcher = asyncio.create_task(self._watch(worker))
         async with self._changed:
             self._workers[name] = worker
@@ -302,6 +309,7 @@ class WorkerPool:
             self._changed.notify_all()
         failures = [ProviderReading(r.name, failures=r.failures) for r in worker.providers[1]]
         self._retired = combine_readings([(0.0, self._retired), (0.0, failures)], 0.0)
+        worker.handoff.close()
         worker.idle_again.set()
         if self._stopping:
             return
@@ -333,6 +341,7 @@ class WorkerPool:
             task.cancel()
         workers = list(self._workers.values())
         for worker in workers:
+            worker.handoff.close()
             await worker.control.close()  # the worker exits when its control line closes
         for worker in workers:
             try:
@@ -345,33 +354,26 @@ class WorkerPool:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-async def _relay(client: WebSocket, upstream: websockets.ClientConnection) -> None:
-    """Carry messages both ways until one side closes, then close the other with the same meaning."""
-
-    async def inbound() -> None:
-        while True:
-            message = await client.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
-            if data is not None:
-                await upstream.send(data)
-
-    async def outbound() -> None:
-        async for data in upstream:
-            if isinstance(data, bytes):
-                await client.send_bytes(data)
-            else:
-                await client.send_text(data)
-
-    caller, worker = asyncio.create_task(inbound()), asyncio.create_task(outbound())
-    await asyncio.wait({caller, worker}, return_when=asyncio.FIRST_COMPLETED)
-    if upstream.state is State.OPEN:  # the caller hung up (or went away): the worker's transport ends the call
-        await upstream.close()
-        await asyncio.wait({worker}, timeout=5)
-    else:  # the worker ended the call (or died): tell the caller the same way (a broken input bound: 1008 "flood")
-        code = upstream.close_code if upstream.close_code in (1000, 1008, 1011, 1013) else 1011
-        await close_if_open(client, code, upstream.close_reason or "")
-    for task in (caller, worker):
-        task.cancel()
-    await asyncio.gather(caller, worker, return_exceptions=True)
+async def _hand_over(worker: Worker, detached: DetachedSocket, handoff: Handoff) -> None:
+    """Give the worker the caller's connection, then wait for the call to end: the worker says so (its close frame
+    sent), dies (the front closes with 1011), or the server stops before it could (1012)."""
+    try:
+        send_handoff(worker.handoff, handoff, detached.fileno())
+    except OSError as e:
+        logger.error(f"workers: {worker.name} could not take its call ({e})")
+        detached.close(1011)
+        return
+    logger.info(f"workers: {worker.name} has the caller's connection")
+    stopping = asyncio.create_task(detached.server_stopping.wait())
+    over = asyncio.create_task(worker.idle_again.wait())
+    try:
+        await asyncio.wait({stopping, over}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        over.cancel()
+    if worker.state == "dead":
+        detached.close(1011)
+    elif not worker.idle_again.is_set():
+        detached.close(1012)
+    else:
+        detached.release()
