@@ -25,8 +25,8 @@ ViolationListener = Callable[[str], None]  # told the input bound a caller broke
 
 @dataclass(frozen=True)
 class PhoneCall:
-    """An admitted phone stream of any carrier: its opening (`opening.messages`: its first messages as sent, for a
-    relay) and what the agent says first (an outbound call's greeting; "" for an incoming call)."""
+    """An admitted phone stream of any carrier: its opening (`opening.messages`: its first messages as sent, handed to
+    the worker) and what the agent says first (an outbound call's greeting; "" for an incoming call)."""
 
     opening: StreamOpening
     greeting: str = ""

@@ -173,7 +173,7 @@ class HandoffWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def detach(self) -> DetachedSocket | None:
         """Stop reading this connection and give up the bytes read but not used; None when it cannot be handed
-        over (a compressed or encrypted stream, or one that is closing), and the front relays it instead."""
+        over (a compressed or encrypted stream, or one that is closing: the call is then ended)."""
         if (
             self.conn.state is not State.OPEN
             or self.conn.extensions

@@ -185,7 +185,7 @@ async def phone_call(websocket: WebSocket, carrier: str) -> None:
             opening = await CARRIERS[carrier].serializer.read_opening(websocket)
         await calls.run_phone(websocket, PhoneCall(opening, greeting), *front.reports("phone", calls).listeners)
     except (GateRefused, TimeoutError) as e:
-        logger.warning(f"{carrier[:20]}: the relayed stream did not start properly: {e}")
+        logger.warning(f"{carrier[:20]}: the handed-over stream did not start properly: {e}")
         await websocket.close(code=1008)
     except Exception:
         logger.exception(f"{carrier[:20]}: call failed")

@@ -44,7 +44,7 @@ OPENING_TIMEOUT_S = 10.0
 class StreamOpening:
     """What a media stream says about itself before the audio: the carrier's ids, its media encoding ("PCMU" or
     "PCMA"), the parameters our answer document gave it (the stream token, an outbound call's dial id), and its
-    opening messages as sent (the front relays them to the worker process that runs the call, which reads them
+    opening messages as sent (the front hands them to the worker process that runs the call, which reads them
     again). Plain data: it can cross a process boundary."""
 
     carrier: str
