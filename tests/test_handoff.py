@@ -7,7 +7,6 @@ itself (its worker died) sends the close frame."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -106,8 +105,7 @@ async def front_and_worker(handle) -> AsyncIterator[str]:
         detached = scope["extensions"][HANDOFF]()
         assert detached is not None
         detached_sockets.append(detached)
-        messages = [Handoff.message(m) for m in [first, *detached.messages]]
-        handoff = Handoff("/echo", "", scope.get("client"), messages, base64.b64encode(detached.unread).decode())
+        handoff = Handoff.of("/echo", "", scope.get("client"), [first, *detached.messages], detached.unread)
         send_handoff(front_end, handoff, detached.fileno())
         await asyncio.sleep(3600)  # the front waits for the call to end
 
@@ -138,7 +136,7 @@ async def front_and_worker(handle) -> AsyncIterator[str]:
 
 async def echo_then_close(handoff, sock, _detached) -> None:
     """The worker: echo every message, and close with 1000 "done" after the last ("stop")."""
-    handed = await HandedSocket.open(sock, handoff.asgi_messages(), base64.b64decode(handoff.unread), 1 << 20)
+    handed = await HandedSocket.open(sock, handoff.asgi_messages(), handoff.unread_bytes(), 1 << 20)
     websocket = WebSocket({"type": "websocket", "path": handoff.path, "headers": []}, handed.receive, handed.send)
     try:
         await websocket.accept()
@@ -167,7 +165,7 @@ async def test_a_caller_closing_ends_the_call_in_the_worker():
     opened, ended = asyncio.Event(), asyncio.Event()
 
     async def until_closed(handoff, sock, _detached) -> None:
-        handed = await HandedSocket.open(sock, handoff.asgi_messages(), base64.b64decode(handoff.unread), 1 << 20)
+        handed = await HandedSocket.open(sock, handoff.asgi_messages(), handoff.unread_bytes(), 1 << 20)
         opened.set()
         websocket = WebSocket({"type": "websocket", "path": "/", "headers": []}, handed.receive, handed.send)
         await websocket.accept()

@@ -21,6 +21,7 @@ import asyncio
 import base64
 import json
 import socket
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,9 +49,13 @@ class Handoff:
     messages: list[dict[str, str]] = field(default_factory=list)  # {"text": ...} or {"bytes": base64}, in order
     unread: str = ""  # base64: the start of a frame the front had read part of
 
-    @staticmethod
-    def message(data: str | bytes) -> dict[str, str]:
-        return {"bytes": base64.b64encode(data).decode()} if isinstance(data, bytes) else {"text": data}
+    @classmethod
+    def of(
+        cls, path: str, query: str, client: tuple[str, int] | None, messages: Sequence[str | bytes], unread: bytes
+    ) -> Handoff:
+        """The handoff of a call headed for `path`, with the messages and the frame's start the front had read."""
+        encoded = [{"bytes": base64.b64encode(m).decode()} if isinstance(m, bytes) else {"text": m} for m in messages]
+        return cls(path, query, client, encoded, base64.b64encode(unread).decode())
 
     def asgi_messages(self) -> list[dict[str, Any]]:
         return [
@@ -59,6 +64,9 @@ class Handoff:
             else {"type": "websocket.receive", "text": m["text"]}
             for m in self.messages
         ]
+
+    def unread_bytes(self) -> bytes:
+        return base64.b64decode(self.unread)
 
     def encode(self) -> bytes:
         body = json.dumps(asdict(self)).encode()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import ctypes
 import ctypes.util
@@ -225,7 +224,7 @@ class HandedCalls:
     async def run(self, handoff: Handoff, sock: socket.socket) -> None:
         """One handed-over call, from the messages the front read to the socket's close."""
         handed = await HandedSocket.open(
-            sock, handoff.asgi_messages(), base64.b64decode(handoff.unread), MAX_WEBSOCKET_MESSAGE_BYTES
+            sock, handoff.asgi_messages(), handoff.unread_bytes(), MAX_WEBSOCKET_MESSAGE_BYTES
         )
         websocket = WebSocket(self._scope(handoff), handed.receive, handed.send)
         try:

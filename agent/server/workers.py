@@ -15,7 +15,6 @@ call's work never stalls another's.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import os
@@ -190,9 +189,9 @@ class WorkerPool:
                 logger.warning(f"workers: the caller's connection to {path} could not be handed over; call ended")
                 await close_if_open(client, 1011)
                 return
-            messages = [Handoff.message(m) for m in [*opening, *detached.messages]]
-            unread = base64.b64encode(detached.unread).decode()
-            await _hand_over(worker, detached, Handoff(path, query, client.scope.get("client"), messages, unread))
+            messages = [*opening, *detached.messages]
+            handoff = Handoff.of(path, query, client.scope.get("client"), messages, detached.unread)
+            await _hand_over(worker, detached, handoff)
         finally:
             await self._finished(worker)
 
