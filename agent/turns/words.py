@@ -17,16 +17,24 @@ the same worker take turns.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
 
-import llama_cpp
-import numpy as np
-from llama_cpp import Llama
-from loguru import logger
+# llama.cpp's threads meet at an OpenMP barrier after every operation of the graph, and GNU OpenMP spins 300,000
+# times at a barrier before it sleeps. When the machine has more runnable threads than cores (several calls, each
+# with its worker's model), the spinning thread holds a core its partner is waiting for: a score that takes 30 ms
+# took 1.7 s (two workers scoring beside three busy processes on 2 cores). Spinning 1,000 times costs nothing when
+# the machine is idle and gives the core up under load. libgomp reads it once, when llama.cpp loads it.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
-from agent.models import smollm2_path
+import llama_cpp  # noqa: E402
+import numpy as np  # noqa: E402
+from llama_cpp import Llama  # noqa: E402
+from loguru import logger  # noqa: E402
+
+from agent.models import smollm2_path  # noqa: E402
 
 SYSTEM = "You are a helpful voice assistant on a phone call. The user's messages are transcribed speech."
 GREETING = "Hello! How can I help you today?"  # the context before the agent has said anything
