@@ -4,6 +4,7 @@ the real local models on real recordings played through a phone line (8 kHz G.71
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -15,7 +16,7 @@ from agent.llm.simulator import ProviderSim
 from agent.runtime import AgentRuntime
 from agent.speech.energy import speech_spans
 from agent.turns.decision import RULE, TurnEvidence, TurnRule, log_odds
-from agent.turns.end_of_turn import SCORE_AFTER_S, EndOfTurnStrategy
+from agent.turns.end_of_turn import SCORE_AFTER_S, WORDS_DEADLINE_S, EndOfTurnStrategy
 from agent.turns.words import TurnWordsModel, normalize
 from bench.audio import FIXTURES, RATE, load
 from bench.calls import build_call as build_paused_call
@@ -124,6 +125,37 @@ async def test_the_words_are_scored_only_once_the_caller_has_been_silent_a_while
         await strategy.process_frame(VADUserStartedSpeakingFrame())
         await stop_then_silence("I need to book a table", 2, 0.3)
     assert words.scored == ["I need to book a table"]
+
+
+class StalledScores:
+    """The real words model on a starved machine: each score waits until `release` is set."""
+
+    def __init__(self, model: TurnWordsModel) -> None:
+        self.model = model
+        self.release = threading.Event()
+        self.asked = 0
+
+    def probability(self, text: str, agent_said: str = "") -> float:
+        self.asked += 1
+        self.release.wait(10)
+        return self.model.probability(text, agent_said)
+
+    def prime(self, agent_said: str) -> None:
+        self.model.prime(agent_said)
+
+
+async def test_a_late_words_score_does_not_hold_the_turn(speech):
+    """The turn is decided without the words once they are `WORDS_DEADLINE_S` late, not at pipecat's 5 s timeout."""
+    words = StalledScores(speech.turn_words)
+    strategy = EndOfTurnStrategy(shortest_s=0.2, longest_s=1.0, budget_s=0.8, words=words, speculate=False)
+    try:
+        async with strategy_events(strategy) as events:
+            await events.caller_says("I need a table for two")
+    finally:
+        words.release.set()
+    assert words.asked == 1
+    assert events.events and events.events[-1][0] == "end", events.events
+    assert WORDS_DEADLINE_S <= 0.5
 
 
 def test_a_pause_after_to_consider_is_waited_out(speech):

@@ -66,6 +66,7 @@ from agent.turns.vad import FastStopSileroVAD
 from agent.turns.words import TurnWordsModel, normalize
 
 SCORE_AFTER_S = 0.1  # silence after the VAD stop before the words are scored (well within the shortest wait)
+WORDS_DEADLINE_S = 0.4  # a words score later than this (an overloaded machine) is not waited for
 SPECULATION_LEAD_S = 0.6  # start the speculative request this long before the planned end of the turn
 WALL_CLOCK_GRACE_S = 0.5  # without audio frames, a wait ends this much later by the wall clock
 
@@ -242,12 +243,17 @@ class EndOfTurnStrategy(BaseUserTurnStopStrategy):
             await self.trigger_user_turn_stopped()
 
     async def _read_words(self, text: str) -> float | None:
-        """The words model's P(done), or None without one (or when it fails: the voice and the wait still decide)."""
+        """The words model's P(done), or None without one (or when it fails or is late: the voice and the wait still
+        decide; a score takes ~15-80 ms, and one that takes seconds on a starved machine must not hold the turn)."""
         if self._words is None:
             return None
         agent_said = self._conversation.last_agent_words() if self._conversation is not None else ""
         try:
-            return await asyncio.to_thread(self._words.probability, text, agent_said)
+            async with asyncio.timeout(WORDS_DEADLINE_S):
+                return await asyncio.to_thread(self._words.probability, text, agent_said)
+        except TimeoutError:
+            logger.warning(f"{self}: the words model took over {WORDS_DEADLINE_S:.1f} s: deciding without it")
+            return None
         except Exception as error:
             logger.exception(f"{self}: the words model failed ({error}): deciding without it")
             return None
