@@ -358,9 +358,11 @@ async def _hand_over(worker: Worker, detached: DetachedSocket, handoff: Handoff)
     sent), dies (the front closes with 1011), or the server stops before it could (1012)."""
     try:
         send_handoff(worker.handoff, handoff, detached.fileno())
-    except OSError as e:
-        logger.error(f"workers: {worker.name} could not take its call ({e})")
+    except OSError as e:  # stuck (a small local write timed out) or gone; a half-sent handoff spoils its channel
+        logger.error(f"workers: {worker.name} could not take its call ({e}); replacing it")
         detached.close(1011)
+        with contextlib.suppress(ProcessLookupError):
+            worker.process.kill()
         return
     logger.info(f"workers: {worker.name} has the caller's connection")
     stopping = asyncio.create_task(detached.server_stopping.wait())
