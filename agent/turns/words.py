@@ -26,20 +26,36 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from loguru import logger
+
+from agent.models import smollm2_path
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """The variable `name` set to `value` inside the block (unless the operator has set it), as before after it."""
+    before = os.environ.get(name)
+    os.environ[name] = before if before is not None else value
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[name]
+
 
 # llama.cpp's threads meet at an OpenMP barrier after every operation of the graph, and GNU OpenMP spins 300,000
 # times at a barrier before it sleeps. When the machine has more runnable threads than cores (several calls, each
 # with its worker's model), the spinning thread holds a core its partner is waiting for: a score that takes 30 ms
-# took 1.7 s (two workers scoring beside three busy processes on 2 cores). Spinning 1,000 times costs nothing when
-# the machine is idle and gives the core up under load. libgomp reads it once, when llama.cpp loads it.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-import llama_cpp  # noqa: E402
-import numpy as np  # noqa: E402
-from llama_cpp import Llama  # noqa: E402
-from loguru import logger  # noqa: E402
-
-from agent.models import smollm2_path  # noqa: E402
+# took 1.7 s (two workers scoring beside three busy processes on 2 cores). Spinning 1,000 times costs nothing here
+# when the machine is idle and gives the core up under load. libgomp reads it once, as llama.cpp loads it; the
+# variable is not left set for the processes started later: the local LLM server generates one token at a time,
+# and there short spins cost it (70 tokens/s with the default, 59 and stalls at 24 with 1,000).
+with _environment("GOMP_SPINCOUNT", "1000"):
+    import llama_cpp  # noqa: E402
 
 SYSTEM = "You are a helpful voice assistant on a phone call. The user's messages are transcribed speech."
 GREETING = "Hello! How can I help you today?"  # the context before the agent has said anything
@@ -60,7 +76,7 @@ class TurnWordsModel:
     def __init__(self, threads: int = 2, n_ctx: int = 512) -> None:
         started = time.perf_counter()
         self._prime_threads = threads
-        self._llm = Llama(
+        self._llm = llama_cpp.Llama(
             model_path=str(smollm2_path()),
             n_ctx=n_ctx,
             n_threads=threads,
