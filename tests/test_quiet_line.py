@@ -4,9 +4,11 @@ stream sends it: 20 ms frames of 8 kHz audio."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pipecat.frames.frames import InputAudioRawFrame
 
 from agent.protocols.quiet_line import NEVER_SPEECH_RMS, QuietLineBatcher
+from agent.speech.energy import rms
 from bench.audio import build_call
 from pipelines.replay import read_call_wav
 
@@ -86,3 +88,14 @@ def test_recorded_speech_is_never_held(tmp_path):
     whole = b"".join(f.audio for f in frames)
     assert whole.startswith(sent) and len(whole) - len(sent) < 0.1 * RATE * 2  # in order; at most a batch still held
     assert sum(frame is not None for frame in out) <= len(frames) - 150  # ~5 s of the 8.6 s quiet held
+
+
+def test_a_frame_s_level_is_its_root_mean_square(tmp_path):
+    """`rms` (one dot product) reads every frame of a recorded call as numpy's mean of squares does, full scale too."""
+    call = build_call(tmp_path / "call.wav", [0.5, "ten_of_clubs.wav", 0.5], rate=RATE)
+    pcm8, _ = read_call_wav(call)
+    frames = [frame.audio for frame in frames_of(pcm8)] + [np.full(160, -32768, np.int16).tobytes(), b""]
+    for audio in frames:
+        samples = np.frombuffer(audio, np.int16).astype(np.float64)
+        expected = float(np.sqrt(np.mean(samples**2))) if len(samples) else 0.0
+        assert rms(audio) == pytest.approx(expected, rel=1e-5, abs=1e-3)

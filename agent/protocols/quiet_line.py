@@ -11,8 +11,9 @@ are never late (and at most `batch_s` of quiet is still held when the call ends)
 
 from __future__ import annotations
 
-import numpy as np
 from pipecat.frames.frames import InputAudioRawFrame
+
+from agent.speech.energy import rms
 
 NEVER_SPEECH_RMS = 80.0  # 16-bit RMS: audio quieter than this is never speech (the VAD's floor too)
 
@@ -29,7 +30,7 @@ class QuietLineBatcher:
 
     def add(self, frame: InputAudioRawFrame) -> InputAudioRawFrame | None:
         """The frame to push for `frame` (it, or a batch ending with it), or None while it is held."""
-        if _rms(frame.audio) >= NEVER_SPEECH_RMS:
+        if rms(frame.audio) >= NEVER_SPEECH_RMS:
             self._quiet = 0
             return self._release(frame)
         quiet_before, self._quiet = self._quiet, self._quiet + frame.num_frames
@@ -52,8 +53,3 @@ class QuietLineBatcher:
         )
         batch.transport_source = first.transport_source
         return batch
-
-
-def _rms(audio: bytes) -> float:
-    samples = np.frombuffer(audio, np.int16).astype(np.float32)
-    return float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0

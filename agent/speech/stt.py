@@ -34,7 +34,6 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
@@ -49,7 +48,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
 from agent.frames import SpeakPhraseFrame, SpeechEndFrame, TurnTranscriptionFrame
-from agent.speech.energy import trailing_silence_s
+from agent.speech.energy import rms, trailing_silence_s
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
 
@@ -110,8 +109,7 @@ class TurnSpeech:
 
     def add(self, audio: bytes) -> None:
         self.audio += audio
-        samples = np.frombuffer(audio, np.int16).astype(np.float32)
-        level = float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0
+        level = rms(audio)
         self.speech_level = max(level, self.speech_level * SPEECH_DECAY)
         if level >= max(MIN_SPEECH_RMS, QUIET_FRACTION * self.speech_level):
             self.voiced_end = len(self.audio)

@@ -25,6 +25,7 @@ from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
 from agent.protocols.quiet_line import NEVER_SPEECH_RMS
+from agent.speech.energy import rms
 
 if TYPE_CHECKING:
     from agent.settings import Settings
@@ -55,8 +56,7 @@ class FastStopSileroVAD(SileroVADAnalyzer):
         return self._run_analyzer(buffer)
 
     def voice_confidence(self, buffer: bytes) -> float:
-        samples = np.frombuffer(buffer, np.int16).astype(np.float32)
-        level = float(np.sqrt(np.mean(samples * samples))) if len(samples) else 0.0
+        level = rms(buffer)
         self._noise_floor = min(self._noise_floor * NOISE_RISE, max(level, 1.0))
         floor = max(NEVER_SPEECH_RMS, self._noise_floor * NOISE_MARGIN)
         if level < max(floor, self._speech_level * SPEECH_DECAY * QUIET_FRACTION):
