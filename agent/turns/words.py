@@ -14,10 +14,10 @@ words). `prime()` evaluates the agent's words ahead of the caller's, so that the
 for the caller's words. One lock per model: llama.cpp's context is not safe to share between threads, so calls of
 the same worker take turns.
 
-A score runs on one thread and a prime on `threads`. A score evaluates a few words: on two threads it takes 13 ms
-on an idle machine but 40 ms, and twice the CPU, as soon as one other thread is busy, and during a call one always
-is (the transcript's decode, Smart Turn, the event loop); on one thread it takes 21 ms either way. A prime (the
-agent's ~60 tokens, while the caller speaks) is long enough to gain from the second thread.
+A score runs on one thread and a prime on `threads`. A score evaluates a few words: on two threads it takes 13 ms on
+an idle machine but 40 ms, and twice the CPU, as soon as one other thread is busy, and during a call one always is
+(the transcript's decode, the event loop); on one thread it takes 21 ms either way. A prime (the agent's ~60 tokens,
+while the caller speaks) is long enough to gain from the second thread.
 """
 
 from __future__ import annotations
