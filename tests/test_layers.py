@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[set[str]] = [
-    {"agent.settings", "agent.frames", "agent.text", "agent.models"},  # the ground
+    {"agent.settings", "agent.frames", "agent.text", "agent.models", "agent.pcm"},  # the ground
     {"agent.latency"},
     {"agent.protocols", "agent.speech"},
     {"agent.telephony", "agent.turns"},

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from pipecat.frames.frames import InputAudioRawFrame
 
+from agent.pcm import rms
 from agent.protocols.quiet_line import NEVER_SPEECH_RMS, QuietLineBatcher
-from agent.speech.energy import rms
 from bench.audio import build_call
 from pipelines.replay import read_call_wav
 

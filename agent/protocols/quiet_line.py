@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pipecat.frames.frames import InputAudioRawFrame
 
-from agent.speech.energy import rms
+from agent.pcm import rms
 
 NEVER_SPEECH_RMS = 80.0  # 16-bit RMS: audio quieter than this is never speech (the VAD's floor too)
 

@@ -1,24 +1,14 @@
-"""Where speech is in a recording, by frame energy against the recording's own peak; and one frame's level.
+"""Where speech is in a recording, by frame energy against the recording's own peak.
 
 The latency tracker uses it to find the caller's true end of speech (the VAD calls it later, after its smoothing),
-and the phone client and the benchmark use it to time turns from outside the pipeline, the same way. `rms` is the
-level the live pipeline reads of every frame (the quiet line, the VAD, the STT's pauses).
+and the phone client and the benchmark use it to time turns from outside the pipeline, the same way.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 FRAME_S = 0.02
-
-
-def rms(pcm: bytes) -> float:
-    """The root mean square of 16-bit PCM (0 for none): one dot product, a quarter of `np.mean`'s cost, paid for
-    every 20 ms frame of every call in three places."""
-    samples = np.frombuffer(pcm, np.int16).astype(np.float32)
-    return math.sqrt(float(samples.dot(samples)) / len(samples)) if len(samples) else 0.0
 
 
 def speech_spans(

@@ -48,7 +48,8 @@ from pipecat.services.stt_service import STTService
 from pipecat.utils.time import time_now_iso8601
 
 from agent.frames import SpeakPhraseFrame, SpeechEndFrame, TurnTranscriptionFrame
-from agent.speech.energy import rms, trailing_silence_s
+from agent.pcm import rms
+from agent.speech.energy import trailing_silence_s
 from agent.speech.whisper import WhisperTranscriber
 from agent.text import words
 

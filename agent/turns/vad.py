@@ -24,8 +24,8 @@ import numpy as np
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 
+from agent.pcm import rms
 from agent.protocols.quiet_line import NEVER_SPEECH_RMS
-from agent.speech.energy import rms
 
 if TYPE_CHECKING:
     from agent.settings import Settings
