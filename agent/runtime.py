@@ -39,6 +39,7 @@ from agent.tools.registry import ToolRegistry
 from agent.turns.decision import RULE
 from agent.turns.judge import ProviderJudge
 from agent.turns.smart_turn import SmartTurnModel
+from agent.turns.vad import silero_session
 from agent.turns.words import TurnWordsModel
 
 
@@ -60,6 +61,7 @@ class SpeechModels:
         threadpool_limits(1, user_api="blas")
         transcriber = WhisperTranscriber(threads=settings.stt_threads, min_window_s=settings.stt_min_window_ms / 1000)
         transcriber.warm_up()
+        silero_session()  # every call's VAD shares it
         voice = load_voice(settings.tts_engine)
         return cls(
             transcriber=transcriber,

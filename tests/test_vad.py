@@ -88,3 +88,24 @@ def test_silero_rests_in_a_quiet_line_and_hears_the_caller_as_before(monkeypatch
     assert len(heard) == len(before) >= 2
     for (start, end), (start_before, end_before) in zip(heard, before, strict=True):
         assert abs(start - start_before) <= 0.05 and abs(end - end_before) <= 0.05
+
+
+def test_calls_share_silero_but_not_its_state():
+    # Two calls' VADs on one session, their windows interleaved: each hears its own caller exactly as alone.
+    settings = Settings.load(None)
+    calls = [
+        np.concatenate([line(0.5, 30.0, 4), utterance("dashwood.wav"), line(1.0, 30.0, 5)]),
+        np.concatenate([line(1.5, 30.0, 6), utterance("ten_of_clubs.wav"), line(2.0, 30.0, 7)]),
+    ]
+    alone = [run(build_vad(settings, RATE), call)[0] for call in calls]
+    together = [build_vad(settings, RATE), build_vad(settings, RATE)]
+    assert together[0]._model.session is together[1]._model.session
+    states: list[list[VADState]] = [[], []]
+    for vad in together:
+        vad.set_sample_rate(RATE)
+    for start in range(0, max(map(len, calls)) - FRAME + 1, FRAME):
+        for vad, call, heard in zip(together, calls, states, strict=True):
+            if start + FRAME <= len(call):
+                heard.append(vad._run_analyzer(call[start : start + FRAME].tobytes()))
+    assert states == alone
+    assert all(speaking_spans(heard) for heard in states)

@@ -11,18 +11,25 @@ The VAD calls speech started only after `start_secs` of it, so the caller's next
 that. `voiced_buffers` counts every buffer judged voice (and `voiced_at` says when the last was): the end-of-turn
 strategy restarts its silence when it moves, instead of ending the turn in the window where the next words are
 already coming, and the answer's first audio waits while it is recent (`onset_hold.py`).
+
+Silero's ONNX session is loaded once per process and shared by every call's VAD (`SharedSileroModel`): a session
+holds only the weights (each call keeps its own recurrent state), and loading one cost ~50 ms of CPU at every call's
+start.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
+from importlib import resources
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams, VADState
+import onnxruntime
+from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 
 from agent.pcm import rms
 from agent.protocols.quiet_line import NEVER_SPEECH_RMS
@@ -38,11 +45,33 @@ SILERO_RESTS_AFTER = 10  # windows (32 ms) too quiet to be speech in a row, afte
 SILERO_WARM_WINDOWS = 8  # quiet windows Silero hears again when the audio rises after its rest
 
 
+@functools.cache
+def silero_session() -> onnxruntime.InferenceSession:
+    """The Silero model pipecat ships, loaded as pipecat loads it (one thread), once per process."""
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = 1
+    path = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
+
+
+class SharedSileroModel(SileroOnnxModel):
+    """pipecat's Silero wrapper (one stream's recurrent state and context) on the process's shared session."""
+
+    def __init__(self) -> None:  # not super().__init__: it would load a session of its own
+        self.session = silero_session()
+        self.sample_rates = [8000, 16000]
+        self.reset_states()
+
+
 class FastStopSileroVAD(SileroVADAnalyzer):
     """Silero VAD whose speech ends when the audio's own energy drops, not when Silero's confidence decays."""
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, *, sample_rate: int | None = None, params: VADParams | None = None) -> None:
+        # SileroVADAnalyzer.__init__ would load a session of its own; this is the rest of what it sets.
+        VADAnalyzer.__init__(self, sample_rate=sample_rate, params=params)
+        self._model = SharedSileroModel()
+        self._windows_since_reset = 0
+        self._low_confidence_windows = 0
         self._speech_level = 0.0
         self._noise_floor = NEVER_SPEECH_RMS / NOISE_MARGIN
         self.voiced_buffers = 0  # buffers judged voice so far
