@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 
 from loguru import logger
 from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
-from pipecat.observers.base_observer import BaseObserver
+from pipecat.observers.base_observer import BaseObserver, FrameProcessed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.pipeline.worker_observer import WorkerObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
@@ -54,6 +55,39 @@ from agent.turns.vad import build_vad
 
 ONSET_HOLD_MARGIN_S = 0.1  # the answer's first audio is held at most the VAD's start time and this
 EMPTY_TURNS_RESUMED = 5  # turns of no words in a row after which pipecat leaves the next unanswered
+
+
+class PushedFramesObserver(WorkerObserver):
+    """pipecat's proxy to a worker's observers, without the news of each processor handling each frame.
+
+    pipecat sends every observer an event each time any processor handles any frame (`on_process_frame`), through a
+    queue and a task per observer: for every 20 ms of the caller's audio, a task wake-up per observer at each of the
+    four processors the audio crosses, all call long. A call's observers read the frames pushed and nothing else."""
+
+    def __init__(self, *, observers: Sequence[BaseObserver]) -> None:
+        reading = [o for o in observers if type(o).on_process_frame is not BaseObserver.on_process_frame]
+        if reading:
+            raise ValueError(f"{reading[0]} reads on_process_frame, which a call's worker does not send")
+        super().__init__(observers=list(observers))
+
+    async def on_process_frame(self, data: FrameProcessed) -> None:
+        return None
+
+
+class CallWorker(PipelineWorker):
+    """pipecat's PipelineWorker for one call: its observers see the frames pushed (`PushedFramesObserver`), and
+    none of pipecat's own (RTVI, its turn tracker: unread here, where latency/ keeps the turns; the idle timeout)."""
+
+    def __init__(self, pipeline: Pipeline, *, params: PipelineParams, observers: Sequence[BaseObserver]) -> None:
+        super().__init__(
+            pipeline,
+            params=params,
+            observers=list(observers),
+            enable_rtvi=False,
+            enable_turn_tracking=False,
+            idle_timeout_secs=None,
+        )
+        self._observer = PushedFramesObserver(observers=observers)  # pipecat's observers: none, as above
 
 
 @dataclass
@@ -143,7 +177,7 @@ def build_voice_call(
             aggregators.assistant(),
         ]
     )
-    worker = PipelineWorker(
+    worker = CallWorker(
         pipeline,
         params=PipelineParams(
             audio_in_sample_rate=sample_rate_in,
@@ -151,9 +185,6 @@ def build_voice_call(
             enable_metrics=True,
         ),
         observers=[latency, *observers],
-        enable_rtvi=False,
-        enable_turn_tracking=False,  # pipecat's turn tracker: unread (latency/ keeps the turns), yet shown every frame
-        idle_timeout_secs=None,
     )
     return VoiceCall(worker=worker, latency=latency, context=context)
 
