@@ -87,7 +87,8 @@ class CallWorker(PipelineWorker):
             enable_turn_tracking=False,
             idle_timeout_secs=None,
         )
-        self._observer = PushedFramesObserver(observers=observers)  # pipecat's observers: none, as above
+        # In place of the proxy pipecat built for the same observers (with the flags above it adds none of its own).
+        self._observer = PushedFramesObserver(observers=observers)
 
 
 @dataclass
