@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pipecat.frames.frames import EndFrame, InputAudioRawFrame
+from pipecat.frames.frames import EndFrame, Frame, InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver, FrameProcessed, FramePushed
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import WorkerRunner
@@ -19,7 +19,7 @@ from pipelines.voice import CallWorker
 
 
 class Forward(FrameProcessor):
-    async def process_frame(self, frame, direction: FrameDirection) -> None:
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
 
