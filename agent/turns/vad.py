@@ -47,11 +47,9 @@ SILERO_WARM_WINDOWS = 8  # quiet windows Silero hears again when the audio rises
 
 @functools.cache
 def silero_session() -> onnxruntime.InferenceSession:
-    """The Silero model pipecat ships, loaded as pipecat loads it (one thread), once per process."""
-    options = onnxruntime.SessionOptions()
-    options.inter_op_num_threads = options.intra_op_num_threads = 1
+    """The Silero model pipecat ships, loaded by pipecat's own wrapper (one thread, on the CPU), once per process."""
     path = resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx")
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"], sess_options=options)
+    return SileroOnnxModel(str(path), force_onnx_cpu=True).session
 
 
 class SharedSileroModel(SileroOnnxModel):
